@@ -1,0 +1,1 @@
+"""The DyDiT suite runner: measurements, suites, results and reports (`python -m bench`)."""

@@ -1,0 +1,1 @@
+"""One module per measurement: params, flops, latency (speed), quality."""

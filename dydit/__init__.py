@@ -1,0 +1,4 @@
+"""DyDiT reference implementation: DiT/DyDiT models, the compute-skipping path, FLOPs, checkpoints."""
+from dydit.models import MODELS, DiT, DyDiT, create_model
+
+__all__ = ["MODELS", "DiT", "DyDiT", "create_model"]

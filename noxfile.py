@@ -1,0 +1,41 @@
+"""Sessions: `nox -l` lists them. GPU-only work is never in the default set."""
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def install(session, extras=""):
+    """Installs the project with the tested pins of constraints.txt."""
+    session.install("-c", "constraints.txt", "-e", f".{extras}")
+
+
+@nox.session(python=PYTHON)
+def tests(session):
+    """Unit and integration tests (CPU, small configs)."""
+    install(session, "[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(name="reproduce-table1", python=PYTHON)
+def reproduce_table1(session):
+    """Runs the Table 1 suite (smoke on CPU, full where GPU and assets exist) and renders reports/."""
+    install(session)
+    session.run("python", "-m", "bench", "run", "suites/table1.toml", "--out", "reports", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def report(session):
+    """Re-renders reports/*.html and reports/index.html from the existing result JSON."""
+    install(session)
+    session.run("python", "-m", "bench", "report", "--out", "reports", *session.posargs)
+
+
+@nox.session(name="bench-speed", python=PYTHON)
+def bench_speed(session):
+    """Times DiT vs DyDiT (fast and masked paths) and prints the realized speedup/FLOPs ratio."""
+    install(session)
+    args = session.posargs or ["--model", "DyDiT-XL/2", "--flops-fraction", "0.5"]
+    session.run("python", "-m", "bench", "speed", *args)
