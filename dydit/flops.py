@@ -107,12 +107,13 @@ def router_macs(a: Arch):
     return width + token
 
 
-def block_macs(a: Arch, heads_on=None, groups_on=None, tokens_on=None):
-    """One block, one sample: adaLN, both LayerNorms (fvcore counts 4 per element), attention, MLP."""
+def block_macs(a: Arch, heads_on=None, groups_on=None, tokens_on=None, routers=True):
+    """One block, one sample: adaLN, both LayerNorms (fvcore counts 4 per element), attention, MLP
+    and, for a DyDiT with routers=True, its routers."""
     tokens = a.tokens if tokens_on is None else tokens_on
     norms = 4 * a.tokens * a.hidden + 4 * tokens * a.hidden
     macs = 6 * a.hidden ** 2 + norms + attention_macs(a, heads_on) + mlp_macs(a, groups_on, tokens_on)
-    return macs + (router_macs(a) if a.dynamic else 0)
+    return macs + (router_macs(a) if a.dynamic and routers else 0)
 
 
 def outside_blocks_macs(a: Arch):
@@ -134,14 +135,18 @@ def active_counts(masks: BlockMasks):
     return masks.heads.sum(-1), masks.channels.sum(-1), masks.tokens.sum(-1)
 
 
-def dynamic_macs(model: DiT, record: Sequence[BlockMasks]) -> torch.Tensor:
-    """Per-sample MACs (B,) of one forward whose block masks are `record` (one BlockMasks per block)."""
+def dynamic_macs(model: DiT, record: Sequence[BlockMasks], routers=True) -> torch.Tensor:
+    """Per-sample MACs (B,) of one forward whose block masks are `record` (one BlockMasks per block).
+
+    routers=False leaves out the routers' own cost, for masks imposed from outside. The width routers
+    run once per timestep for the whole batch; counting them per sample overstates by < 0.01 %.
+    """
     a = Arch.of(model)
     assert len(record) == a.depth, f"need masks for {a.depth} blocks, got {len(record)}"
     total = torch.full_like(record[0].tokens[:, 0], float(outside_blocks_macs(a)), dtype=torch.float64)
     for masks in record:
         heads, groups, tokens = (c.double() for c in active_counts(masks))
-        total += block_macs(a, heads, groups, tokens)
+        total += block_macs(a, heads, groups, tokens, routers)
     return total
 
 

@@ -215,7 +215,7 @@ class DiT(nn.Module):
         c, p = self.out_channels, self.patch_size
         h = w = int(x.shape[1] ** 0.5)
         x = x.reshape(x.shape[0], h, w, p, p, c)
-        x = torch.einsum("nhwpqc->nchpwq", x)
+        x = x.permute(0, 5, 1, 3, 2, 4)  # n h w p q c -> n c h p w q (a permute: fvcore counts no FLOPs)
         return x.reshape(x.shape[0], c, h * p, w * p)
 
     def embed(self, x, t, y):
@@ -240,12 +240,15 @@ class DiT(nn.Module):
         """
         half = x[: len(x) // 2]
         model_out = self.forward(torch.cat([half, half], dim=0), t, y)
-        c = self.in_channels if guided_channels is None else guided_channels
-        eps, rest = model_out[:, :c], model_out[:, c:]
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-        eps = torch.cat([half_eps, half_eps], dim=0)
-        return torch.cat([eps, rest], dim=1)
+        return combine_cfg(model_out, cfg_scale, self.in_channels if guided_channels is None else guided_channels)
+
+
+def combine_cfg(model_out, cfg_scale, guided_channels):
+    """Guides the first guided_channels of a [cond; uncond] output; the rest (e.g. sigma) passes through."""
+    eps, rest = model_out[:, :guided_channels], model_out[:, guided_channels:]
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+    return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
 
 
 #################################################################################
@@ -360,6 +363,17 @@ class DyDiT(DiT):
             else:
                 x = block(x, c, t_emb, None if masks is None else masks[i], record)
         return self.unpatchify(self.final_layer(x, c))
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed=0, std=0.02):
+    """Random normal weights everywhere but pos_embed (a DiT at init is the identity: useless for
+    benchmarks and equivalence tests). Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name != "pos_embed":
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
 
 
 #################################################################################

@@ -1,0 +1,184 @@
+"""DiT vs DyDiT speed on one device: fast (compute-skipping) path, masked path, realized speedup.
+
+No trained DyDiT checkpoint is reachable here, so the routers are *calibrated*: random router weights,
+standardised so that widths vary with t and tokens vary in space, plus one bias offset found by
+bisection so that the dynamic FLOPs reach the requested fraction of DiT's. The FLOPs ratio reported is
+measured over the very calls that are timed, so realized = speedup / FLOPs ratio is honest whatever
+the calibration reached.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from bench.timing import interleaved_medians
+from dydit.fast import FastDyDiT
+from dydit.flops import analytic_macs, dynamic_macs
+from dydit.models import DiT, DyDiT, create_model, randomize_
+
+# result keys (the JSON of `python -m bench speed --json`)
+DIT_S, DYDIT_S, MASKED_S = "dit_s", "dydit_s", "masked_s"
+FLOPS_RATIO, SPEEDUP, REALIZED = "flops_ratio", "speedup", "realized"
+
+
+@dataclass
+class SpeedResult:
+    model: str
+    device: str
+    batch: int
+    steps: int
+    repeats: int
+    target_fraction: float
+    calibrated_fraction: float
+    dit_s: float
+    dydit_s: float
+    masked_s: float
+    flops_ratio: float
+    speedup: float
+    realized: float
+    masked_speedup: float
+    max_rel_diff_fast_vs_masked: float
+    note: str
+
+
+def schedule(steps: int):
+    """K timesteps spread over [0, 1000), from noisy to clean, as a sampler visits them."""
+    return np.linspace(999, 0, steps).round().tolist()
+
+
+#################################################################################
+#                            Router calibration                                 #
+#################################################################################
+
+@torch.no_grad()
+def standardize_routers(model: DyDiT, timesteps, x, y, seed=0):
+    """Random router weights scaled so each router logit is ~N(0, 1): over t (width), over tokens."""
+    g = torch.Generator().manual_seed(seed + 1)
+    device = model.pos_embed.device
+    t_emb = model.t_embedder(torch.as_tensor(timesteps, dtype=torch.float32, device=device))  # (S, D)
+    for block in model.blocks:
+        for router in (block.attn_rate.router, block.mlp_rate.router):
+            router.weight.copy_(torch.randn(router.weight.shape, generator=g).to(device))
+            logits = t_emb @ router.weight.T  # (S, H-1)
+            std, mean = logits.std(0).clamp_min(1e-6), logits.mean(0)
+            router.weight.div_(std[:, None])
+            router.bias.copy_(-mean / std)
+        head = block.token_selection.mlp_head
+        for layer in (head[0], head[2]):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g).to(device) / layer.in_features ** 0.5)
+            layer.bias.zero_()
+    # token logits: standardise over the tokens of one full-width forward at a mid timestep
+    captured = []
+    hooks = [b.token_selection.mlp_head.register_forward_hook(lambda m, i, o: captured.append(o)) for b in model.blocks]
+    saved = [(b.token_selection.mlp_head[2].bias.clone()) for b in model.blocks]
+    for b in model.blocks:
+        b.token_selection.mlp_head[2].bias.fill_(1e4)  # everything on while capturing
+    t_mid = torch.full((x.shape[0],), float(timesteps[len(timesteps) // 2]), device=device)
+    model(x, t_mid, y)
+    for h in hooks:
+        h.remove()
+    for block, logits, bias in zip(model.blocks, captured, saved):
+        last = block.token_selection.mlp_head[2]
+        logits = logits - 1e4
+        std, mean = logits.std().clamp_min(1e-6), logits.mean()
+        last.weight.div_(std)
+        last.bias.copy_(bias - mean / std)
+    model.router_base = [[r.bias.clone() for r in _router_biases(b)] for b in model.blocks]
+
+
+def _router_biases(block):
+    return [block.attn_rate.router, block.mlp_rate.router, block.token_selection.mlp_head[2]]
+
+
+@torch.no_grad()
+def set_offset(model: DyDiT, offset: float):
+    """One bias offset for every router: larger keeps more heads, groups and tokens."""
+    for block, base in zip(model.blocks, model.router_base):
+        for router, b in zip(_router_biases(block), base):
+            router.bias.copy_(b + offset)
+
+
+@torch.no_grad()
+def run_fraction(fast: FastDyDiT, timesteps, x, y) -> float:
+    """Dynamic MACs / DiT MACs over the calls of a schedule (routers and all non-block work counted)."""
+    model = fast.model
+    model.complete_model = True
+    static = analytic_macs(model) * x.shape[0] * len(timesteps)
+    model.complete_model = False
+    fast.plan.clear()
+    fast.prepare(timesteps)
+    total = 0.0
+    for s in timesteps:
+        record = []
+        fast(x, torch.full((x.shape[0],), float(s), device=x.device), y, record=record)
+        total += float(dynamic_macs(model, record).sum())
+    return total / static
+
+
+def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.005):
+    """Bisection on the router offset so the run's FLOPs fraction reaches `fraction`; returns it."""
+    lo, hi = -6.0, 6.0
+    achieved = None
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        set_offset(fast.model, mid)
+        achieved = run_fraction(fast, timesteps, x, y)
+        if abs(achieved - fraction) < tol:
+            break
+        lo, hi = (mid, hi) if achieved < fraction else (lo, mid)
+    return achieved
+
+
+#################################################################################
+#                                  Benchmark                                    #
+#################################################################################
+
+def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=5, device="cpu",
+              seed=0, log=print) -> SpeedResult:
+    """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring."""
+    if not model_name.startswith("DyDiT-"):
+        raise ValueError(f"--model must be a DyDiT model (e.g. DyDiT-XL/2), got {model_name!r}")
+    torch.manual_seed(seed)
+    dydit = randomize_(create_model(model_name), seed=seed).to(device).eval()
+    dit = create_model(model_name.replace("DyDiT-", "DiT-")).to(device).eval()
+    dit.load_state_dict(dydit.state_dict(), strict=False)  # the same backbone weights
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size, generator=g).to(device)
+    y = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    ts = schedule(steps)
+    fast = FastDyDiT(dydit)
+
+    log(f"calibrating routers of {model_name} to {fraction:.2f} of DiT's FLOPs (random weights, bisection)...")
+    standardize_routers(dydit, ts, x[:1], y[:1], seed)
+    calibrate(fast, ts, x[:1], y[:1], fraction)
+    measured = run_fraction(fast, ts, x, y)  # over the timed batch itself
+    log(f"  dynamic FLOPs over the timed calls: {measured:.3f} of DiT")
+
+    t_batches = [torch.full((batch,), float(s), device=device) for s in ts]
+    with torch.no_grad():
+        rel = max(float((fast(x, t, y) - dydit(x, t, y)).norm() / dydit(x, t, y).norm()) for t in t_batches[:2])
+
+        def run(model):
+            return lambda: [model(x, t, y) for t in t_batches]
+        log(f"timing {steps} calls x {repeats} repeats (+1 warm-up), batch {batch}, on {device}...")
+        med = interleaved_medians({"dit": run(dit), "fast": run(fast), "masked": run(dydit)},
+                                  repeats=repeats, warmup=1, device=device)
+    dit_s, fast_s, masked_s = (med[k][0] / steps for k in ("dit", "fast", "masked"))
+    flops_ratio = 1.0 / measured
+    speedup = dit_s / fast_s
+    note = ("routers calibrated (random weights + one bisected bias offset): widths vary with t, tokens vary "
+            "in space; not a trained DyDiT")
+    return SpeedResult(model_name, _device_name(device), batch, steps, repeats, fraction, measured,
+                       dit_s, fast_s, masked_s, flops_ratio, speedup, speedup / flops_ratio,
+                       dit_s / masked_s, rel, note)
+
+
+def _device_name(device):
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def as_dict(result: SpeedResult) -> dict:
+    return asdict(result)

@@ -1,0 +1,309 @@
+"""Checkpoints: safe reading (.pt/.pth/.safetensors), loading validated before any copy, atomic saving.
+
+Reading never runs pickled code: torch.load(weights_only=True), with argparse.Namespace (the `args` of
+DiT/DyDiT training checkpoints) the one class allowed. A DiT checkpoint loads into DyDiT with fresh
+routers (all masks on); a DyDiT one into DiT is refused unless allow_drop_routers; the first-release NUS
+router layout, Linear(D, H), is recognised and refused (ours is the official ALI layout, Linear(D, H-1)).
+"""
+import argparse
+import contextlib
+import logging
+import math
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from dydit.models import _SIZES
+
+log = logging.getLogger(__name__)
+
+ROUTER_PARTS = (".attn_rate.router.", ".mlp_rate.router.", ".token_selection.mlp_head.")
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_MAX_LINES = 12
+_SHAPE_DIMS = ("depth", "hidden", "patch", "in_channels", "learn_sigma", "input_size", "num_classes")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message says exactly why."""
+
+
+@dataclass
+class LoadReport:
+    """What load_checkpoint did: source entry, notes, and the keys started fresh or dropped."""
+    source: str  # "ema", "model" or "raw"
+    notes: List[str] = field(default_factory=list)
+    fresh_keys: List[str] = field(default_factory=list)
+    dropped_keys: List[str] = field(default_factory=list)
+    missing_keys: List[str] = field(default_factory=list)  # only with strict=False
+    unexpected_keys: List[str] = field(default_factory=list)  # only with strict=False
+
+    def __str__(self):
+        return "\n".join([f"loaded from {self.source!r}"] + self.notes)
+
+
+def is_router_key(key: str) -> bool:
+    """True for DyDiT router tensors (head, MLP-channel and token routers)."""
+    return any(part in key for part in ROUTER_PARTS)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _corrupt(path, size, err) -> CheckpointError:
+    """The error for a truncated or corrupt file, with the most telling reason we can find."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S)
+    reason = f"{type(err).__name__}: {(found.group(1) if found else text).strip() or 'no details'}"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if size == 0:
+        reason = "the file is empty"
+    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        reason = f"zip archive has no end record, the file looks truncated ({reason})"
+    return CheckpointError(f"truncated or corrupt checkpoint {path} ({size} bytes): {reason}")
+
+
+def _torch_load(path):
+    """torch.load on the CPU with weights_only=True; maps every failure to a CheckpointError."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    context = allow([argparse.Namespace]) if allow else contextlib.nullcontext()
+    try:
+        with context:
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises OSError, EOFError, RuntimeError, UnpicklingError...
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused:
+            raise CheckpointError(
+                f"checkpoint {path} contains non-tensor objects ({refused.group(1)}) and was refused for "
+                "safety: it is read with torch.load(weights_only=True), which never runs pickled code; "
+                "re-save it as a plain state dict or .safetensors from a trusted environment") from err
+        raise _corrupt(path, os.path.getsize(path), err) from err
+
+
+def _read_file(path) -> object:
+    """The raw object stored in a .pt/.pth (torch) or .safetensors file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device="cpu")
+        except Exception as err:  # SafetensorError: bad header, incomplete file...
+            raise _corrupt(path, os.path.getsize(path), err) from err
+    return _torch_load(path)
+
+
+def unwrap_state_dict(obj, where: str = "state dict") -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
+    """(state dict, source "ema"/"model"/"raw", notes) from a raw or {"model","ema",...} checkpoint."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where} is a {type(obj).__name__}, not a dict of tensors")
+    notes = []
+    if isinstance(obj.get("ema"), dict):
+        source = "ema"
+        notes.append(f"training checkpoint ({', '.join(map(str, obj))}): using 'ema' weights")
+    elif isinstance(obj.get("model"), dict):
+        source = "model"
+        notes.append(f"training checkpoint ({', '.join(map(str, obj))}): no 'ema', using 'model' weights")
+    else:
+        source = "raw"
+    state = obj if source == "raw" else obj[source]
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{where} is not a dict of tensors: {len(bad)} non-tensor entries, e.g. "
+                              + ", ".join(bad[:5]))
+    prefixed = sum(k.startswith("module.") for k in state)
+    if prefixed:
+        notes.append(f"stripped the DDP prefix 'module.' from {prefixed} keys")
+    out = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if len(out) != len(state):
+        raise CheckpointError(f"{where}: some keys appear both with and without the 'module.' prefix")
+    return out, source, notes
+
+
+def load_state_dict(path) -> Dict[str, torch.Tensor]:
+    """Reads a checkpoint file into a CPU state dict (ema preferred, prefixes stripped); logs the source."""
+    state, source, notes = unwrap_state_dict(_read_file(path), where=f"checkpoint {os.fspath(path)}")
+    for note in notes:
+        log.info("%s: %s", os.fspath(path), note)
+    return state
+
+
+# ----------------------------------------------------------------------------- recognising checkpoints
+
+def _dims(state) -> Optional[dict]:
+    """depth/hidden/patch/in_channels/learn_sigma/input_size/classes/heads/dydit/layout, or None."""
+    try:
+        proj = state["x_embedder.proj.weight"]
+        hidden, in_ch, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
+        out_ch = state["final_layer.linear.weight"].shape[0] // (patch * patch)
+        tokens = state["pos_embed"].shape[1]
+        classes = state["y_embedder.embedding_table.weight"].shape[0] - 1
+    except (KeyError, IndexError):
+        return None
+    blocks = [int(m.group(1)) for m in map(_BLOCK.match, state) if m]
+    size = next((s for s, (d, h, _) in _SIZES.items() if (d, h) == (max(blocks, default=-1) + 1, hidden)), None)
+    router = state.get("blocks.0.attn_rate.router.weight")
+    layout = None
+    if router is not None and size is not None:
+        heads = _SIZES[size][2]
+        layout = {heads - 1: "ALI", heads: "NUS"}.get(router.shape[0], f"unknown ({router.shape[0]} rows)")
+    return dict(depth=max(blocks, default=-1) + 1, hidden=hidden, patch=patch, in_channels=in_ch,
+                learn_sigma=out_ch == 2 * in_ch, input_size=math.isqrt(tokens) * patch, num_classes=classes,
+                size=size, dydit=any(map(is_router_key, state)), layout=layout)
+
+
+def _name(d: dict) -> str:
+    """A model name for inferred dims, e.g. "DyDiT-XL/2", with the non-default settings after it."""
+    family = "DyDiT" if d["dydit"] else ("DiT" if d["learn_sigma"] else "SiT")
+    if d["size"] is None:
+        return f"custom {family} (depth {d['depth']}, hidden {d['hidden']}, patch {d['patch']})"
+    extra = [] if d["learn_sigma"] or family == "SiT" else ["learn_sigma=False"]
+    extra += [f"{k}={d[k]}" for k, v in (("input_size", 32), ("in_channels", 4), ("num_classes", 1000))
+              if d[k] != v]
+    return f"{family}-{d['size']}/{d['patch']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def infer_config(state_dict: Dict[str, torch.Tensor]) -> str:
+    """The config a state dict looks like, from its keys and shapes: "DiT-XL/2", "DyDiT-S/8", ..."""
+    d = _dims(state_dict)
+    return "unknown (not a DiT/DyDiT state dict)" if d is None else _name(d)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _ranges(indices: List[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5"."""
+    runs = []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def compact_keys(keys, suffix=lambda key: "") -> List[str]:
+    """Groups keys by pattern (block index -> {i}) into lines such as "blocks.{i}.x (12 keys, i=0-11)"."""
+    groups: Dict[Tuple[str, str], List[Optional[int]]] = {}
+    for key in keys:
+        m = _BLOCK.match(key)
+        pattern = "blocks.{i}." + key[m.end():] if m else key
+        groups.setdefault((pattern, suffix(key)), []).append(int(m.group(1)) if m else None)
+    lines = [(pattern.replace("{i}", str(idx[0])) if len(idx) == 1 and idx[0] is not None else
+              pattern if idx[0] is None else f"{pattern} ({len(idx)} keys, i={_ranges(idx)})") + extra
+             for (pattern, extra), idx in groups.items()]
+    if len(lines) > _MAX_LINES:
+        lines = lines[:_MAX_LINES] + [f"... and {len(lines) - _MAX_LINES} more patterns"]
+    return lines
+
+
+def _reset_routers(model: nn.Module):
+    """Gives every router DyDiT's init, which keeps all masks on (biases 15 width, 35 tokens)."""
+    for block in model.blocks:
+        for router in (block.attn_rate.router, block.mlp_rate.router):
+            nn.init.zeros_(router.weight)
+            nn.init.constant_(router.bias, 15.0)
+        head = block.token_selection.mlp_head
+        nn.init.xavier_uniform_(head[0].weight)
+        nn.init.zeros_(head[0].bias)
+        nn.init.zeros_(head[2].weight)
+        nn.init.constant_(head[2].bias, 35.0)
+
+
+def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike, dict], strict: bool = True,
+                    allow_drop_routers: bool = False) -> LoadReport:
+    """Validates keys and shapes against the model, then loads; raises CheckpointError with the reasons."""
+    is_dict = isinstance(path_or_state_dict, dict)
+    where = "the state dict" if is_dict else f"checkpoint {os.fspath(path_or_state_dict)}"
+    obj = path_or_state_dict if is_dict else _read_file(path_or_state_dict)
+    state, source, notes = unwrap_state_dict(obj, where)
+    expected = model.state_dict()
+    ckpt, mine = _dims(state), _dims(expected)
+    ckpt_name, model_name = infer_config(state), infer_config(expected)
+    ckpt_routers = [k for k in state if is_router_key(k)]
+    model_routers = [k for k in expected if is_router_key(k)]
+    fail = f"cannot load {where} (looks like {ckpt_name}) into {model_name}"
+
+    w, ours = state.get("blocks.0.attn_rate.router.weight"), expected.get("blocks.0.attn_rate.router.weight")
+    nus = (ckpt and ckpt["layout"] == "NUS") or (w is not None and ours is not None and len(w) == len(ours) + 1)
+    if nus and (model_routers or not allow_drop_routers):
+        raise CheckpointError(
+            f"{fail}: it has the first-release NUS router layout, router Linear(D, H) with weight "
+            f"{tuple(w.shape)}; this code uses the official ALI layout Linear(D, H-1), weight "
+            f"({w.shape[0] - 1}, {w.shape[1]}): checkpoints of the NUS layout do not load into it")
+    fresh, dropped = [], []
+    if model_routers and not ckpt_routers:
+        fresh = model_routers
+        notes.append(f"DiT checkpoint loaded into DyDiT: routers start fresh ({len(fresh)} tensors, "
+                     "init keeps every mask on)")
+    if ckpt_routers and not model_routers:
+        if not allow_drop_routers:
+            raise CheckpointError(
+                f"{fail}: it is a DyDiT checkpoint ({len(ckpt_routers)} router tensors) and the model is a "
+                f"plain DiT: use {ckpt_name.split(' ')[0]}, or pass allow_drop_routers=True to load the DiT "
+                "weights only")
+        dropped = ckpt_routers
+        notes.append(f"DyDiT checkpoint loaded into DiT: dropped the routers ({len(dropped)} tensors)")
+
+    missing = [k for k in expected if k not in state and k not in fresh]
+    unexpected = [k for k in state if k not in expected and k not in dropped]
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if mismatched or (strict and (missing or unexpected)):
+        lines = [fail + ":"]
+        diff = [f"{k} {ckpt[k]} vs {mine[k]}" for k in _SHAPE_DIMS if ckpt[k] != mine[k]] if ckpt and mine else []
+        if diff:
+            lines.append(f"  size mismatch: checkpoint looks like {ckpt_name}, model is {model_name} "
+                         f"(checkpoint vs model: {', '.join(diff)})")
+        for title, keys, suffix in (
+                ("missing keys", missing, lambda k: ""),
+                ("unexpected keys", unexpected, lambda k: ""),
+                ("shape mismatch", mismatched,
+                 lambda k: f": expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}")):
+            if keys:
+                lines.append(f"  {title} ({len(keys)}):")
+                lines += [f"    {line}" for line in compact_keys(keys, suffix)]
+        raise CheckpointError("\n".join(lines))
+    if missing:
+        notes.append(f"missing keys kept from the model ({len(missing)}): " + "; ".join(compact_keys(missing)))
+    if unexpected:
+        notes.append(f"unexpected keys ignored ({len(unexpected)}): " + "; ".join(compact_keys(unexpected)))
+
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    if fresh:
+        _reset_routers(model)
+    for note in notes:
+        log.info("%s: %s", where, note)
+    return LoadReport(source, notes, list(fresh), list(dropped), missing, unexpected)
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_checkpoint(model_or_state_dict: Union[nn.Module, dict], path) -> None:
+    """Saves a raw state dict as .pt/.pth (torch.save) or .safetensors, atomically (temp file + os.replace)."""
+    path = os.fspath(path)
+    state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if not path.endswith((".pt", ".pth", ".safetensors")):
+        raise CheckpointError(f"unknown checkpoint extension for {path}: use .pt, .pth or .safetensors")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import save_file
+            save_file(state, tmp)
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,183 @@
+"""The compute-skipping DyDiT path for inference. Numerically the masked path of models.py.
+
+The public DyDiT code multiplies by masks, so it runs every FLOP of DiT. Here:
+- heads: only the active heads are projected and attended (qkv rows and proj columns sliced);
+- MLP: only the active channel groups are computed (fc1 rows and fc2 columns sliced);
+- tokens: only the kept tokens go through the MLP (gather, compute, scatter-add), per sample.
+Width masks depend on t alone, so they are the same for the whole batch and both CFG halves: the plan
+for a schedule is computed once. Weights are never copied: each contiguous run of active heads or
+groups is a strided view of the full matrix, which GEMM takes as it is (a copy per step would cost
+~10-20 % at small batch on CPU, and a cache of sliced copies grows with the number of patterns).
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dydit.models import BlockMasks, DyDiT, combine_cfg, modulate
+
+# per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
+Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]
+
+
+#################################################################################
+#                                 Width plan                                    #
+#################################################################################
+
+@torch.no_grad()
+def width_plan(model: DyDiT, timesteps: Sequence[float]) -> Dict[float, Widths]:
+    """Active heads and channel groups of every block for each timestep (eval rule: logit > 0)."""
+    device = model.pos_embed.device
+    t = torch.as_tensor([float(s) for s in timesteps], device=device)
+    t_emb = model.t_embedder(t)  # (S, D)
+    per_block = []
+    for block in model.blocks:
+        heads = torch.cat([torch.ones_like(t[:, None], dtype=torch.bool), block.attn_rate.router(t_emb) > 0], 1)
+        groups = torch.cat([torch.ones_like(t[:, None], dtype=torch.bool), block.mlp_rate.router(t_emb) > 0], 1)
+        per_block.append((heads.cpu(), groups.cpu()))  # (S, H) each
+    plan = {}
+    for s, step in enumerate(t.tolist()):
+        plan[step] = [(_indices(h[s]), _indices(g[s])) for h, g in per_block]
+    return plan
+
+
+def _indices(mask: torch.Tensor) -> Tuple[int, ...]:
+    return tuple(mask.nonzero().flatten().tolist())
+
+
+def widths_from_masks(masks: Sequence[BlockMasks]) -> Widths:
+    """Widths of a list of BlockMasks whose heads/channels are the same for every sample."""
+    out = []
+    for m in masks:
+        heads, channels = m.heads.bool(), m.channels.bool()
+        if not (heads == heads[:1]).all() or not (channels == channels[:1]).all():
+            raise ValueError("the fast path needs width masks shared by the whole batch (they depend on t only)")
+        out.append((_indices(heads[0]), _indices(channels[0])))
+    return out
+
+
+#################################################################################
+#                               Fast DyDiT                                      #
+#################################################################################
+
+class FastDyDiT(nn.Module):
+    """Inference wrapper of a DyDiT that skips inactive heads, channel groups and tokens."""
+
+    def __init__(self, model: DyDiT):
+        super().__init__()
+        self.model = model
+        self.in_channels = model.in_channels
+        self.plan: Dict[float, Widths] = {}
+
+    def prepare(self, timesteps: Sequence[float]):
+        """Computes the width plan for a whole schedule at once (otherwise each new t is planned lazily)."""
+        self.plan.update(width_plan(self.model, timesteps))
+        return self
+
+    @torch.no_grad()
+    def forward(self, x, t, y, widths: Optional[Widths] = None, token_masks=None, record=None):
+        """x (B, C, H, W), t (B,) one shared timestep, y (B,); widths/token_masks ((B, T) per block) override."""
+        model = self.model
+        if widths is None:
+            widths = self._widths_for(t)
+        x, c, _ = model.embed(x, t, y)
+        for i, block in enumerate(model.blocks):
+            tokens = None if token_masks is None else token_masks[i]
+            x = fast_block(block, x, c, widths[i], tokens, record)
+        return model.unpatchify(model.final_layer(x, c))
+
+    def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
+        """CFG on a [cond; uncond] batch: both halves share one width plan (it depends on t only)."""
+        half = x[: len(x) // 2]
+        out = self.forward(torch.cat([half, half], dim=0), t, y)
+        return combine_cfg(out, cfg_scale, self.in_channels if guided_channels is None else guided_channels)
+
+    def _widths_for(self, t) -> Widths:
+        step = float(t[0])
+        if not bool((t == t[0]).all()):
+            raise ValueError("the fast path runs one timestep per batch (width depends on t); got several")
+        if step not in self.plan:
+            self.plan.update(width_plan(self.model, [step]))
+        return self.plan[step]
+
+
+#################################################################################
+#                     One block, computing only what is active                  #
+#################################################################################
+
+def runs(indices: Sequence[int]) -> List[Tuple[int, int]]:
+    """Contiguous runs [(start, stop), ...] of sorted indices: (0, 1, 2, 5) -> [(0, 3), (5, 6)]."""
+    out = []
+    for i in indices:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def fast_block(block, x, c, widths, tokens=None, record=None):
+    """A DyDiT block on x (B, T, D) that computes only active heads, channel groups and tokens."""
+    heads, groups = widths
+    H = block.attn.num_heads  # the MLP hidden is split into H channel groups
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
+    x = x + gate_msa.unsqueeze(1) * active_attention(block.attn, modulate(block.norm1(x), shift_msa, scale_msa), heads)
+
+    # token selection on the post-attention residual; the MLP runs on kept tokens only
+    keep = block.token_selection.mlp_head(x).squeeze(-1) > 0 if tokens is None else tokens.bool()  # (B, T)
+    if record is not None:
+        record.append(_record(block, heads, groups, keep))
+    if bool(keep.all()):  # nothing skipped: no gather
+        return x + gate_mlp.unsqueeze(1) * active_mlp(block.mlp, modulate(block.norm2(x), shift_mlp, scale_mlp), groups, H)
+    B, T, D = x.shape
+    idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
+    if idx.numel() == 0:
+        return x
+    b = idx // T  # the sample of each kept row
+    rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
+    out = gate_mlp[b] * active_mlp(block.mlp, block.norm2(rows) * (1 + scale_mlp[b]) + shift_mlp[b], groups, H)
+    return x.reshape(B * T, D).index_add(0, idx, out).reshape(B, T, D)
+
+
+def active_attention(attn, h, heads):
+    """Attention of the active heads only, h (B, T, D) -> (B, T, D).
+
+    Weights are never copied: for each contiguous run of active heads, the q, k, v rows and the proj
+    columns are views of the full matrices (strided views are valid GEMM operands).
+    """
+    B, T, D = h.shape
+    hd, W, bias = attn.head_dim, attn.qkv.weight, attn.qkv.bias
+    if len(heads) == attn.num_heads:
+        return attn(h)
+    out = None
+    for a, z in runs(heads):
+        rows = [slice(s * D + a * hd, s * D + z * hd) for s in range(3)]  # q, k, v of heads a..z-1
+        q, k, v = (F.linear(h, W[r], bias[r]).reshape(B, T, z - a, hd).transpose(1, 2) for r in rows)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, (z - a) * hd)
+        part = F.linear(o, attn.proj.weight[:, a * hd: z * hd])  # (B, T, D) partial projection
+        out = part if out is None else out + part
+    return out + attn.proj.bias
+
+
+def active_mlp(mlp, h, groups, num_groups):
+    """MLP over the active channel groups only, h (..., D) -> (..., D); weights are views, never copies."""
+    if len(groups) == num_groups:
+        return mlp(h)
+    size = mlp.fc1.out_features // num_groups
+    out = None
+    for a, z in runs(groups):
+        cols = slice(a * size, z * size)
+        part = F.linear(mlp.act(F.linear(h, mlp.fc1.weight[cols], mlp.fc1.bias[cols])), mlp.fc2.weight[:, cols])
+        out = part if out is None else out + part
+    return out + mlp.fc2.bias
+
+
+def _record(block, heads, groups, keep) -> BlockMasks:
+    """BlockMasks (for FLOPs accounting) of what one block computed."""
+    B, H = keep.shape[0], block.attn.num_heads
+    head_mask = torch.zeros(B, H, device=keep.device)
+    head_mask[:, list(heads)] = 1
+    group_mask = torch.zeros(B, H, device=keep.device)
+    group_mask[:, list(groups)] = 1
+    return BlockMasks(head_mask, group_mask, keep.float())
