@@ -1,0 +1,1 @@
+"""HTML reports rendered from result JSON (render.py, templates/)."""

@@ -1,0 +1,200 @@
+"""Result files: `reports/<suite>.json` with statuses, tolerances, provenance, and atomic writes."""
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional, Tuple
+
+SCHEMA = "dydit-bench-result/1"
+
+# Cell statuses.
+PASS, FAIL, SKIPPED, ERROR, REFERENCE = "pass", "fail", "skipped", "error", "reference"
+STATUSES = (PASS, FAIL, SKIPPED, ERROR, REFERENCE)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGES = ("numpy", "fvcore", "diffusers", "torch-fidelity", "clean-fid")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a measured value may be from the paper's: rel, abs, or a window [lo, hi) of offsets."""
+    kind: str  # "rel" | "abs" | "window"
+    value: object  # float, or (lo, hi) for a window
+    why: str
+
+    def band(self, paper: float) -> Tuple[float, float]:
+        """The accepted measured values: closed [lo, hi] for rel/abs, half-open [lo, hi) for a window."""
+        if self.kind == "rel":
+            return paper - self.value * abs(paper), paper + self.value * abs(paper)
+        if self.kind == "abs":
+            return paper - self.value, paper + self.value
+        return paper + self.value[0], paper + self.value[1]
+
+    def accepts(self, paper: float, measured: float) -> bool:
+        lo, hi = self.band(paper)
+        return lo <= measured < hi if self.kind == "window" else lo <= measured <= hi
+
+    def allowed_move(self, old: float) -> float:
+        """How far a value may move between two runs before compare calls it a regression."""
+        lo, hi = self.band(old)
+        return (hi - lo) / 2
+
+    def text(self) -> str:
+        if self.kind == "rel":
+            return f"±{self.value * 100:g} %"
+        if self.kind == "abs":
+            return f"±{self.value:g}"
+        lo, hi = self.value
+        return f"[{lo:+g}, {hi:+g}) around the paper's value"
+
+    def to_dict(self) -> dict:
+        return {self.kind: list(self.value) if self.kind == "window" else self.value, "why": self.why}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> Optional["Tolerance"]:
+        if not d:
+            return None
+        kind = next(k for k in ("rel", "abs", "window") if k in d)
+        return cls(kind, tuple(d[kind]) if kind == "window" else d[kind], d.get("why", ""))
+
+
+def fmt_value(x) -> str:
+    """Two decimals, three below 1 (precision/recall): how measured values are shown and explained."""
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if abs(x) < 1 else f"{x:.2f}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args):
+    out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return out.stdout.strip()
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the checkout that ran (None where this is not a git checkout)."""
+    try:
+        # untracked files count as dirty: a new measurement module changes what runs
+        return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))}
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def device_name(device: str) -> str:
+    """'cuda: <GPU name>' or 'cpu: <CPU model>': what timing comparisons must match on."""
+    import torch
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def provenance(suite_path, ctx, argv, started: str) -> dict:
+    """Everything needed to tell two runs apart: code, suite file, software, device, precision, seeds, time."""
+    import torch
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "git": git_state(),
+        "suite_file": str(suite_path),
+        "suite_sha256": sha256_of(suite_path),
+        "versions": versions,
+        "platform": platform.platform(),
+        "device": device_name(ctx.device),
+        "cuda_available": torch.cuda.is_available(),
+        # TF32 changes FID slightly (DiT README: 2.21 at fp32 vs 2.27), so it is part of every result
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32,
+                 "float32_matmul_precision": torch.get_float32_matmul_precision()},
+        "seeds": {"global_seed": ctx.seed},
+        "assets_root": str(ctx.assets_root) if ctx.assets_root else None,
+        "started": started,
+        "finished": utc_now(),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench", *argv]),
+    }
+
+
+def counts(cells) -> dict:
+    """Cells per status, every status present (0 where none)."""
+    out = dict.fromkeys(STATUSES, 0)
+    for cell in cells:
+        out[cell["status"]] += 1
+    return out
+
+
+def summary_line(result: dict) -> str:
+    n = result["counts"]
+    return (f"{result['suite']} ({result['profile']}, {result['provenance']['device']}): "
+            + ", ".join(f"{n[s]} {s}" for s in STATUSES))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(obj, path) -> Path:
+    """Writes JSON to a temporary file beside `path`, fsyncs, then renames: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_result(path) -> dict:
+    """Reads a result JSON written by `bench run`; ValueError naming the file if it is not one."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read a result: {e}") from e
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a bench result (expected schema {SCHEMA!r})")
+    return data
+
+
+def result_files(out_dir):
+    """The result JSON files in a reports folder (other JSON there is ignored)."""
+    found = []
+    for path in sorted(Path(out_dir).glob("*.json")):
+        try:
+            load_result(path)
+        except ValueError:
+            continue
+        found.append(path)
+    return found

@@ -1,0 +1,128 @@
+"""Shared by the suite/runner/report tests: a small valid suite, fake measurement modules, the CLI."""
+import argparse
+import importlib
+import sys
+import types
+
+from bench import suite as suite_module
+from bench.runner import Machine
+
+MY_COMMANDS = ("bench.cli_ls", "bench.cli_validate", "bench.cli_run", "bench.cli_report", "bench.cli_compare")
+
+# Valid: one reproduced row with a checkpoint, one cited row. Malformed variants are edits of this text.
+MINI = '''\
+[suite]
+name = "mini"
+title = "Mini"
+
+[[columns]]
+key = "params"
+label = "Params (M)"
+metric = "params"
+unit = "M"
+measure = "params"
+profiles = ["smoke", "full"]
+tolerance = { window = [-0.5, 1.0], why = "printed as whole millions" }
+
+[[columns]]
+key = "fid"
+label = "FID"
+metric = "fid"
+unit = ""
+measure = "quality"
+profiles = ["full"]
+device = "cuda"
+assets = ["checkpoint", "vae-ft-ema"]
+tolerance = { abs = 0.1, why = "seed noise" }
+
+[[rows]]
+name = "DiT-XL"
+model = "DiT-XL/2"
+checkpoint = "dit-xl-2"
+cells = { params = 675, fid = 2.27 }
+
+[[rows]]
+name = "ADM"
+reference = true
+cells = { params = 608, fid = 4.59 }
+'''
+
+# Uses a fake metric "fake" (unit "u", measurement "fake") and a fake timing metric "fake_s".
+FAKE_SUITE = '''\
+[suite]
+name = "fake"
+title = "Fake suite"
+
+[[columns]]
+key = "a"
+label = "A (u)"
+metric = "fake"
+unit = "u"
+measure = "fake"
+profiles = ["smoke", "full"]
+tolerance = { rel = 0.01, why = "1 % band for the test" }
+
+[[columns]]
+key = "t"
+label = "T (s)"
+metric = "fake_s"
+unit = "s"
+measure = "fake"
+profiles = ["smoke", "full"]
+tolerance = { abs = 0.5, why = "timing band for the test" }
+
+[[rows]]
+name = "one"
+model = "DiT-S/8"
+cells = { a = 1.0, t = 2.0 }
+
+[[rows]]
+name = "two"
+model = "DiT-S/8"
+cells = { a = 2.0, t = 2.0 }
+
+[[rows]]
+name = "three"
+model = "DiT-S/8"
+cells = { a = 3.0, t = 2.0 }
+
+[[rows]]
+name = "cited"
+reference = true
+cells = { a = 9.0 }
+'''
+
+
+def install_fake(monkeypatch, measure, name="fake", metrics=(("fake", "u", "static"), ("fake_s", "s", "timing"))):
+    """Registers a fake measurement module `name` whose measure() is `measure`, and its metrics."""
+    module = types.ModuleType(f"fake_measure_{name}")
+    module.measure = measure
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(suite_module.MEASUREMENTS, name, module.__name__)
+    for metric, unit, kind in metrics:
+        monkeypatch.setitem(suite_module.METRICS, metric, suite_module.Metric(name, unit, kind))
+    return module
+
+
+def write(tmp_path, text, name="suite.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def machine(tmp_path, cuda=False):
+    """A machine with the real manifest, an empty assets root under tmp_path, and the given CUDA."""
+    from bench.assets import load_manifest
+    root = tmp_path / "assets"
+    root.mkdir(exist_ok=True)
+    return Machine(cuda=cuda, assets_root=root, manifest=load_manifest())
+
+
+def cli(*argv):
+    """Runs one of this suite's commands as `python -m bench` would (exit status returned)."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in MY_COMMANDS:
+        importlib.import_module(name).register(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args) or 0
