@@ -6,13 +6,14 @@ trained checkpoint and a sampling run; the paper's 84.33 / 57.88 G are such aver
 """
 import warnings
 
-from dydit.flops import fvcore_macs
+from dydit.flops import dynamic_macs, fvcore_macs, run_average_gmacs
 from dydit.models import create_model
 
 from bench.measure.base import Skip
 from bench.suite import METRIC_GFLOPS, METRIC_GFLOPS_DYNAMIC
 
-NO_PIPELINE = "dynamic FLOPs over a sampling run need the sampling pipeline (issue 4): dydit.fast.average_run_macs"
+# images sampled to average the dynamic FLOPs (token masks depend on the image; widths on t only)
+FLOPS_RUN_IMAGES, FLOPS_RUN_BATCH = 256, 32
 
 
 def static_gflops(model_name, ctx) -> float:
@@ -28,21 +29,52 @@ def static_gflops(model_name, ctx) -> float:
     return ctx.cache[key]
 
 
+class MacsMeter:
+    """A model_fn for the sampling loop that runs FastDyDiT and adds up the per-sample MACs it computed."""
+
+    def __init__(self, fast):
+        self.fast, self.per_call = fast, []
+
+    def prepare(self, timesteps):
+        self.fast.prepare(timesteps)
+
+    def __call__(self, x, t, y):
+        record = []
+        out = self.fast(x, t, y, record=record)
+        self.per_call.append(dynamic_macs(self.fast.model, record))  # (B,): each CFG half counts once
+        return out
+
+
 def dynamic_gflops(row, ctx) -> float:
-    """Average GMACs per sample over a sampling run of the trained DyDiT named by row["checkpoint"]."""
+    """Average GMACs per sample and step over a sampling run of the trained DyDiT of row["checkpoint"]."""
     from bench import assets
     if not row.get("checkpoint"):
         raise ValueError(f"row {row['name']!r} names no checkpoint: dynamic FLOPs need the trained routers")
     status = assets.check_asset(row["checkpoint"], ctx.assets_root)
     if status.status != assets.PRESENT:
         raise Skip(status.message)
-    import dydit.fast
-    average_run_macs = getattr(dydit.fast, "average_run_macs", None)
-    if average_run_macs is None:
-        raise Skip(NO_PIPELINE)
-    macs = average_run_macs(model_name=row["model"], checkpoint=status.path, sampler=row.get("sampler", {}),
-                            seed=ctx.seed, device=ctx.device)
-    return float(macs) / 1e9
+    if ctx.device != "cuda":
+        raise Skip(f"dynamic FLOPs sample {FLOPS_RUN_IMAGES} images with {row['model']}: needs a CUDA GPU")
+    from dydit.checkpoints import load_checkpoint
+    model = create_model(row["model"])
+    load_checkpoint(model, status.path)
+    return average_run_gmacs(model.to(ctx.device).eval(), row.get("sampler", {}), FLOPS_RUN_IMAGES,
+                             FLOPS_RUN_BATCH, ctx.seed)
+
+
+def average_run_gmacs(model, sampler: dict, images: int, batch: int, seed=0) -> float:
+    """GMACs per sample and model call of a DyDiT over sampling runs of `images` images (fast path)."""
+    from dydit.fast import FastDyDiT
+    from dydit.sampling import labels_for, noise_for, sample_latents
+    meter = MacsMeter(FastDyDiT(model))
+    device = model.pos_embed.device
+    shape = (model.in_channels, model.input_size, model.input_size)
+    for start in range(0, images, batch):
+        idx = list(range(start, min(start + batch, images)))
+        noise, gens = noise_for(idx, seed, shape)
+        sample_latents(meter, sampler.get("name", "ddpm"), noise.to(device), labels_for(idx, seed),
+                       steps=sampler.get("steps"), generators=gens, cfg_scale=sampler.get("cfg_scale", 1.5))
+    return run_average_gmacs(meter.per_call)
 
 
 def measure(row, metric, ctx):

@@ -47,20 +47,30 @@ def test_dynamic_gflops_skip_names_the_missing_checkpoint(tmp_path):
     assert "huggingface.co" in str(info.value)  # where to get it
 
 
-def test_dynamic_gflops_with_the_checkpoint_use_the_sampling_pipeline(tmp_path, monkeypatch):
+def test_dynamic_gflops_with_the_checkpoint_need_a_gpu(tmp_path):
     ckpt = tmp_path / "checkpoints" / "new_dydit0.5.pt"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"weights")
-    ctx = Context(assets_root=tmp_path, seed=3)
-    spec = row("DyDiT-XL/2", "dydit-xl-2-lambda0.5")
-    monkeypatch.delattr(dydit.fast, "average_run_macs", raising=False)
-    with pytest.raises(Skip, match="sampling pipeline"):
-        flops.measure(spec, "gflops_dynamic", ctx)
-    seen = {}
+    ctx = Context(assets_root=tmp_path, device="cpu")
+    with pytest.raises(Skip, match="CUDA"):
+        flops.measure(row("DyDiT-XL/2", "dydit-xl-2-lambda0.5"), "gflops_dynamic", ctx)
 
-    def average_run_macs(**kwargs):
-        seen.update(kwargs)
-        return 57.88e9
-    monkeypatch.setattr(dydit.fast, "average_run_macs", average_run_macs, raising=False)
-    assert flops.measure(spec, "gflops_dynamic", ctx) == pytest.approx(57.88)
-    assert seen["checkpoint"] == ckpt and seen["model_name"] == "DyDiT-XL/2" and seen["seed"] == 3
+
+def test_average_run_gmacs_over_a_real_sampling_run():
+    from dydit.flops import dynamic_macs
+    from dydit.models import randomize_
+    model = randomize_(create_model("DyDiT-S/8", input_size=16), seed=0, std=0.1).eval()
+    for block in model.blocks:  # routers as at init: everything on, so every call costs the all-on count
+        for r in (block.attn_rate.router, block.mlp_rate.router):
+            r.weight.data.zero_()
+            r.bias.data.fill_(15.0)
+        block.token_selection.mlp_head[2].weight.data.zero_()
+        block.token_selection.mlp_head[2].bias.data.fill_(35.0)
+    sampler = {"name": "ddim", "steps": 3, "cfg_scale": 1.5}
+    full = flops.average_run_gmacs(model, sampler, images=3, batch=2)
+    assert full == pytest.approx(analytic_macs(model) / 1e9, rel=1e-9)
+    for block in model.blocks[::2]:  # every other block now skips its MLP: no token, one channel group
+        block.token_selection.mlp_head[2].bias.data.fill_(-35.0)
+        block.mlp_rate.router.bias.data.fill_(-15.0)
+    fewer = flops.average_run_gmacs(model, sampler, images=3, batch=2)
+    assert fewer < 0.8 * full
