@@ -6,6 +6,14 @@ import sys
 # command modules, in the order `--help` lists them; each defines register(subparsers)
 COMMAND_MODULES = [
     "bench.cli_info",
+    "bench.cli_speed",
+    "bench.cli_sample",
+    "bench.cli_assets",
+    "bench.cli_ls",
+    "bench.cli_validate",
+    "bench.cli_run",
+    "bench.cli_report",
+    "bench.cli_compare",
 ]
 
 

@@ -1,0 +1,141 @@
+"""Image quality of a suite row (FID, sFID, IS, precision, recall): sample once, evaluate once, reuse.
+
+The row's `sampler` table says how to sample: name (ddpm, ddim, dpm-solver++), steps, cfg_scale,
+guided_channels (3 = DiT's guidance, the default; "all"), num_samples (50000), labels ("uniform", as
+DiT's sample_ddp.py; or "balanced"), seed, batch_size, reference (asset; default the ADM batch).
+Samples go to <work_dir>/samples/<setup>/ (sharded, resumable: a killed run continues where it
+stopped; a folder filled beforehand by `torchrun ... -m bench sample --out <that folder>` with the
+same setup is used as is; README "Full Table 1 on a GPU runner"). The metrics of a sample set are
+computed once, kept in ctx.cache and in metrics.json beside the samples, so the five quality cells
+of a row sample and evaluate once.
+"""
+import json
+import re
+from pathlib import Path
+
+from bench import assets
+from bench.measure.base import Skip
+from bench.suite import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
+
+# suite metric -> key of bench.metrics.fidelity's results
+RESULT_KEYS = {METRIC_FID: "fid", METRIC_SFID: "sfid", METRIC_IS: "is", METRIC_PRECISION: "precision",
+               METRIC_RECALL: "recall"}
+DEFAULT_REFERENCE = "adm-ref-imagenet256"
+VAE, INCEPTION, INCEPTION_CLEANFID = "vae-ft-ema", "inception-fidelity", "inception-cleanfid"
+CPU_MAX_SAMPLES = 1000  # beyond this, sampling on a CPU takes days: such cells need CUDA
+METRICS_FILE = "metrics.json"
+
+
+def sample_spec(row, ckpt_path, vae_path):
+    """The SampleSpec of a row's quality cells."""
+    from bench.sample import SampleSpec
+    s = row.get("sampler") or {}
+    guided = s.get("guided_channels", 3)
+    return SampleSpec(model=row["model"], num=int(s.get("num_samples", 50000)), sampler=s.get("name", "ddpm"),
+                      steps=s.get("steps"), cfg_scale=float(s.get("cfg_scale", 1.5)),
+                      guided_channels=None if guided == "all" else int(guided), labels=s.get("labels", "uniform"),
+                      seed=int(s.get("seed", 0)), batch_size=int(s.get("batch_size", 32)), ckpt=str(ckpt_path),
+                      vae=str(vae_path), precision=s.get("precision", "tf32"))
+
+
+def samples_dir(row, spec, ctx):
+    """<work_dir>/samples/<row>-<sampler><steps>-cfg<scale>-g<guided>-<labels>-n<N>-seed<seed>."""
+    # readable on purpose: a multi-GPU `torchrun ... bench sample --out` can fill it beforehand, and
+    # run.json in it refuses any other setup (batch size, precision, checkpoint path included)
+    slug = re.sub(r"[^a-z0-9.]+", "-", row["name"].lower()).strip("-")
+    guided = "all" if spec.guided_channels is None else spec.guided_channels
+    base = Path(ctx.work_dir) if ctx.work_dir else Path("artifacts")
+    return base / "samples" / (f"{slug}-{spec.sampler}{spec.steps}-cfg{spec.cfg_scale:g}-g{guided}-{spec.labels}"
+                               f"-n{spec.num}-seed{spec.seed}")
+
+
+def _require(names, root):
+    """Paths of present assets; Skip naming every missing one and where to get it."""
+    statuses = [assets.check_asset(name, root) for name in names]
+    problems = [s.message for s in statuses if not s.ok]
+    if problems:
+        raise Skip("; ".join(problems))
+    return [s.path for s in statuses]
+
+
+def evaluate_samples(samples_path, reference_path, inception_path, device, cleanfid_path=None, cache_dir=None):
+    """Metrics of an ADM-format sample batch against a reference (ADM batch or real images) -> dict.
+
+    The reference's Inception features are cached in cache_dir (keyed by the reference file's name, size
+    and mtime) since every row needs them.
+    """
+    import torch
+    from bench.metrics import fidelity
+    from bench.metrics.reference import load_images, load_reference
+    from bench.sample import precision
+    reference = load_reference(reference_path)
+    images = load_images(samples_path)
+    ref = Path(reference_path)
+    cached = Path(cache_dir) / f"features-{ref.stem}-{ref.stat().st_size}-{ref.stat().st_mtime_ns}.pt" \
+        if cache_dir and ref.is_file() else None
+    with precision("fp32"):  # Inception in full fp32, as the TF evaluator (sampling may have used TF32)
+        extractor = fidelity.inception(inception_path, device)
+        features = fidelity.extract_features(images, extractor, verbose=True)
+        if cached is not None and cached.is_file():
+            ref_features = torch.load(cached, weights_only=True)
+        else:
+            ref_features = fidelity.extract_features(reference.images, extractor, verbose=True)
+            if cached is not None:
+                torch.save(ref_features, cached)
+        results = fidelity.evaluate(features, ref_features, reference.stats)
+        if cleanfid_path is not None:  # the second FID backend: clean-fid's own resize and Inception
+            from bench.metrics import cleanfid
+            model = cleanfid.inception(cleanfid_path, device)
+            results[cleanfid.KEY_FID_CLEANFID] = cleanfid.fid_from_features(
+                cleanfid.extract_features(images, model, device=device),
+                cleanfid.extract_features(reference.images, model, device=device))
+            results[fidelity.KEY_BACKENDS][cleanfid.KEY_FID_CLEANFID] = f"{cleanfid.BACKEND}, vs reference images"
+    return results
+
+
+def row_results(row, ctx):
+    """Samples (if needed) and evaluates a row once; the metric dict is cached per sampling setup."""
+    from dydit.sampling import SAMPLERS
+    sampler = (row.get("sampler") or {}).get("name", "ddpm")
+    if sampler not in SAMPLERS:
+        raise Skip(f"sampler {sampler!r} is not implemented here (implemented: {', '.join(SAMPLERS)})")
+    if not row.get("checkpoint"):
+        raise Skip(f"row {row['name']!r} names no checkpoint: quality needs trained weights")
+    reference = (row.get("sampler") or {}).get("reference", DEFAULT_REFERENCE)
+    ckpt, vae, inception, ref = _require([row["checkpoint"], VAE, INCEPTION, reference], ctx.assets_root)
+    spec = sample_spec(row, ckpt, vae)
+    if not str(ctx.device).startswith("cuda") and spec.num > CPU_MAX_SAMPLES:
+        raise Skip(f"needs a CUDA device: {spec.num} samples x {spec.steps} {spec.sampler} steps of "
+                   f"{spec.model} are days of CPU time")
+    out = samples_dir(row, spec, ctx)
+    if out in ctx.cache:
+        return ctx.cache[out]
+    metrics_file = out / METRICS_FILE
+    if metrics_file.is_file():
+        results = json.loads(metrics_file.read_text())
+    else:
+        from bench import sample
+        path = sample.run(spec, out, device=ctx.device)
+        if path is None:
+            raise RuntimeError(f"sampling into {out} did not complete")
+        # clean-fid is the optional second FID backend: its Inception is used when present
+        cleanfid = assets.check_asset(INCEPTION_CLEANFID, ctx.assets_root) \
+            if INCEPTION_CLEANFID in assets.load_manifest() else None
+        results = evaluate_samples(path, ref, inception, ctx.device,
+                                   cleanfid.path if cleanfid and cleanfid.ok else None, cache_dir=out.parent)
+        config = json.loads((out / sample.CONFIG_FILE).read_text())
+        results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "num": spec.num,
+                              "labels": spec.labels, "guided_channels": spec.guided_channels,
+                              "precision": spec.precision, "reference": reference}
+        sample.write_atomic(metrics_file, lambda f: f.write(json.dumps(results, indent=1).encode()))
+    ctx.cache[out] = results
+    return results
+
+
+def measure(row, metric, ctx):
+    if metric not in RESULT_KEYS:
+        raise ValueError(f"bench.measure.quality measures {', '.join(RESULT_KEYS)}, not {metric!r}")
+    if ctx.profile != "full":
+        raise Skip("quality cells run in the full profile (50,000 samples on a GPU); the smoke profile runs "
+                   "the pipeline check instead")
+    return float(row_results(row, ctx)[RESULT_KEYS[metric]])

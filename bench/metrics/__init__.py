@@ -1,0 +1,1 @@
+"""Image-quality metrics: torch-fidelity (FID, IS, KID, precision/recall), clean-fid (FID), sFID (ours)."""

@@ -1,0 +1,166 @@
+"""Pipeline check (smoke profile): the generation and evaluation pipeline end to end, on CPU, in about a minute.
+
+A small random-weight DiT (learned sigma) and a tiny random VAE run every sampler for a few steps;
+`python -m bench sample` runs under torchrun with 2 CPU ranks (gloo) and its images are compared with
+a 1-process run; the metrics are computed with a locally generated random-weight Inception file loaded
+through torch-fidelity's real loading code (feature_extractor_weights_path), against an ADM-format
+reference batch written here. The numbers show that the pipeline runs and is consistent; they are
+NOT comparable with the paper's (random weights, a few images), and the report never compares them.
+"""
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch_fidelity.metric_fid import fid_features_to_statistics
+
+TITLE = "Pipeline check (random weights — not comparable with the paper)"
+MODEL, LATENT, STEPS, CFG = "DiT-S/8", 8, 4, 1.5
+NUM, BATCH = 16, 4
+
+
+
+def write_random_inception(path, seed=0):
+    """Writes a random-weight state dict of torch-fidelity's Inception-v3 (its exact keys and shapes)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Fresh(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):
+            return None  # keep the fresh initialisation: this builds the file the real loader will read
+
+    path = Path(path)
+    placeholder = path.with_name(path.name + ".empty")
+    torch.save({}, placeholder)
+    torch.manual_seed(seed)
+    net = Fresh("random", ["2048"], feature_extractor_weights_path=str(placeholder))
+    placeholder.unlink()
+    for m in net.modules():  # variance-preserving convs, so activations neither vanish nor explode
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _spec(seed, num=NUM):
+    from bench.sample import RANDOM_VAE, SampleSpec
+    return SampleSpec(model=MODEL, num=num, sampler="ddpm", steps=STEPS, cfg_scale=CFG, seed=seed, batch_size=BATCH,
+                      random_weights=True, vae=RANDOM_VAE, latent_size=LATENT)
+
+
+def sampler_rows():
+    """Each sampler a few steps on the random learned-sigma model with CFG: s/image (CPU) and finiteness."""
+    from dydit import sampling
+    from dydit.models import create_model, randomize_
+    model = randomize_(create_model(MODEL, input_size=LATENT), std=0.01).eval()
+    rows = []
+    for name in sampling.SAMPLERS:
+        noise, generators = sampling.noise_for(range(BATCH), 0, (4, LATENT, LATENT))
+        start = time.perf_counter()
+        z = sampling.sample_latents(model, name, noise, sampling.labels_for(range(BATCH), 0), STEPS, generators, CFG)
+        seconds = (time.perf_counter() - start) / BATCH
+        if not torch.isfinite(z).all():
+            raise RuntimeError(f"{name}: non-finite latents")
+        rows.append({"name": f"{name} ({STEPS} steps, CFG {CFG}, learned sigma): CPU s/image", "value": seconds,
+                     "unit": "s/image"})
+    return rows
+
+
+def sample_two_ranks(out):
+    """`python -m bench sample` under torchrun, 2 CPU ranks (gloo); returns the samples.npz path."""
+    spec = _spec(0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench",
+           "sample", "--model", MODEL, "--latent-size", str(LATENT), "--random-weights", "--vae", spec.vae,
+           "--sampler", "ddpm", "--steps", str(STEPS), "--cfg-scale", str(CFG), "--num-samples", str(NUM),
+           "--batch-size", str(BATCH), "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 ranks on 2 cores; also makes CPU results bit-stable
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun sampling failed ({done.returncode}): {done.stderr[-2000:]}")
+    return Path(out) / "samples.npz"
+
+
+def write_reference(path, images, features):
+    """An ADM-format reference batch: arr_0 images plus mu/sigma and mu_s/sigma_s of their features."""
+    from bench.metrics import fidelity
+    stats = fidelity.statistics(features)
+    np.savez(path, arr_0=images, mu=stats["fid"]["mu"], sigma=stats["fid"]["sigma"],
+             mu_s=stats["sfid"]["mu"], sigma_s=stats["sfid"]["sigma"])
+    return path
+
+
+def run(ctx):
+    """-> {"title", "note", "rows": [{"name", "value", "unit"}]} for the report's pipeline-check section."""
+    work = Path(ctx.work_dir or "artifacts") / "pipeline_check"
+    work.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # contended 2-core CI machines run small ops far faster on one thread
+    start, timings = time.perf_counter(), {}
+    with contextlib.ExitStack() as stack:
+        try:  # likewise BLAS (FID's 2048 x 2048 eigenvalues), where threadpoolctl is installed
+            from threadpoolctl import threadpool_limits
+            stack.enter_context(threadpool_limits(1))
+        except ImportError:
+            pass
+        try:
+            rows, inception_sha = _checks(ctx, work, timings)
+        finally:
+            torch.set_num_threads(threads)
+    total = time.perf_counter() - start
+    note = (f"Random-weight {MODEL} (latent {LATENT}, learned sigma), tiny random VAE, random Inception-v3 "
+            f"(sha256 {inception_sha[:12]}…, loaded by torch-fidelity from feature_extractor_weights_path); "
+            f"{NUM} images per set, {STEPS} steps. Checks that every sampler runs, that 2 ranks give the same "
+            f"images as 1 process, and that the metrics compute; the values mean nothing about image quality "
+            f"and are never compared with the paper. Time: {total:.0f} s ("
+            + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ").")
+    return {"title": TITLE, "note": note, "rows": rows}
+
+
+def _checks(ctx, work, timings):
+    """(report rows, sha256 of the random Inception file); timings[stage] = seconds."""
+    from bench import sample
+    from bench.assets import sha256_file
+    from bench.metrics import cleanfid, fidelity, sfid
+    from bench.metrics.reference import load_images, load_reference
+    start = time.perf_counter()
+    rows = sampler_rows()
+    timings["samplers"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    for stale in ("two_ranks", "one_process", "reference"):  # every check starts from nothing
+        for f in sorted((work / stale).glob("**/*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+    two = load_images(sample_two_ranks(work / "two_ranks"))
+    timings["torchrun"] = time.perf_counter() - t
+    one = load_images(sample.run(_spec(0), work / "one_process", device="cpu", progress=False))
+    ref_images = load_images(sample.run(_spec(1), work / "reference", device="cpu", progress=False))
+    rows.append({"name": f"images from 2 ranks (torchrun, gloo) vs 1 process: max |difference| over {NUM}",
+                 "value": float(np.abs(two.astype(int) - one.astype(int)).max()), "unit": "pixel levels"})
+
+    t = time.perf_counter()
+    weights = write_random_inception(work / "random-inception.pth", seed=ctx.seed)
+    extractor = sfid.InceptionV3WithSpatial("inception-v3-compat", list(fidelity.FEATURES) + ["64"],
+                                            feature_extractor_weights_path=str(weights))
+    features = fidelity.extract_features(two, extractor, batch_size=NUM)
+    ref_features = fidelity.extract_features(ref_images, extractor, batch_size=NUM)
+    reference = load_reference(write_reference(work / "reference.npz", ref_images, ref_features))
+    results = fidelity.evaluate(features, ref_features, reference.stats)
+    timings["metrics"] = time.perf_counter() - t
+    for key, label in ((fidelity.KEY_FID, "FID"), (fidelity.KEY_SFID, "sFID"), (fidelity.KEY_IS, "Inception Score"),
+                       (fidelity.KEY_PRECISION, "precision"), (fidelity.KEY_RECALL, "recall"),
+                       (fidelity.KEY_KID, "KID")):
+        rows.append({"name": f"{label} ({results[fidelity.KEY_BACKENDS][key]})", "value": results[key], "unit": ""})
+    # two FID backends on the same features: torch-fidelity (eigenvalues) vs clean-fid (scipy sqrtm), on the
+    # 64-d block features, small enough that sqrtm stays real with 16 samples
+    f64, r64 = features["64"].double(), ref_features["64"].double()
+    ours = fidelity.fid(fid_features_to_statistics(f64), fid_features_to_statistics(r64))
+    theirs = cleanfid.fid_from_features(f64.numpy(), r64.numpy())
+    rows.append({"name": "FID on 64-d block features: torch-fidelity", "value": ours, "unit": ""})
+    rows.append({"name": "FID on 64-d block features: clean-fid (same features)", "value": theirs, "unit": ""})
+    rows.append({"name": "relative difference of the two FID backends",
+                 "value": abs(ours - theirs) / max(abs(ours), 1e-12), "unit": ""})
+    return rows, sha256_file(weights)

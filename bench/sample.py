@@ -1,0 +1,274 @@
+"""Sharded, resumable sampling under torchrun, ending in one ADM-format `.npz` (arr_0 uint8 N x H x W x 3).
+
+Images are cut into fixed shards of `batch_size` consecutive global indices; each image's label and
+noise come from (seed, index) (dydit.sampling), so the set of images is the same for any world size or
+restart. Rank r takes every world_size-th unfinished shard. Each finished shard is written atomically
+(temporary file + os.replace); on restart rank 0 decides which shards are done and broadcasts it, so
+ranks never race over the file system. When all shards exist, rank 0 streams them, in index order,
+into `samples.npz` (arr_0 images, arr_1 labels, as ADM's own sampler writes) and its sha256.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from dydit import sampling
+
+CONFIG_FILE = "run.json"
+SHARD_DIR = "shards"
+SAMPLES_FILE = "samples.npz"
+RANDOM_VAE = "random-tiny"  # --vae value: a tiny random VAE (pipeline checks only)
+
+
+@dataclass
+class SampleSpec:
+    """Everything that decides the images; a restart must use the same spec (the world size may change)."""
+    model: str
+    num: int
+    sampler: str = "ddpm"
+    steps: Optional[int] = None  # None: the sampler's default (ddpm 250, ddim 50, dpm-solver++ 20)
+    cfg_scale: float = 1.5
+    guided_channels: Optional[int] = 3  # DiT's 3-channel guidance; None guides all 4
+    labels: str = "uniform"
+    seed: int = 0
+    batch_size: int = 32  # per process and per shard
+    ckpt: Optional[str] = None  # path; None with random_weights for pipeline checks
+    random_weights: bool = False
+    vae: str = RANDOM_VAE  # a path (diffusers folder or file) or RANDOM_VAE
+    latent_size: int = 32  # 32 -> 256 x 256 images through the SD VAE
+    num_classes: int = 1000
+    precision: str = "fp32"  # fp32 or tf32 (DiT sampled with TF32 on)
+    fast: bool = True  # DyDiT through FastDyDiT (skips compute) rather than the masked reference
+
+    def __post_init__(self):
+        self.steps = self.steps or sampling.SAMPLERS.get(self.sampler)
+        # absolute paths, so a restart from another working directory is recognised as the same setup
+        self.ckpt = str(Path(self.ckpt).resolve()) if self.ckpt else None
+        self.vae = self.vae if self.vae == RANDOM_VAE else str(Path(self.vae).resolve())
+        if self.sampler not in sampling.SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampling.SAMPLERS)}")
+        if self.labels not in sampling.LABELS:
+            raise ValueError(f"unknown label mode {self.labels!r}; known: {', '.join(sampling.LABELS)}")
+        if self.precision not in ("fp32", "tf32"):
+            raise ValueError(f"precision must be fp32 or tf32, got {self.precision!r}")
+        if self.num < 1 or self.batch_size < 1:
+            raise ValueError("num and batch_size must be positive")
+
+    @property
+    def num_shards(self):
+        return math.ceil(self.num / self.batch_size)
+
+    def shard_indices(self, shard):
+        return range(shard * self.batch_size, min(self.num, (shard + 1) * self.batch_size))
+
+
+#################################################################################
+#                          Model, VAE and one batch                              #
+#################################################################################
+
+def build_model_fn(spec, device):
+    """The denoiser callable for a spec: the model with its checkpoint (FastDyDiT for a DyDiT)."""
+    from dydit.models import DyDiT, create_model, randomize_
+    model = create_model(spec.model, input_size=spec.latent_size, num_classes=spec.num_classes)
+    if spec.ckpt:
+        from dydit.checkpoints import load_checkpoint
+        load_checkpoint(model, spec.ckpt)
+    elif spec.random_weights:
+        randomize_(model, seed=spec.seed, std=0.01)
+    else:
+        raise ValueError("no checkpoint: pass --ckpt PATH (or --random-weights for a pipeline check)")
+    model = model.eval().to(device)
+    if isinstance(model, DyDiT) and spec.fast:
+        from dydit.fast import FastDyDiT
+        return FastDyDiT(model)
+    return model
+
+
+def build_vae(spec, device):
+    vae = sampling.random_vae(spec.seed) if spec.vae == RANDOM_VAE else sampling.load_vae(spec.vae)
+    return vae.to(device)
+
+
+@contextlib.contextmanager
+def precision(name):
+    """TF32 matmuls and convolutions on ("tf32", as DiT's sample_ddp.py) or off ("fp32"), restored after."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def generate(model_fn, vae, spec, indices, device):
+    """(uint8 images (B, H, W, 3), labels (B,)) of the given global indices."""
+    labels = sampling.labels_for(indices, spec.seed, spec.labels, spec.num_classes)
+    noise, generators = sampling.noise_for(indices, spec.seed, (4, spec.latent_size, spec.latent_size))
+    latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), labels, spec.steps, generators,
+                                      spec.cfg_scale, spec.guided_channels, spec.num_classes)
+    return sampling.decode_to_uint8(vae, latents), labels.numpy()
+
+
+#################################################################################
+#                               Shards on disk                                   #
+#################################################################################
+
+def shard_path(out, shard):
+    return Path(out) / SHARD_DIR / f"shard-{shard:06d}.npz"
+
+
+def write_atomic(path, write):
+    """Calls write(file) on a temporary file beside path, then renames it into place (atomic on POSIX)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(out, shard, images, labels, indices):
+    write_atomic(shard_path(out, shard), lambda f: np.savez(f, images=images, labels=labels,
+                                                             indices=np.asarray(indices, dtype=np.int64)))
+
+
+def finished_shards(out, spec):
+    """Shard ids whose file exists and holds the expected indices (a damaged file is redone)."""
+    done = []
+    for shard in range(spec.num_shards):
+        path = shard_path(out, shard)
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path) as f:
+                ok = np.array_equal(f["indices"], np.asarray(spec.shard_indices(shard)))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            ok = False
+        if ok:
+            done.append(shard)
+    return done
+
+
+def check_or_write_config(out, spec):
+    """Records the spec in out/run.json; refuses to resume a folder that was sampled with another spec."""
+    path = Path(out) / CONFIG_FILE
+    mine = dataclasses.asdict(spec)
+    if path.is_file():
+        theirs = json.loads(path.read_text()).get("spec", {})
+        changed = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ValueError(f"{out} holds samples of another setup ({what}); use a new --out or the same options")
+        return
+    write_atomic(path, lambda f: f.write(json.dumps({"spec": mine}, indent=1).encode()))
+
+
+def assemble(out, spec):
+    """Streams the shards, in index order, into one ADM-format samples.npz; returns (path, sha256)."""
+    out = Path(out)
+    with np.load(shard_path(out, 0)) as f:
+        height, width = f["images"].shape[1:3]
+
+    def write(fileobj):
+        with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, shape, key in (("arr_0.npy", (spec.num, height, width, 3), "images"),
+                                     ("arr_1.npy", (spec.num,), "labels")):
+                dtype = np.uint8 if key == "images" else np.int64
+                with zf.open(name, "w", force_zip64=True) as member:
+                    np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(
+                        np.dtype(dtype)), "fortran_order": False, "shape": shape})
+                    for shard in range(spec.num_shards):
+                        with np.load(shard_path(out, shard)) as f:
+                            member.write(np.ascontiguousarray(f[key], dtype=dtype).tobytes())
+    path = out / SAMPLES_FILE
+    write_atomic(path, write)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    write_atomic(out / (SAMPLES_FILE + ".sha256"), lambda f: f.write(f"{sha}  {SAMPLES_FILE}\n".encode()))
+    config = json.loads((out / CONFIG_FILE).read_text())
+    config["result"] = {"file": SAMPLES_FILE, "sha256": sha, "num": spec.num, "shape": [spec.num, int(height),
+                                                                                        int(width), 3]}
+    write_atomic(out / CONFIG_FILE, lambda f: f.write(json.dumps(config, indent=1).encode()))
+    return path, sha
+
+
+#################################################################################
+#                                   The run                                      #
+#################################################################################
+
+def init_distributed(device=None):
+    """(rank, world size, device): torchrun's process group (gloo on CPU, nccl on GPU) or a single process."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+
+
+def _barrier(world):
+    if world > 1:  # NCCL wants to know the device; gloo takes none
+        dist.barrier(device_ids=[torch.cuda.current_device()] if dist.get_backend() == "nccl" else None)
+
+
+def run(spec, out, max_shards=None, device=None, progress=True):
+    """Samples what is missing under out/ (this rank's share), then assembles on rank 0 when complete.
+
+    max_shards stops this process after that many new shards (preemptible machines; restart tests).
+    Returns the samples.npz path on rank 0 once complete, else None.
+    """
+    rank, world, device = init_distributed(device)
+    out = Path(out)
+    if rank == 0:
+        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        check_or_write_config(out, spec)
+    decided = [finished_shards(out, spec) if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(decided, src=0)  # rank 0 alone decides what is done
+    done = set(decided[0])
+    todo = [s for s in range(spec.num_shards) if s not in done]
+    mine = todo[rank::world][:max_shards]
+    if mine:
+        model_fn, vae = build_model_fn(spec, device), build_vae(spec, device)
+        remaining = sum(len(spec.shard_indices(s)) for s in todo)
+        with precision(spec.precision), tqdm(total=remaining, unit="img", disable=not progress or rank != 0,
+                                             desc=f"sampling ({world} rank{'s' * (world > 1)})",
+                                             dynamic_ncols=True) as bar:
+            for shard in mine:
+                indices = spec.shard_indices(shard)
+                images, labels = generate(model_fn, vae, spec, indices, device)
+                write_shard(out, shard, images, labels, indices)
+                bar.update(min(len(indices) * world, bar.total - bar.n))  # every rank advances alike
+    _barrier(world)
+    result = None
+    if rank == 0:
+        missing = spec.num_shards - len(finished_shards(out, spec))
+        done_before = json.loads((out / CONFIG_FILE).read_text()).get("result")
+        if missing:
+            print(f"{spec.num_shards - missing}/{spec.num_shards} shards done under {out}; run again to continue")
+        elif done_before and not todo and (out / SAMPLES_FILE).is_file():
+            result = out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
+        else:
+            result, _ = assemble(out, spec)
+    _barrier(world)
+    if world > 1:
+        dist.destroy_process_group()
+    return result

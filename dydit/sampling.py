@@ -1,0 +1,181 @@
+"""Sampling: diffusers schedulers on the DiT schedule, classifier-free guidance, the loop, VAE decoding.
+
+Nothing here is a hand-written sampler: DDPM (learned-range variance), DDIM and DPM-Solver++ are
+diffusers' schedulers configured with DiT's training schedule (1000 steps, linear betas 1e-4..0.02).
+The loop takes any model_fn(x, t, y) -> output (DiT, the masked DyDiT, FastDyDiT); a model_fn with a
+`prepare(timesteps)` method (FastDyDiT) is handed the sampler's actual timesteps first, so a DyDiT
+computes its width plan once for exactly the steps it will run.
+
+Randomness is per image: the initial noise, the DDPM step noise and a uniform label all come from CPU
+generators seeded by (seed, global index), so an image does not depend on batch, rank or restart.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from dydit.models import combine_cfg
+
+# DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_START, BETA_END = 1e-4, 0.02
+LATENT_SCALE = 0.18215  # SD VAE latents are scaled by this in DiT's training; divide before decoding
+
+# sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10)
+SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
+LABELS = ("uniform", "balanced")
+
+# The config of stabilityai/sd-vae-ft-ema (diffusers AutoencoderKL), so a single weights file suffices.
+SD_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, act_fn="silu", norm_num_groups=32,
+    block_out_channels=(128, 256, 512, 512), sample_size=256, scaling_factor=LATENT_SCALE,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+
+
+def make_scheduler(sampler, steps=None):
+    """A fresh diffusers scheduler on DiT's schedule with its timesteps set (schedulers keep state)."""
+    common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
+                  beta_schedule="linear")
+    if sampler == "ddpm":
+        # "linspace" gives round(i * 999 / (steps - 1)): DiT's space_timesteps(1000, "250") exactly.
+        # DiT samples with clip_denoised=False, hence clip_sample=False.
+        scheduler = DDPMScheduler(**common, variance_type="learned_range", clip_sample=False,
+                                  timestep_spacing="linspace")
+    elif sampler == "ddim":
+        # "leading" gives 0, 20, ..., 980 for 50 steps: DiT's space_timesteps(1000, "ddim50"); eta = 0
+        scheduler = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True,
+                                  timestep_spacing="leading", steps_offset=0)
+    elif sampler == "dpm-solver++":
+        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    scheduler.set_timesteps(steps or SAMPLERS[sampler])
+    return scheduler
+
+
+def sampler_timesteps(sampler, steps=None):
+    """The model timesteps a sampler will visit, in order (what a DyDiT width plan is computed for)."""
+    return [int(t) for t in make_scheduler(sampler, steps).timesteps]
+
+
+#################################################################################
+#                          Per-image randomness                                  #
+#################################################################################
+
+NOISE_STREAM, LABEL_STREAM = 0, 1
+
+
+def index_generator(seed, index, stream=NOISE_STREAM):
+    """A CPU generator for one image, seeded from (seed, global index, stream) by numpy's SeedSequence."""
+    hi, lo = np.random.SeedSequence([seed, index, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(hi) << 32 | int(lo))
+
+
+def labels_for(indices, seed, mode="uniform", num_classes=1000):
+    """Class labels of global indices: uniform random per index (as DiT's sample_ddp.py) or balanced."""
+    if mode == "uniform":
+        return torch.tensor([int(torch.randint(num_classes, (1,), generator=index_generator(seed, i, LABEL_STREAM)))
+                             for i in indices], dtype=torch.long)
+    if mode == "balanced":  # index mod K: every class N/K times when K divides N
+        return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
+    raise ValueError(f"unknown label mode {mode!r}; known: {', '.join(LABELS)}")
+
+
+def noise_for(indices, seed, shape):
+    """(initial noise (B, *shape), per-image generators that go on to draw the DDPM step noise)."""
+    generators = [index_generator(seed, i) for i in indices]
+    noise = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+    return noise, generators
+
+
+#################################################################################
+#                             Guidance and the loop                              #
+#################################################################################
+
+def guided_output(model_fn, z, t, y, cfg_scale, guided_channels=3, null_class=1000):
+    """Model output for latents z (B, ...) with classifier-free guidance in one batched call.
+
+    The conditional and unconditional halves run as one batch of 2B. guided_channels=3 is DiT's
+    guidance (the first 3 of 4 latent channels, DiT issue #41, what the paper's FID used);
+    None guides every channel of eps. The learned-sigma channels come from the conditional half.
+    """
+    if cfg_scale == 1.0:  # no guidance: the conditional model alone (half the compute)
+        return model_fn(z, t, y)
+    channels = z.shape[1] if guided_channels is None else guided_channels
+    out = model_fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
+    return combine_cfg(out, cfg_scale, channels)[: len(z)]
+
+
+@torch.no_grad()
+def sample_latents(model_fn, sampler, noise, labels, steps=None, generators=None, cfg_scale=1.5,
+                   guided_channels=3, null_class=1000):
+    """Runs a diffusers scheduler from noise (B, C, H, W) to clean latents, guided by labels (B,)."""
+    scheduler = make_scheduler(sampler, steps)
+    if hasattr(model_fn, "prepare"):  # FastDyDiT: width plan for exactly these timesteps
+        model_fn.prepare([float(t) for t in scheduler.timesteps])
+    device = noise.device
+    z, y = noise * scheduler.init_noise_sigma, labels.to(device)
+    channels = z.shape[1]
+    for timestep in scheduler.timesteps:
+        t = torch.full((len(z),), int(timestep), device=device, dtype=torch.long)
+        out = guided_output(model_fn, scheduler.scale_model_input(z, timestep), t, y, cfg_scale,
+                            guided_channels, null_class).float()
+        if sampler == "ddpm":
+            # DDPMScheduler(learned_range) splits [eps (C), v (C)] itself; v in [-1, 1] interpolates the
+            # log variance between the posterior variance and beta_t, exactly as DiT's learned sigma.
+            if out.shape[1] != 2 * channels:
+                raise ValueError(f"DDPM with learned-range variance needs a learned-sigma model "
+                                 f"({2 * channels} output channels); this one has {out.shape[1]}")
+        else:
+            out = out[:, :channels]  # DDIM / DPM-Solver++ take eps only
+        z = scheduler.step(out, timestep, z, generator=generators).prev_sample
+    return z
+
+
+#################################################################################
+#                                    VAE                                         #
+#################################################################################
+
+def load_vae(path):
+    """diffusers AutoencoderKL from local weights: a diffusers folder, or one .safetensors/.bin/.pt file.
+
+    A folder (or a file beside config.json) uses that config; otherwise the built-in sd-vae-ft-ema
+    config. Single files in the original LDM layout are converted by diffusers' own converter.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (folder / "config.json").is_file() and (path.is_dir() or path.stem == "diffusion_pytorch_model"):
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).eval()
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder without config.json: expected a diffusers VAE folder "
+                                f"(config.json + diffusion_pytorch_model.safetensors)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    vae = AutoencoderKL(**SD_VAE_CONFIG)
+    if not any(k.startswith("decoder.up_blocks.") for k in state):  # LDM layout (decoder.up.N...)
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+        state = convert_ldm_vae_checkpoint(state, dict(vae.config))
+    vae.load_state_dict(state)
+    return vae.eval()
+
+
+def random_vae(seed=0):
+    """A tiny random-weight AutoencoderKL (latent x2 upsampling) for pipeline checks; images are noise."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         scaling_factor=LATENT_SCALE).eval()
+
+
+@torch.no_grad()
+def decode_to_uint8(vae, latents):
+    """Latents (B, 4, h, w) -> uint8 RGB images (B, H, W, 3), with DiT's conversion (x127.5 + 128, clamp)."""
+    images = vae.decode(latents / LATENT_SCALE).sample
+    return torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
+

@@ -1,0 +1,120 @@
+"""The suite measurements of this pipeline: quality (sample once, evaluate once, five metrics) and s/image,
+and their Skip reasons. Assets are small local stand-ins listed in a test manifest."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench import assets, sample
+from bench.measure import latency, quality
+from bench.measure.base import Context, Skip
+from bench.metrics import fidelity
+from bench.pipeline_check import write_random_inception
+from dydit.models import create_model, randomize_
+from dydit.sampling import random_vae
+
+ROW = {"name": "Tiny DiT", "model": "DiT-S/8", "checkpoint": "tiny-ckpt", "column": "fid",
+       "sampler": {"name": "ddim", "steps": 3, "cfg_scale": 1.5, "num_samples": 6, "batch_size": 3,
+                   "reference": "tiny-ref"}}
+MANIFEST = """
+[assets.tiny-ckpt]
+files = [{ path = "ckpt.pt" }]
+source = "test"
+[assets.vae-ft-ema]
+files = [{ path = "vae/diffusion_pytorch_model.safetensors" }]
+source = "test"
+[assets.inception-fidelity]
+files = [{ path = "inception.pth" }]
+source = "test"
+[assets.tiny-ref]
+files = [{ path = "ref.npz" }]
+source = "test"
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+    else:
+        with threadpool_limits(1):
+            yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def asset_files(tmp_path_factory):
+    """An assets root with a random DiT-S/8 checkpoint, a tiny VAE, a random Inception and an ADM-format batch."""
+    root = tmp_path_factory.mktemp("assets")
+    torch.save(randomize_(create_model("DiT-S/8"), std=0.01).state_dict(), root / "ckpt.pt")
+    random_vae().save_pretrained(root / "vae")
+    write_random_inception(root / "inception.pth")
+    # an ADM-format reference batch: images plus their FID and sFID statistics (mu/sigma, mu_s/sigma_s)
+    images = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    stats = fidelity.statistics(fidelity.extract_features(images, fidelity.inception(root / "inception.pth")))
+    np.savez(root / "ref.npz", arr_0=images, mu=stats["fid"]["mu"], sigma=stats["fid"]["sigma"],
+             mu_s=stats["sfid"]["mu"], sigma_s=stats["sfid"]["sigma"])
+    (root / "assets.toml").write_text(MANIFEST)
+    return root
+
+
+@pytest.fixture
+def root(asset_files, monkeypatch):
+    """The assets root, with bench.assets reading the test manifest."""
+    manifest = assets.load_manifest(asset_files / "assets.toml")
+    monkeypatch.setattr(assets, "load_manifest", lambda path=None: manifest)
+    return asset_files
+
+
+def test_five_quality_cells_sample_and_evaluate_once(root, tmp_path, monkeypatch):
+    runs = []
+    real_run = sample.run
+    monkeypatch.setattr(sample, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k, progress=False))
+    ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path / "work")
+    values = {m: quality.measure(ROW, m, ctx) for m in ("fid", "sfid", "is", "precision", "recall")}
+    assert len(runs) == 1 and all(np.isfinite(v) for v in values.values())
+    assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1 and values["is"] >= 1
+    out = quality.samples_dir(ROW, runs[0][0], ctx)
+    saved = json.loads((out / quality.METRICS_FILE).read_text())
+    assert saved["fid"] == values["fid"] and "torch-fidelity" in saved["backends"]["fid"]
+    for key in ("fid", "sfid"):  # FID and sFID against the batch's own statistics, as ADM's evaluator
+        assert saved["backends"][key].endswith("vs ADM reference statistics")
+    assert saved["samples"]["num"] == 6 and saved["samples"]["labels"] == "uniform"
+    # a new run (fresh cache) reads the saved metrics instead of sampling again
+    again = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path / "work")
+    assert quality.measure(ROW, "sfid", again) == values["sfid"] and len(runs) == 1
+
+
+def test_quality_skips_say_what_is_missing(root, tmp_path):
+    ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path)
+    with pytest.raises(Skip, match="full profile"):
+        quality.measure(ROW, "fid", Context(profile="smoke", assets_root=root))
+    (root / "inception.pth").unlink()
+    with pytest.raises(Skip, match="inception-fidelity.*is missing: put it at .*inception.pth"):
+        quality.measure(ROW, "fid", ctx)
+    write_random_inception(root / "inception.pth")
+    big = {**ROW, "sampler": {**ROW["sampler"], "num_samples": 50000}}
+    with pytest.raises(Skip, match="needs a CUDA device"):
+        quality.measure(big, "fid", ctx)
+    with pytest.raises(Skip, match="sampler 'sit-sde' is not implemented"):
+        quality.measure({**ROW, "sampler": {"name": "sit-sde"}}, "fid", ctx)
+
+
+def test_latency_needs_cuda_and_names_its_metric():
+    with pytest.raises(Skip, match="needs a CUDA device"):
+        latency.measure(ROW, "s_per_image", Context(device="cpu"))
+    with pytest.raises(ValueError, match="s_per_image"):
+        latency.measure(ROW, "fid", Context(device="cpu"))
+
+
+def test_latency_times_a_sampling_run(root, monkeypatch):
+    """The timing itself, on CPU (measure() refuses CPU for the suite; the function does not care)."""
+    out = latency.seconds_per_image({**ROW, "sampler": {**ROW["sampler"], "steps": 2, "batch_size": 2}},
+                                    Context(device="cpu", assets_root=root))
+    assert out["s_per_image"] > 0 and out["vae_s_per_image"] > 0 and len(out["seconds"]) == latency.REPEATS
+    assert out["batch_size"] == 2 and out["cfg_batched"] and out["precision"] == "tf32"

@@ -1,0 +1,127 @@
+"""Sharded, resumable sampling (bench/sample.py): the same images from 1 process, from 2 torchrun ranks and
+from a run killed after its first shard and restarted; the ADM-format result and its checks."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import sample
+from bench.__main__ import main
+
+# 9 images in shards of 2: five shards, the last one short
+ARGS = ["--model", "DiT-S/8", "--latent-size", "8", "--random-weights", "--vae", sample.RANDOM_VAE, "--sampler", "ddpm",
+        "--steps", "4", "--num-samples", "9", "--batch-size", "2", "--seed", "3", "--device", "cpu", "--no-progress"]
+SPEC = sample.SampleSpec(model="DiT-S/8", num=9, sampler="ddpm", steps=4, seed=3, batch_size=2, random_weights=True,
+                         vae=sample.RANDOM_VAE, latent_size=8)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process computes with one thread: bit-identical on CPU
+
+
+@pytest.fixture
+def one_thread():
+    """The in-process runs use one thread like the subprocesses (CPU results can depend on the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The 9 images from one uninterrupted in-process run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("one")
+        path = sample.run(SPEC, out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    with np.load(path) as f:
+        return {"images": f["arr_0"], "labels": f["arr_1"], "path": path}
+
+
+def images(path):
+    with np.load(path) as f:
+        return f["arr_0"]
+
+
+def test_result_is_an_adm_batch_with_its_sha256(reference):
+    assert reference["images"].dtype == np.uint8 and reference["images"].shape == (9, 16, 16, 3)
+    assert reference["labels"].tolist() == sample.sampling.labels_for(range(9), 3).tolist()
+    digest = hashlib.sha256(reference["path"].read_bytes()).hexdigest()
+    assert Path(str(reference["path"]) + ".sha256").read_text().split()[0] == digest
+    assert len({im.tobytes() for im in reference["images"]}) == 9  # every image is its own
+
+
+def test_two_torchrun_ranks_give_the_same_images(reference, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench",
+           "sample", *ARGS, "--out", str(tmp_path)]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(images(tmp_path / sample.SAMPLES_FILE), reference["images"])
+    assert (tmp_path / sample.SAMPLES_FILE).read_bytes() == reference["path"].read_bytes()
+
+
+def test_a_run_killed_after_its_first_shard_resumes_to_the_same_images(reference, tmp_path, one_thread):
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sample", *ARGS, "--out", str(tmp_path)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = sample.shard_path(tmp_path, 0).parent
+    deadline = time.monotonic() + 120
+    while not any(first.glob("shard-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sample.finished_shards(tmp_path, SPEC)
+    assert 1 <= len(done) < SPEC.num_shards, f"killed too late or too early: {done}"
+    assert not (tmp_path / sample.SAMPLES_FILE).exists()
+    assert main(["sample", *ARGS, "--out", str(tmp_path)]) == 0  # the restart
+    np.testing.assert_array_equal(images(tmp_path / sample.SAMPLES_FILE), reference["images"])
+
+
+def test_partial_runs_and_damaged_shards_are_completed_identically(reference, tmp_path, one_thread):
+    assert sample.run(SPEC, tmp_path, max_shards=2, progress=False) is None  # stops early, nothing assembled
+    assert sample.finished_shards(tmp_path, SPEC) == [0, 1]
+    sample.shard_path(tmp_path, 1).write_bytes(b"torn write")  # a damaged shard is redone, not trusted
+    (sample.shard_path(tmp_path, 2).parent / ".shard-000002.npz.tmp-123").write_bytes(b"left by a killed run")
+    assert sample.finished_shards(tmp_path, SPEC) == [0]
+    path = sample.run(SPEC, tmp_path, progress=False)
+    np.testing.assert_array_equal(images(path), reference["images"])
+
+
+def test_a_complete_folder_is_not_sampled_or_written_again(tmp_path, one_thread):
+    path = sample.run(SPEC, tmp_path, progress=False)
+    stamp = path.stat().st_mtime_ns
+    assert sample.run(SPEC, tmp_path, progress=False) == path and path.stat().st_mtime_ns == stamp
+
+
+def test_resuming_with_another_setup_is_refused(tmp_path, one_thread):
+    sample.run(SPEC, tmp_path, max_shards=1, progress=False)
+    other = sample.SampleSpec(**{**sample.dataclasses.asdict(SPEC), "cfg_scale": 4.0})
+    with pytest.raises(ValueError, match="cfg_scale: 1.5 -> 4.0"):
+        sample.run(other, tmp_path, progress=False)
+
+
+def test_spec_validation_and_missing_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample.SampleSpec(model="DiT-S/8", num=4, sampler="euler")
+    assert sample.SampleSpec(model="DiT-S/8", num=4, sampler="ddim").steps == 50
+    no_weights = sample.SampleSpec(model="DiT-S/8", num=2, latent_size=8, batch_size=2)
+    with pytest.raises(ValueError, match="--ckpt"):
+        sample.run(no_weights, tmp_path, progress=False)
+
+
+def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.delenv("DYDIT_ASSETS", raising=False)
+    base = ["sample", "--model", "DiT-S/8", "--num-samples", "2", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="dit-xl-2 .* no assets root; pass --assets DIR"):
+        main([*base, "--ckpt", "dit-xl-2"])
+    with pytest.raises(SystemExit, match=r"not found: .*nowhere\.pt \(neither a file nor an asset name"):
+        main([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sample.RANDOM_VAE])
+    with pytest.raises(SystemExit, match="vae-ft-ema .* is missing: put it at"):
+        main([*base, "--random-weights", "--assets", str(tmp_path)])

@@ -1,0 +1,154 @@
+"""Samplers (diffusers on DiT's schedule), guidance, per-image randomness and the VAE (dydit/sampling.py)."""
+import numpy as np
+import pytest
+import torch
+
+from dydit import sampling
+from dydit.models import create_model, randomize_
+
+LATENT = 8
+# diffusers' DPM-Solver scheduler calls np.array(copy=False) on a tensor (numpy 2; harmless)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread avoids OpenMP spin contention on a busy 2-core machine (10x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny learned-sigma DiT (8 output channels) with random weights."""
+    return randomize_(create_model("DiT-S/8", input_size=LATENT), std=0.01).eval()
+
+
+def test_timesteps_are_dits_respacing():
+    # DiT space_timesteps(1000, "250"): round(i * 999 / 249); "ddim50": 0, 20, ..., 980
+    assert sampling.sampler_timesteps("ddpm") == [round(i * 999 / 249) for i in range(250)][::-1]
+    assert sampling.sampler_timesteps("ddim") == list(range(980, -1, -20))
+    assert len(sampling.sampler_timesteps("dpm-solver++", 10)) == 10
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sampling.make_scheduler("euler")
+
+
+def test_ddpm_learned_range_step_is_dits_formula():
+    """One diffusers DDPM step equals guided-diffusion's p_sample with learned-range variance."""
+    steps, k = 250, 100
+    scheduler = sampling.make_scheduler("ddpm", steps)
+    t, t_prev = int(scheduler.timesteps[k]), int(scheduler.timesteps[k + 1])
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
+    v = torch.rand(2, 4, 4, 4, generator=g) * 2 - 1  # learned-range output in [-1, 1]
+    out = scheduler.step(torch.cat([eps, v], 1), t, x, generator=torch.Generator().manual_seed(7)).prev_sample
+
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alphabar = torch.cumprod(1 - betas, 0)
+    a_t, a_prev = alphabar[t], alphabar[t_prev]
+    beta = 1 - a_t / a_prev  # the respaced beta
+    posterior_var = beta * (1 - a_prev) / (1 - a_t)
+    frac = (v.double() + 1) / 2
+    log_var = frac * torch.log(beta) + (1 - frac) * torch.log(posterior_var)
+    x0 = (x.double() - (1 - a_t).sqrt() * eps.double()) / a_t.sqrt()
+    mean = beta * a_prev.sqrt() / (1 - a_t) * x0 + (1 - a_prev) * (1 - beta).sqrt() / (1 - a_t) * x.double()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(out.double(), mean + torch.exp(0.5 * log_var) * noise, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(sampling.SAMPLERS))
+def test_each_sampler_runs_with_learned_sigma_and_cfg(model, name):
+    noise, generators = sampling.noise_for(range(3), 0, (4, LATENT, LATENT))
+    labels = sampling.labels_for(range(3), 0)
+    z = sampling.sample_latents(model, name, noise, labels, steps=4, generators=generators, cfg_scale=1.5)
+    assert z.shape == noise.shape and torch.isfinite(z).all()
+    assert not torch.allclose(z, noise)
+    again = sampling.sample_latents(model, name, noise, labels, steps=4,
+                                    generators=sampling.noise_for(range(3), 0, (4, LATENT, LATENT))[1])
+    torch.testing.assert_close(z, again, rtol=0, atol=0)  # same per-image generators: same images
+
+
+def test_ddpm_needs_learned_sigma():
+    sit = randomize_(create_model("SiT-S/8", input_size=LATENT)).eval()  # 4 output channels
+    noise, generators = sampling.noise_for(range(2), 0, (4, LATENT, LATENT))
+    with pytest.raises(ValueError, match="learned-sigma"):
+        sampling.sample_latents(sit, "ddpm", noise, torch.zeros(2, dtype=torch.long), 2, generators)
+    sampling.sample_latents(sit, "ddim", noise, torch.zeros(2, dtype=torch.long), 2)  # eps-only samplers are fine
+
+
+def test_guidance_is_one_batch_and_matches_dits_forward_with_cfg(model):
+    calls = []
+
+    def model_fn(x, t, y):
+        calls.append(len(x))
+        return model(x, t, y)
+    z, t, y = torch.randn(3, 4, LATENT, LATENT), torch.full((3,), 500), torch.tensor([1, 2, 3])
+    null = torch.full_like(y, 1000)
+    for channels in (3, None):
+        out = sampling.guided_output(model_fn, z, t, y, 1.5, channels)
+        ref = model.forward_with_cfg(torch.cat([z, z]), torch.cat([t, t]), torch.cat([y, null]), 1.5, channels)[:3]
+        torch.testing.assert_close(out, ref)
+    assert calls == [6, 6]  # conditional and unconditional halves in one call
+    three, four = (sampling.guided_output(model, z, t, y, 4.0, c) for c in (3, None))
+    torch.testing.assert_close(three[:, :3], four[:, :3])
+    assert not torch.allclose(three[:, 3], four[:, 3])  # DiT's guidance leaves channel 3 unguided
+    torch.testing.assert_close(sampling.guided_output(model, z, t, y, 1.0), model(z, t, y))
+
+
+def test_model_fn_with_prepare_gets_the_sampler_timesteps(model):
+    class Planned:
+        def prepare(self, timesteps):
+            self.timesteps = list(timesteps)
+
+        def __call__(self, x, t, y):
+            return model(x, t, y)
+    fn = Planned()
+    noise, _ = sampling.noise_for(range(2), 0, (4, LATENT, LATENT))
+    sampling.sample_latents(fn, "dpm-solver++", noise, torch.zeros(2, dtype=torch.long), steps=3)
+    assert fn.timesteps == [float(t) for t in sampling.sampler_timesteps("dpm-solver++", 3)]
+
+
+def test_fast_dydit_samples_what_the_masked_dydit_samples():
+    """FastDyDiT (width plan for the sampler's timesteps) in the loop gives the masked reference's latents."""
+    from dydit.fast import FastDyDiT
+    dydit = randomize_(create_model("DyDiT-S/8", input_size=LATENT), std=0.01).eval()  # random routers too
+    noise, _ = sampling.noise_for(range(2), 0, (4, LATENT, LATENT))
+    labels = sampling.labels_for(range(2), 0)
+    for name in sampling.SAMPLERS:
+        masked, fast = (sampling.sample_latents(fn, name, noise, labels, 3,
+                                                sampling.noise_for(range(2), 0, noise.shape[1:])[1])
+                        for fn in (dydit, FastDyDiT(dydit)))
+        torch.testing.assert_close(fast, masked, rtol=1e-4, atol=1e-4 * float(masked.abs().max()))
+
+
+def test_noise_and_labels_depend_only_on_seed_and_index():
+    noise, _ = sampling.noise_for([5, 6, 7], seed=1, shape=(4, 2, 2))
+    alone, _ = sampling.noise_for([6], seed=1, shape=(4, 2, 2))
+    torch.testing.assert_close(noise[1:2], alone, rtol=0, atol=0)
+    assert not torch.equal(noise[0], noise[1])
+    assert not torch.equal(sampling.noise_for([6], seed=2, shape=(4, 2, 2))[0], alone)
+    assert sampling.labels_for([5, 6, 7], 1).tolist()[1:] == sampling.labels_for([6, 7], 1).tolist()
+    balanced = sampling.labels_for(range(3000), 0, "balanced")
+    assert np.bincount(balanced.numpy(), minlength=1000).tolist() == [3] * 1000
+    uniform = sampling.labels_for(range(2000), 0, "uniform")
+    assert 0 <= int(uniform.min()) and int(uniform.max()) < 1000 and len(set(uniform.tolist())) > 800
+
+
+def test_vae_decodes_to_uint8_and_loads_from_a_folder_or_a_single_file(tmp_path, monkeypatch):
+    vae = sampling.random_vae(seed=3)
+    latents = torch.randn(2, 4, LATENT, LATENT)
+    images = sampling.decode_to_uint8(vae, latents)
+    assert images.dtype == np.uint8 and images.shape == (2, 2 * LATENT, 2 * LATENT, 3)
+    vae.save_pretrained(tmp_path / "folder")  # a diffusers folder: config.json + weights
+    for path in (tmp_path / "folder", tmp_path / "folder" / "diffusion_pytorch_model.safetensors"):
+        np.testing.assert_array_equal(sampling.decode_to_uint8(sampling.load_vae(path), latents), images)
+    # a single weights file uses the built-in config (here a tiny one in place of sd-vae-ft-ema's)
+    from safetensors.torch import save_file
+    monkeypatch.setattr(sampling, "SD_VAE_CONFIG", {k: v for k, v in vae.config.items() if not k.startswith("_")})
+    save_file(vae.state_dict(), str(tmp_path / "single.safetensors"))
+    np.testing.assert_array_equal(sampling.decode_to_uint8(sampling.load_vae(tmp_path / "single.safetensors"), latents),
+                                  images)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        sampling.load_vae(tmp_path)
