@@ -1,7 +1,6 @@
 """The params and FLOPs measurements: real counts of small configs, one build per model, dynamic skips."""
 import pytest
 
-import dydit.fast
 from bench.measure import flops, params
 from bench.measure.base import Context, Skip
 from dydit.flops import analytic_macs
@@ -57,7 +56,6 @@ def test_dynamic_gflops_with_the_checkpoint_need_a_gpu(tmp_path):
 
 
 def test_average_run_gmacs_over_a_real_sampling_run():
-    from dydit.flops import dynamic_macs
     from dydit.models import randomize_
     model = randomize_(create_model("DyDiT-S/8", input_size=16), seed=0, std=0.1).eval()
     for block in model.blocks:  # routers as at init: everything on, so every call costs the all-on count

@@ -33,20 +33,6 @@ source = "test"
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-    else:
-        with threadpool_limits(1):
-            yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def asset_files(tmp_path_factory):
     """An assets root with a random DiT-S/8 checkpoint, a tiny VAE, a random Inception and an ADM-format batch."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bench import sample
 from bench.__main__ import main
@@ -23,25 +22,11 @@ SPEC = sample.SampleSpec(model="DiT-S/8", num=9, sampler="ddpm", steps=4, seed=3
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process computes with one thread: bit-identical on CPU
 
 
-@pytest.fixture
-def one_thread():
-    """The in-process runs use one thread like the subprocesses (CPU results can depend on the thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The 9 images from one uninterrupted in-process run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("one")
-        path = sample.run(SPEC, out, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    out = tmp_path_factory.mktemp("one")  # one thread, as the subprocesses (tests/conftest.py)
+    path = sample.run(SPEC, out, progress=False)
     with np.load(path) as f:
         return {"images": f["arr_0"], "labels": f["arr_1"], "path": path}
 
@@ -68,7 +53,7 @@ def test_two_torchrun_ranks_give_the_same_images(reference, tmp_path):
     assert (tmp_path / sample.SAMPLES_FILE).read_bytes() == reference["path"].read_bytes()
 
 
-def test_a_run_killed_after_its_first_shard_resumes_to_the_same_images(reference, tmp_path, one_thread):
+def test_a_run_killed_after_its_first_shard_resumes_to_the_same_images(reference, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bench", "sample", *ARGS, "--out", str(tmp_path)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = sample.shard_path(tmp_path, 0).parent
@@ -84,7 +69,7 @@ def test_a_run_killed_after_its_first_shard_resumes_to_the_same_images(reference
     np.testing.assert_array_equal(images(tmp_path / sample.SAMPLES_FILE), reference["images"])
 
 
-def test_partial_runs_and_damaged_shards_are_completed_identically(reference, tmp_path, one_thread):
+def test_partial_runs_and_damaged_shards_are_completed_identically(reference, tmp_path):
     assert sample.run(SPEC, tmp_path, max_shards=2, progress=False) is None  # stops early, nothing assembled
     assert sample.finished_shards(tmp_path, SPEC) == [0, 1]
     sample.shard_path(tmp_path, 1).write_bytes(b"torn write")  # a damaged shard is redone, not trusted
@@ -94,13 +79,13 @@ def test_partial_runs_and_damaged_shards_are_completed_identically(reference, tm
     np.testing.assert_array_equal(images(path), reference["images"])
 
 
-def test_a_complete_folder_is_not_sampled_or_written_again(tmp_path, one_thread):
+def test_a_complete_folder_is_not_sampled_or_written_again(tmp_path):
     path = sample.run(SPEC, tmp_path, progress=False)
     stamp = path.stat().st_mtime_ns
     assert sample.run(SPEC, tmp_path, progress=False) == path and path.stat().st_mtime_ns == stamp
 
 
-def test_resuming_with_another_setup_is_refused(tmp_path, one_thread):
+def test_resuming_with_another_setup_is_refused(tmp_path):
     sample.run(SPEC, tmp_path, max_shards=1, progress=False)
     other = sample.SampleSpec(**{**sample.dataclasses.asdict(SPEC), "cfg_scale": 4.0})
     with pytest.raises(ValueError, match="cfg_scale: 1.5 -> 4.0"):

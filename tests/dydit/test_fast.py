@@ -128,9 +128,26 @@ def test_fast_path_follows_weight_updates(model):
     with torch.no_grad():
         before = fast(x, t, y)
         m.blocks[0].mlp.fc1.weight.mul_(2.0)
+        m.blocks[1].attn.qkv.weight.mul_(2.0)  # its sliced copy is cached: the cache must notice
         after, ref = fast(x, t, y), m(x, t, y)
     assert rel_err(after, before) > 1e-4
     assert rel_err(after, ref) <= 1e-5
+
+
+def test_attention_weight_cache_is_bounded_and_optional(model):
+    m = calibrated_routers(model, seed=6)
+    x, y = torch.randn(2, 4, 16, 16), torch.tensor([1, 2])
+    steps = [900.0, 600.0, 300.0, 0.0]
+    cached, uncached = FastDyDiT(m), FastDyDiT(m, cache_bytes=0)
+    with torch.no_grad():
+        for step in steps + steps:
+            t = torch.full((2,), step)
+            assert rel_err(uncached(x, t, y), cached(x, t, y)) <= 1e-6
+    assert uncached._cached_bytes == 0 and cached._cached_bytes > 0
+    size = cached._cached_bytes
+    with torch.no_grad():
+        cached(x, torch.full((2,), steps[0]), y)  # a pattern seen before: no new copy
+    assert cached._cached_bytes == size
 
 
 def test_runs():

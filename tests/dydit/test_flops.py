@@ -68,7 +68,7 @@ def test_fvcore_count_of_the_router_driven_fast_path_matches_the_analytic_count(
 
 def test_dynamic_flops_per_sample_and_over_a_run():
     model = create_model("DyDiT-S/2", input_size=16).eval()
-    H, T = model.num_heads, model.x_embedder.num_patches
+    T = model.x_embedder.num_patches
 
     def masks_with(tokens_sample1):
         ms = random_masks(model, batch=2, seed=3)
