@@ -11,6 +11,8 @@ def register(subparsers):
     p.add_argument("--repeats", type=int, default=5, help="timed repeats of the K calls (median reported)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-gb", type=float, default=12.0,
+                   help="budget of FastDyDiT's sliced-weight cache (past it: views / per-call slices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -28,7 +30,8 @@ def run(args):
         torch.backends.cuda.matmul.allow_tf32 = True  # as DiT's sampling scripts
         torch.backends.cudnn.allow_tf32 = True
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    r = run_speed(args.model, args.flops_fraction, args.batch, args.steps, args.repeats, device, args.seed, log)
+    r = run_speed(args.model, args.flops_fraction, args.batch, args.steps, args.repeats, device, args.seed,
+                  args.cache_gb, log)
     if args.json:
         print(json.dumps(as_dict(r)))
         return 0
@@ -39,5 +42,6 @@ def run(args):
     print(f"  FLOPs ratio (DiT / DyDiT, over the timed calls) {r.flops_ratio:.2f}x  (target fraction {r.target_fraction})")
     print(f"  realized = speedup / FLOPs ratio = {r.realized:.2f}")
     print(f"  fast vs masked relative difference: {r.max_rel_diff_fast_vs_masked:.1e}")
+    print(f"  sliced weights cached: {r.sliced_weights_cached_gb:.2f} GiB (budget {r.cache_budget_gb:g} GiB)")
     print(f"  note: {r.note}")
     return 0

@@ -38,6 +38,8 @@ class SpeedResult:
     realized: float
     masked_speedup: float
     max_rel_diff_fast_vs_masked: float
+    sliced_weights_cached_gb: float  # FastDyDiT's cache of sliced weights after the run
+    cache_budget_gb: float
     note: str
 
 
@@ -134,19 +136,20 @@ def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.01):
 #################################################################################
 
 def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=5, device="cpu",
-              seed=0, log=print) -> SpeedResult:
-    """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring."""
+              seed=0, cache_gb=12.0, log=print) -> SpeedResult:
+    """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring.
+
+    DiT is the same module with complete_model=True (the plain DiT block, routers not run): the same
+    weights and code as a DiT, without a second copy of the model in memory."""
     if not model_name.startswith("DyDiT-"):
         raise ValueError(f"--model must be a DyDiT model (e.g. DyDiT-XL/2), got {model_name!r}")
     torch.manual_seed(seed)
     dydit = randomize_(create_model(model_name), seed=seed).to(device).eval()
-    dit = create_model(model_name.replace("DyDiT-", "DiT-")).to(device).eval()
-    dit.load_state_dict(dydit.state_dict(), strict=False)  # the same backbone weights
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size, generator=g).to(device)
     y = torch.randint(0, 1000, (batch,), generator=g).to(device)
     ts = schedule(steps)
-    fast = FastDyDiT(dydit)
+    fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30))
 
     log(f"calibrating routers of {model_name} to {fraction:.2f} of DiT's FLOPs (random weights, bisection)...")
     standardize_routers(dydit, ts, x[:1], y[:1], seed)
@@ -160,8 +163,15 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
 
         def run(model):
             return lambda: [model(x, t, y) for t in t_batches]
+
+        def run_dit():
+            dydit.complete_model = True
+            try:
+                return [dydit(x, t, y) for t in t_batches]
+            finally:
+                dydit.complete_model = False
         log(f"timing {steps} calls x {repeats} repeats (+1 warm-up), batch {batch}, on {device}...")
-        med = interleaved_medians({"dit": run(dit), "fast": run(fast), "masked": run(dydit)},
+        med = interleaved_medians({"dit": run_dit, "fast": run(fast), "masked": run(dydit)},
                                   repeats=repeats, warmup=1, device=device)
     dit_s, fast_s, masked_s = (med[k][0] / steps for k in ("dit", "fast", "masked"))
     flops_ratio = 1.0 / measured
@@ -170,7 +180,7 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
             "in space; not a trained DyDiT")
     return SpeedResult(model_name, _device_name(device), batch, steps, repeats, fraction, measured,
                        dit_s, fast_s, masked_s, flops_ratio, speedup, speedup / flops_ratio,
-                       dit_s / masked_s, rel, note)
+                       dit_s / masked_s, rel, fast._cached_bytes / 2**30, cache_gb, note)
 
 
 def _device_name(device):

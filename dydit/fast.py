@@ -6,12 +6,12 @@ The public DyDiT code multiplies by masks, so it runs every FLOP of DiT. Here:
 - tokens: only the kept tokens go through the MLP (gather, compute, scatter-add), per sample.
 Width masks depend on t alone, so they are the same for the whole batch and both CFG halves: the plan
 for a schedule is computed once. Weights, measured on one DiT-XL block (CPU, batch 2):
-- MLP: each contiguous run of active channel groups is a strided *view* of fc1/fc2, which GEMM takes
-  as it is; the partial fc2 outputs are summed. This ran at the FLOPs-ideal time; copies did not.
-- attention: narrow per-run GEMMs ran ~25 % over ideal, so the active qkv rows and proj columns are
-  copied into one contiguous matrix each (one GEMM, one SDPA). The copies are cached per (block, head
-  pattern) until `cache_bytes` is used up (no eviction: a schedule cycles through its patterns, where
-  LRU would miss every time); past that they are made per call, still faster than the views.
+- contiguous copies of the active rows/columns (one GEMM per layer) run at the FLOPs-ideal time. They
+  are cached per (block, pattern) until `cache_bytes` is used up, with no eviction: a schedule cycles
+  through its patterns, where LRU would miss every time.
+- past the budget, the MLP uses strided *views* of fc1/fc2 per contiguous run of active channel
+  groups (GEMM takes them as they are; partial fc2 outputs summed): 0-15 % over ideal, cheaper than
+  a copy per call. Attention copies per call: its narrow per-run GEMMs ran ~25 % over ideal.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -74,7 +74,7 @@ class FastDyDiT(nn.Module):
         self.in_channels = model.in_channels
         self.plan: Dict[float, Widths] = {}
         self.cache_bytes = cache_bytes
-        self._attention_cache: Dict[tuple, Tuple[torch.Tensor, ...]] = {}
+        self._cache: Dict[tuple, Tuple[torch.Tensor, ...]] = {}
         self._cached_bytes = 0
 
     def prepare(self, timesteps: Sequence[float]):
@@ -91,7 +91,10 @@ class FastDyDiT(nn.Module):
         x, c, _ = model.embed(x, t, y)
         for i, block in enumerate(model.blocks):
             tokens = None if token_masks is None else token_masks[i]
-            x = fast_block(block, x, c, widths[i], tokens, record, self._attention_weights(block, widths[i][0]))
+            heads, groups = widths[i]
+            x = fast_block(block, x, c, widths[i], tokens, record,
+                           self._sliced(block.attn, heads, sliced_attention_weights, always=True),
+                           self._sliced(block.mlp, groups, sliced_mlp_weights))
         return model.unpatchify(model.final_layer(x, c))
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
@@ -100,24 +103,28 @@ class FastDyDiT(nn.Module):
         out = self.forward(torch.cat([half, half], dim=0), t, y)
         return combine_cfg(out, cfg_scale, self.in_channels if guided_channels is None else guided_channels)
 
-    def _attention_weights(self, block, heads):
-        """Sliced attention weights of `heads`, from the cache (keyed on the parameters' versions, so
-        in-place updates invalidate it) or made now; None at full width (the block's own weights)."""
-        attn = block.attn
-        if len(heads) == attn.num_heads:
+    def _sliced(self, module, active, make, always=False):
+        """Sliced weights of the `active` heads/groups of an attention or MLP module, from the cache or
+        made now (kept while the budget allows); None at full width, or past the budget unless `always`.
+        The key holds the parameters' versions: in-place weight updates invalidate it."""
+        num_groups = module.num_heads if hasattr(module, "num_heads") else self.model.num_heads
+        if len(active) == num_groups:
             return None
-        key = (id(attn), heads, attn.qkv.weight._version, attn.proj.weight._version)
-        if key in self._attention_cache:
-            return self._attention_cache[key]
-        weights = sliced_attention_weights(attn, heads)
-        size = sum(w.numel() * w.element_size() for w in weights)
-        if self._cached_bytes + size <= self.cache_bytes:
-            self._attention_cache[key] = weights
+        key = (id(module), active) + tuple(p._version for p in module.parameters())
+        if key in self._cache:
+            return self._cache[key]
+        size = sum(p.numel() * p.element_size() for p in module.parameters()) * len(active) // num_groups
+        fits = self._cached_bytes + size <= self.cache_bytes
+        if not fits and not always:
+            return None
+        weights = make(module, active, num_groups)
+        if fits:
+            self._cache[key] = weights
             self._cached_bytes += size
         return weights
 
     def clear_cache(self):
-        self._attention_cache.clear()
+        self._cache.clear()
         self._cached_bytes = 0
 
     def _widths_for(self, t) -> Widths:
@@ -144,10 +151,11 @@ def runs(indices: Sequence[int]) -> List[Tuple[int, int]]:
     return out
 
 
-def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=None):
+def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=None, mlp_weights=None):
     """A DyDiT block on x (B, T, D) that computes only active heads, channel groups and tokens.
 
-    attention_weights: sliced_attention_weights(block.attn, heads), if the caller keeps them cached."""
+    attention_weights / mlp_weights: sliced_*_weights of the active heads / groups, if the caller
+    keeps them cached (otherwise attention slices per call and the MLP uses views)."""
     heads, groups = widths
     H = block.attn.num_heads  # the MLP hidden is split into H channel groups
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
@@ -159,18 +167,19 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     if record is not None:
         record.append(_record(block, heads, groups, keep))
     if bool(keep.all()):  # nothing skipped: no gather
-        return x + gate_mlp.unsqueeze(1) * active_mlp(block.mlp, modulate(block.norm2(x), shift_mlp, scale_mlp), groups, H)
+        return x + gate_mlp.unsqueeze(1) * active_mlp(block.mlp, modulate(block.norm2(x), shift_mlp, scale_mlp), groups, H,
+                                                       mlp_weights)
     B, T, D = x.shape
     idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
     if idx.numel() == 0:
         return x
     b = idx // T  # the sample of each kept row
     rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
-    out = gate_mlp[b] * active_mlp(block.mlp, block.norm2(rows) * (1 + scale_mlp[b]) + shift_mlp[b], groups, H)
+    out = gate_mlp[b] * active_mlp(block.mlp, block.norm2(rows) * (1 + scale_mlp[b]) + shift_mlp[b], groups, H, mlp_weights)
     return x.reshape(B * T, D).index_add(0, idx, out).reshape(B, T, D)
 
 
-def sliced_attention_weights(attn, heads):
+def sliced_attention_weights(attn, heads, num_heads=None):
     """(qkv weight, qkv bias, proj weight) of the active heads only, as contiguous copies."""
     hd, D = attn.head_dim, attn.num_heads * attn.head_dim
     cols = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads]).to(attn.qkv.weight.device)
@@ -191,10 +200,22 @@ def active_attention(attn, h, heads, weights=None):
     return F.linear(o.transpose(1, 2).reshape(B, T, k * hd), proj_w, attn.proj.bias)
 
 
-def active_mlp(mlp, h, groups, num_groups):
-    """MLP over the active channel groups only, h (..., D) -> (..., D); weights are views, never copies."""
+def sliced_mlp_weights(mlp, groups, num_groups):
+    """(fc1 weight, fc1 bias, fc2 weight) of the active channel groups only, as contiguous copies."""
+    size = mlp.fc1.out_features // num_groups
+    rows = torch.cat([torch.arange(g * size, (g + 1) * size) for g in groups]).to(mlp.fc1.weight.device)
+    return (mlp.fc1.weight.index_select(0, rows), mlp.fc1.bias.index_select(0, rows),
+            mlp.fc2.weight.index_select(1, rows))
+
+
+def active_mlp(mlp, h, groups, num_groups, weights=None):
+    """MLP over the active channel groups only, h (..., D) -> (..., D): one GEMM per layer on sliced
+    weights when given, else strided views of fc1/fc2 per contiguous run of groups (no copy)."""
     if len(groups) == num_groups:
         return mlp(h)
+    if weights is not None:
+        fc1_w, fc1_b, fc2_w = weights
+        return F.linear(mlp.act(F.linear(h, fc1_w, fc1_b)), fc2_w, mlp.fc2.bias)
     size = mlp.fc1.out_features // num_groups
     out = None
     for a, z in runs(groups):

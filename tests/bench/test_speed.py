@@ -1,0 +1,27 @@
+"""The speed benchmark's bookkeeping on a tiny model (timings themselves are never asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_speed_json_reports_consistent_ratios_for_a_calibrated_tiny_model():
+    out = subprocess.run([sys.executable, "-m", "bench", "speed", "--model", "DyDiT-S/8", "--steps", "3",
+                          "--flops-fraction", "0.6", "--json"], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout)
+    for key in ("dit_s", "dydit_s", "masked_s", "flops_ratio", "speedup", "realized"):
+        assert r[key] > 0, key
+    assert r["calibrated_fraction"] == pytest.approx(0.6, abs=0.05)
+    assert r["flops_ratio"] == pytest.approx(1 / r["calibrated_fraction"])
+    assert r["speedup"] == pytest.approx(r["dit_s"] / r["dydit_s"])
+    assert r["realized"] == pytest.approx(r["speedup"] / r["flops_ratio"])
+    assert r["max_rel_diff_fast_vs_masked"] < 1e-5
+    assert "calibrated" in r["note"] and "not a trained" in r["note"]  # says so in the result
+
+
+def test_speed_refuses_a_static_model_and_too_few_repeats():
+    for args in (["--model", "DiT-S/8"], ["--model", "DyDiT-S/8", "--repeats", "3"]):
+        proc = subprocess.run([sys.executable, "-m", "bench", "speed", *args], capture_output=True, text=True)
+        assert proc.returncode != 0
+    assert "at least 5" in proc.stderr
