@@ -155,6 +155,7 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     standardize_routers(dydit, ts, x[:1], y[:1], seed)
     calibrate(fast, ts, x[:1], y[:1], fraction)
     measured = run_fraction(fast, ts, x, y)  # over the timed batch itself
+    fast.clear_cache()  # drop the slices of the calibration's trial patterns; keep only what is timed
     log(f"  dynamic FLOPs over the timed calls: {measured:.3f} of DiT")
 
     t_batches = [torch.full((batch,), float(s), device=device) for s in ts]
