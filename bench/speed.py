@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from bench.timing import interleaved_medians
+from bench.timing import interleaved_call_medians
 from dydit.fast import FastDyDiT
 from dydit.flops import analytic_macs, dynamic_macs
 from dydit.models import DyDiT, create_model, randomize_
@@ -149,31 +149,34 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size, generator=g).to(device)
     y = torch.randint(0, 1000, (batch,), generator=g).to(device)
     ts = schedule(steps)
-    fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30))
-
     log(f"calibrating routers of {model_name} to {fraction:.2f} of DiT's FLOPs (random weights, bisection)...")
     standardize_routers(dydit, ts, x[:1], y[:1], seed)
-    calibrate(fast, ts, x[:1], y[:1], fraction)
-    measured = run_fraction(fast, ts, x, y)  # over the timed batch itself
-    fast.clear_cache()  # drop the slices of the calibration's trial patterns; keep only what is timed
+    # calibrate without a slice cache: the trial patterns' slices would churn GBs of memory (and left
+    # the timed path measurably slower when cached, then freed, in the same process)
+    trial = FastDyDiT(dydit, cache_bytes=0)
+    calibrate(trial, ts, x[:1], y[:1], fraction)
+    measured = run_fraction(trial, ts, x, y)  # over the timed batch itself
     log(f"  dynamic FLOPs over the timed calls: {measured:.3f} of DiT")
+    fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30)).prepare(ts)
 
     t_batches = [torch.full((batch,), float(s), device=device) for s in ts]
     with torch.no_grad():
         rel = max(float((fast(x, t, y) - dydit(x, t, y)).norm() / dydit(x, t, y).norm()) for t in t_batches[:2])
 
-        def run(model):
-            return lambda: [model(x, t, y) for t in t_batches]
-
-        def run_dit():
-            dydit.complete_model = True
-            try:
-                return [dydit(x, t, y) for t in t_batches]
-            finally:
-                dydit.complete_model = False
-        log(f"timing {steps} calls x {repeats} repeats (+1 warm-up), batch {batch}, on {device}...")
-        med = interleaved_medians({"dit": run_dit, "fast": run(fast), "masked": run(dydit)},
-                                  repeats=repeats, warmup=1, device=device)
+        def dit_call(t):
+            def call():
+                dydit.complete_model = True
+                try:
+                    return dydit(x, t, y)
+                finally:
+                    dydit.complete_model = False
+            return call
+        log(f"timing {steps} calls x {repeats} repeats (+1 warm-up), batch {batch}, on {device}, "
+            "DiT/fast/masked interleaved call by call...")
+        med = interleaved_call_medians({"dit": [dit_call(t) for t in t_batches],
+                                        "fast": [lambda t=t: fast(x, t, y) for t in t_batches],
+                                        "masked": [lambda t=t: dydit(x, t, y) for t in t_batches]},
+                                       repeats=repeats, warmup=1, device=device)
     dit_s, fast_s, masked_s = (med[k][0] / steps for k in ("dit", "fast", "masked"))
     flops_ratio = 1.0 / measured
     speedup = dit_s / fast_s

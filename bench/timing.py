@@ -34,14 +34,27 @@ def median_seconds(fn, repeats=5, warmup=1, device="cpu"):
     return statistics.median(times), times
 
 
-def interleaved_medians(fns: dict, repeats=5, warmup=1, device="cpu"):
-    """Times several functions round-robin (so drift and contention hit all alike): name -> (median, all)."""
+def interleaved_call_medians(calls: dict, repeats=5, warmup=1, device="cpu"):
+    """Times several runs of K calls each, interleaved call by call: name -> list of K callables (call i
+    of every name does comparable work, e.g. the model call at the i-th timestep). Call i of every name
+    runs back to back, in an order rotated each time, so host drift (shared VMs drift 10-20 % within
+    seconds) lands on all names alike. Returns name -> (median over repeats of the K-call total, totals)."""
+    names = list(calls)
+    steps = len(calls[names[0]])
+    if any(len(fns) != steps for fns in calls.values()):
+        raise ValueError("every name needs the same number of calls")
     for _ in range(warmup):
-        for fn in fns.values():
-            fn()
+        for i in range(steps):
+            for name in names:
+                calls[name][i]()
     _sync(device)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(time_once(fn, device))
-    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+    totals = {name: [] for name in names}
+    for r in range(repeats):
+        spent = dict.fromkeys(names, 0.0)
+        for i in range(steps):
+            k = (r + i) % len(names)
+            for name in names[k:] + names[:k]:
+                spent[name] += time_once(calls[name][i], device)
+        for name in names:
+            totals[name].append(spent[name])
+    return {name: (statistics.median(ts), ts) for name, ts in totals.items()}

@@ -159,24 +159,26 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     heads, groups = widths
     H = block.attn.num_heads  # the MLP hidden is split into H channel groups
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
-    x = x + gate_msa.unsqueeze(1) * active_attention(block.attn, modulate(block.norm1(x), shift_msa, scale_msa), heads,
-                                                       attention_weights)
+    # addcmul: modulate and gated residual in one pass each (x * (1 + scale) + shift; x + gate * out)
+    h = torch.addcmul(shift_msa.unsqueeze(1), block.norm1(x), 1 + scale_msa.unsqueeze(1))
+    x = torch.addcmul(x, gate_msa.unsqueeze(1), active_attention(block.attn, h, heads, attention_weights))
 
     # token selection on the post-attention residual; the MLP runs on kept tokens only
     keep = block.token_selection.mlp_head(x).squeeze(-1) > 0 if tokens is None else tokens.bool()  # (B, T)
     if record is not None:
         record.append(_record(block, heads, groups, keep))
     if bool(keep.all()):  # nothing skipped: no gather
-        return x + gate_mlp.unsqueeze(1) * active_mlp(block.mlp, modulate(block.norm2(x), shift_mlp, scale_mlp), groups, H,
-                                                       mlp_weights)
+        h = torch.addcmul(shift_mlp.unsqueeze(1), block.norm2(x), 1 + scale_mlp.unsqueeze(1))
+        return torch.addcmul(x, gate_mlp.unsqueeze(1), active_mlp(block.mlp, h, groups, H, mlp_weights))
     B, T, D = x.shape
     idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
     if idx.numel() == 0:
         return x
-    b = idx // T  # the sample of each kept row
+    # per kept row, its sample's (shift, 1 + scale, gate): one gather instead of three
+    shift, scale, gate = torch.stack([shift_mlp, 1 + scale_mlp, gate_mlp], 1).index_select(0, idx // T).unbind(1)
     rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
-    out = gate_mlp[b] * active_mlp(block.mlp, block.norm2(rows) * (1 + scale_mlp[b]) + shift_mlp[b], groups, H, mlp_weights)
-    return x.reshape(B * T, D).index_add(0, idx, out).reshape(B, T, D)
+    out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights).mul_(gate)
+    return x.reshape(B * T, D).index_add_(0, idx, out).reshape(B, T, D)  # x is this block's own tensor
 
 
 def sliced_attention_weights(attn, heads, num_heads=None):
