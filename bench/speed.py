@@ -151,8 +151,9 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     ts = schedule(steps)
     log(f"calibrating routers of {model_name} to {fraction:.2f} of DiT's FLOPs (random weights, bisection)...")
     standardize_routers(dydit, ts, x[:1], y[:1], seed)
-    # calibrate without a slice cache: the trial patterns' slices would churn GBs of memory (and left
-    # the timed path measurably slower when cached, then freed, in the same process)
+    # calibrate without a slice cache: cached trial patterns churn ~12 GB through the allocator; with
+    # them cached then freed in this process, the timed XL fast path ran 1.63 s/call, against 1.38-1.48
+    # without (NOTES.md); the timed path gets a fresh cache of its own patterns only
     trial = FastDyDiT(dydit, cache_bytes=0)
     calibrate(trial, ts, x[:1], y[:1], fraction)
     measured = run_fraction(trial, ts, x, y)  # over the timed batch itself
