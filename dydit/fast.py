@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dydit.models import BlockMasks, DyDiT, combine_cfg, modulate
+from dydit.models import BlockMasks, DyDiT, combine_cfg
 
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
 Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]

@@ -148,6 +148,12 @@ def test_attention_weight_cache_is_bounded_and_optional(model):
     with torch.no_grad():
         cached(x, torch.full((2,), steps[0]), y)  # a pattern seen before: no new copy
     assert cached._cached_bytes == size
+    cached.clear_cache()  # frees the copies; the next call slices again, same numbers
+    assert cached._cached_bytes == 0 and not cached._cache
+    with torch.no_grad():
+        t = torch.full((2,), steps[1])
+        assert rel_err(uncached(x, t, y), cached(x, t, y)) <= 1e-5
+    assert 0 < cached._cached_bytes < size
 
 
 def test_runs():
