@@ -5,7 +5,6 @@ named in `suites/assets.toml` with its sha256 where one is public and where a us
 multi-GB file takes a while, so a verified hash is cached in `<root>/.sha256-cache.json`, keyed by the
 file's relative path, size and mtime.
 """
-import hashlib
 import json
 import os
 import tomllib
@@ -13,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
+from dydit.fileio import sha256_file, write_json_atomic
+
 ENV_VAR = "DYDIT_ASSETS"
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "suites" / "assets.toml"
 HASH_CACHE = ".sha256-cache.json"
 
 PRESENT, MISSING, BAD_CHECKSUM = "present", "missing", "bad-checksum"
+
+# asset names of suites/assets.toml that code refers to
+VAE, INCEPTION, INCEPTION_CLEANFID = "vae-ft-ema", "inception-fidelity", "inception-cleanfid"
 
 
 class AssetError(FileNotFoundError):
@@ -83,15 +87,6 @@ def assets_root(cli_value=None):
     return Path(value).expanduser() if value else None
 
 
-def sha256_file(path, chunk=1 << 22):
-    """sha256 hex digest of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_sha256(path, root):
     """sha256 of path, reusing <root>/.sha256-cache.json while the file's size and mtime are unchanged."""
     path, root = Path(path), Path(root)
@@ -108,9 +103,7 @@ def cached_sha256(path, root):
     digest = sha256_file(path)
     cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     try:  # the cache is an optimisation: a read-only root just means hashing again next time
-        tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        os.replace(tmp, cache_file)
+        write_json_atomic(cache, cache_file)
     except OSError:
         pass
     return digest

@@ -123,7 +123,7 @@ def run(ctx):
 def _checks(ctx, work, timings):
     """(report rows, sha256 of the random Inception file); timings[stage] = seconds."""
     from bench import sample
-    from bench.assets import sha256_file
+    from dydit.fileio import sha256_file
     from bench.metrics import cleanfid, fidelity, sfid
     from bench.metrics.reference import load_images, load_reference
     start = time.perf_counter()

@@ -1,16 +1,14 @@
 """Result files: `reports/<suite>.json` with statuses, tolerances, provenance, and atomic writes."""
-import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Tuple
+
+from dydit.fileio import sha256_file, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
 
 SCHEMA = "dydit-bench-result/1"
 
@@ -20,49 +18,6 @@ STATUSES = (PASS, FAIL, SKIPPED, ERROR, REFERENCE)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("numpy", "fvcore", "diffusers", "torch-fidelity", "clean-fid")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a measured value may be from the paper's: rel, abs, or a window [lo, hi) of offsets."""
-    kind: str  # "rel" | "abs" | "window"
-    value: object  # float, or (lo, hi) for a window
-    why: str
-
-    def band(self, paper: float) -> Tuple[float, float]:
-        """The accepted measured values: closed [lo, hi] for rel/abs, half-open [lo, hi) for a window."""
-        if self.kind == "rel":
-            return paper - self.value * abs(paper), paper + self.value * abs(paper)
-        if self.kind == "abs":
-            return paper - self.value, paper + self.value
-        return paper + self.value[0], paper + self.value[1]
-
-    def accepts(self, paper: float, measured: float) -> bool:
-        lo, hi = self.band(paper)
-        return lo <= measured < hi if self.kind == "window" else lo <= measured <= hi
-
-    def allowed_move(self, old: float) -> float:
-        """How far a value may move between two runs before compare calls it a regression."""
-        lo, hi = self.band(old)
-        return (hi - lo) / 2
-
-    def text(self) -> str:
-        if self.kind == "rel":
-            return f"±{self.value * 100:g} %"
-        if self.kind == "abs":
-            return f"±{self.value:g}"
-        lo, hi = self.value
-        return f"[{lo:+g}, {hi:+g}) around the paper's value"
-
-    def to_dict(self) -> dict:
-        return {self.kind: list(self.value) if self.kind == "window" else self.value, "why": self.why}
-
-    @classmethod
-    def from_dict(cls, d: Optional[dict]) -> Optional["Tolerance"]:
-        if not d:
-            return None
-        kind = next(k for k in ("rel", "abs", "window") if k in d)
-        return cls(kind, tuple(d[kind]) if kind == "window" else d[kind], d.get("why", ""))
 
 
 def fmt_value(x) -> str:
@@ -106,10 +61,6 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
-def sha256_of(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def provenance(suite_path, ctx, argv, started: str) -> dict:
     """Everything needed to tell two runs apart: code, suite file, software, device, precision, seeds, time."""
     import torch
@@ -122,7 +73,7 @@ def provenance(suite_path, ctx, argv, started: str) -> dict:
     return {
         "git": git_state(),
         "suite_file": str(suite_path),
-        "suite_sha256": sha256_of(suite_path),
+        "suite_sha256": sha256_file(suite_path),
         "versions": versions,
         "platform": platform.platform(),
         "device": device_name(ctx.device),
@@ -150,31 +101,6 @@ def summary_line(result: dict) -> str:
     n = result["counts"]
     return (f"{result['suite']} ({result['profile']}, {result['provenance']['device']}): "
             + ", ".join(f"{n[s]} {s}" for s in STATUSES))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(obj, path) -> Path:
-    """Writes JSON to a temporary file beside `path`, fsyncs, then renames: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_result(path) -> dict:

@@ -9,7 +9,6 @@ into `samples.npz` (arr_0 images, arr_1 labels, as ADM's own sampler writes) and
 """
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dydit import sampling
+from dydit.fileio import atomic_write, sha256_file
 
 CONFIG_FILE = "run.json"
 SHARD_DIR = "shards"
@@ -128,19 +128,8 @@ def shard_path(out, shard):
     return Path(out) / SHARD_DIR / f"shard-{shard:06d}.npz"
 
 
-def write_atomic(path, write):
-    """Calls write(file) on a temporary file beside path, then renames it into place (atomic on POSIX)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_shard(out, shard, images, labels, indices):
-    write_atomic(shard_path(out, shard), lambda f: np.savez(f, images=images, labels=labels,
+    atomic_write(shard_path(out, shard), lambda f: np.savez(f, images=images, labels=labels,
                                                              indices=np.asarray(indices, dtype=np.int64)))
 
 
@@ -172,7 +161,7 @@ def check_or_write_config(out, spec):
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ValueError(f"{out} holds samples of another setup ({what}); use a new --out or the same options")
         return
-    write_atomic(path, lambda f: f.write(json.dumps({"spec": mine}, indent=1).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps({"spec": mine}, indent=1).encode()))
 
 
 def assemble(out, spec):
@@ -193,17 +182,13 @@ def assemble(out, spec):
                         with np.load(shard_path(out, shard)) as f:
                             member.write(np.ascontiguousarray(f[key], dtype=dtype).tobytes())
     path = out / SAMPLES_FILE
-    write_atomic(path, write)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
-    write_atomic(out / (SAMPLES_FILE + ".sha256"), lambda f: f.write(f"{sha}  {SAMPLES_FILE}\n".encode()))
+    atomic_write(path, write)
+    sha = sha256_file(path)
+    atomic_write(out / (SAMPLES_FILE + ".sha256"), lambda f: f.write(f"{sha}  {SAMPLES_FILE}\n".encode()))
     config = json.loads((out / CONFIG_FILE).read_text())
     config["result"] = {"file": SAMPLES_FILE, "sha256": sha, "num": spec.num, "shape": [spec.num, int(height),
                                                                                         int(width), 3]}
-    write_atomic(out / CONFIG_FILE, lambda f: f.write(json.dumps(config, indent=1).encode()))
+    atomic_write(out / CONFIG_FILE, lambda f: f.write(json.dumps(config, indent=1).encode()))
     return path, sha
 
 

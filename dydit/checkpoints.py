@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
@@ -19,6 +18,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from dydit.fileio import atomic_write
 from dydit.models import _SIZES
 
 log = logging.getLogger(__name__)
@@ -287,23 +287,14 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
 # ----------------------------------------------------------------------------- saving
 
 def save_checkpoint(model_or_state_dict: Union[nn.Module, dict], path) -> None:
-    """Saves a raw state dict as .pt/.pth (torch.save) or .safetensors, atomically (temp file + os.replace)."""
+    """Saves a raw state dict as .pt/.pth (torch.save) or .safetensors, atomically (dydit.fileio)."""
     path = os.fspath(path)
     state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     if not path.endswith((".pt", ".pth", ".safetensors")):
         raise CheckpointError(f"unknown checkpoint extension for {path}: use .pt, .pth or .safetensors")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import save_file
-            save_file(state, tmp)
-        else:
-            torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save
+        atomic_write(path, lambda f: f.write(save(state)))
+    else:
+        atomic_write(path, lambda f: torch.save(state, f))

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dydit.models import BlockMasks, DyDiT, combine_cfg
+from dydit.models import BlockMasks, DyDiT, cfg_forward
 
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
 Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]
@@ -99,9 +99,7 @@ class FastDyDiT(nn.Module):
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
         """CFG on a [cond; uncond] batch: both halves share one width plan (it depends on t only)."""
-        half = x[: len(x) // 2]
-        out = self.forward(torch.cat([half, half], dim=0), t, y)
-        return combine_cfg(out, cfg_scale, self.in_channels if guided_channels is None else guided_channels)
+        return cfg_forward(self, x, t, y, cfg_scale, guided_channels)
 
     def _sliced(self, module, active, make, always=False):
         """Sliced weights of the `active` heads/groups of an attention or MLP module, from the cache or

@@ -233,14 +233,20 @@ class DiT(nn.Module):
         return self.unpatchify(self.final_layer(x, c))
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
-        """Classifier-free guidance on a batch [cond; uncond] that shares one noise.
+        """Classifier-free guidance on a batch [cond; uncond] (DiT's API): see cfg_forward."""
+        return cfg_forward(self, x, t, y, cfg_scale, guided_channels)
 
-        DiT guides only the first 3 of 4 latent channels (a GLIDE leftover, DiT issue #41); the paper's
-        FID used that. guided_channels=None guides all of them.
-        """
-        half = x[: len(x) // 2]
-        model_out = self.forward(torch.cat([half, half], dim=0), t, y)
-        return combine_cfg(model_out, cfg_scale, self.in_channels if guided_channels is None else guided_channels)
+
+def cfg_forward(model_fn, x, t, y, cfg_scale, guided_channels=3):
+    """Classifier-free guidance of any model_fn(x, t, y) on a batch [cond; uncond] that shares one noise.
+
+    The one place CFG is computed (DiT, FastDyDiT and the samplers call it). DiT guides only the first
+    3 of 4 latent channels (a GLIDE leftover, DiT issue #41); the paper's FID used that.
+    guided_channels=None guides all of them. Returns (2B, out_channels, H, W), both halves guided.
+    """
+    half = x[: len(x) // 2]
+    model_out = model_fn(torch.cat([half, half], dim=0), t, y)
+    return combine_cfg(model_out, cfg_scale, x.shape[1] if guided_channels is None else guided_channels)
 
 
 def combine_cfg(model_out, cfg_scale, guided_channels):

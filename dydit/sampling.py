@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from dydit.models import combine_cfg
+from dydit.models import cfg_forward
 
 # DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
 NUM_TRAIN_TIMESTEPS = 1000
@@ -103,9 +103,8 @@ def guided_output(model_fn, z, t, y, cfg_scale, guided_channels=3, null_class=10
     """
     if cfg_scale == 1.0:  # no guidance: the conditional model alone (half the compute)
         return model_fn(z, t, y)
-    channels = z.shape[1] if guided_channels is None else guided_channels
-    out = model_fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
-    return combine_cfg(out, cfg_scale, channels)[: len(z)]
+    batch = torch.cat([z, z]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)])
+    return cfg_forward(model_fn, *batch, cfg_scale, guided_channels)[: len(z)]
 
 
 @torch.no_grad()

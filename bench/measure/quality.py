@@ -15,6 +15,8 @@ from pathlib import Path
 
 from bench import assets
 from bench.measure.base import Skip
+from bench.metrics.evaluate import evaluate_samples
+from dydit.fileio import write_json_atomic
 from bench.suite import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
 
 # suite metric -> key of bench.metrics.fidelity's results
@@ -58,41 +60,6 @@ def _require(names, root):
     return [s.path for s in statuses]
 
 
-def evaluate_samples(samples_path, reference_path, inception_path, device, cleanfid_path=None, cache_dir=None):
-    """Metrics of an ADM-format sample batch against a reference (ADM batch or real images) -> dict.
-
-    The reference's Inception features are cached in cache_dir (keyed by the reference file's name, size
-    and mtime) since every row needs them.
-    """
-    import torch
-    from bench.metrics import fidelity
-    from bench.metrics.reference import load_images, load_reference
-    from bench.sample import precision
-    reference = load_reference(reference_path)
-    images = load_images(samples_path)
-    ref = Path(reference_path)
-    cached = Path(cache_dir) / f"features-{ref.stem}-{ref.stat().st_size}-{ref.stat().st_mtime_ns}.pt" \
-        if cache_dir and ref.is_file() else None
-    with precision("fp32"):  # Inception in full fp32, as the TF evaluator (sampling may have used TF32)
-        extractor = fidelity.inception(inception_path, device)
-        features = fidelity.extract_features(images, extractor, verbose=True)
-        if cached is not None and cached.is_file():
-            ref_features = torch.load(cached, weights_only=True)
-        else:
-            ref_features = fidelity.extract_features(reference.images, extractor, verbose=True)
-            if cached is not None:
-                torch.save(ref_features, cached)
-        results = fidelity.evaluate(features, ref_features, reference.stats)
-        if cleanfid_path is not None:  # the second FID backend: clean-fid's own resize and Inception
-            from bench.metrics import cleanfid
-            model = cleanfid.inception(cleanfid_path, device)
-            results[cleanfid.KEY_FID_CLEANFID] = cleanfid.fid_from_features(
-                cleanfid.extract_features(images, model, device=device),
-                cleanfid.extract_features(reference.images, model, device=device))
-            results[fidelity.KEY_BACKENDS][cleanfid.KEY_FID_CLEANFID] = f"{cleanfid.BACKEND}, vs reference images"
-    return results
-
-
 def row_results(row, ctx):
     """Samples (if needed) and evaluates a row once; the metric dict is cached per sampling setup."""
     from dydit.sampling import SAMPLERS
@@ -127,7 +94,7 @@ def row_results(row, ctx):
         results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "num": spec.num,
                               "labels": spec.labels, "guided_channels": spec.guided_channels,
                               "precision": spec.precision, "reference": reference}
-        sample.write_atomic(metrics_file, lambda f: f.write(json.dumps(results, indent=1).encode()))
+        write_json_atomic(results, metrics_file)
     ctx.cache[out] = results
     return results
 

@@ -7,7 +7,7 @@ import types
 from bench import suite as suite_module
 from bench.runner import Machine
 
-MY_COMMANDS = ("bench.cli_ls", "bench.cli_validate", "bench.cli_run", "bench.cli_report", "bench.cli_compare")
+MY_COMMANDS = ("bench.cli.ls", "bench.cli.validate", "bench.cli.run", "bench.cli.report", "bench.cli.compare")
 
 # Valid: one reproduced row with a checkpoint, one cited row. Malformed variants are edits of this text.
 MINI = '''\

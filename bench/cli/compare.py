@@ -1,0 +1,20 @@
+"""`python -m bench compare OLD.json NEW.json`: prints regressions; exit status 1 if there is any."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser("compare", help="regressions between two result JSON files (exit 1 on any)")
+    p.add_argument("old", help="baseline result JSON (e.g. the last good run)")
+    p.add_argument("new", help="result JSON to check")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from bench.compare import compare, report
+    from bench.results import load_result
+    try:
+        comparison = compare(load_result(args.old), load_result(args.new))
+    except ValueError as e:
+        print(f"error: {e}")
+        return 2
+    print(report(comparison, args.old, args.new))
+    return 0 if comparison.ok else 1

@@ -1,0 +1,69 @@
+"""`python -m bench evaluate SAMPLES.npz --ref REF.npz --json`: FID, sFID, IS, precision, recall, KID of a batch.
+
+    python -m bench evaluate samples/dit-xl/samples.npz --ref VIRTUAL_imagenet256_labeled.npz --json
+
+Inception weights come from a local file (--inception PATH, or the inception-fidelity asset under
+$DYDIT_ASSETS); nothing is downloaded. Prints the metrics (JSON with --json, as torch-fidelity's CLI).
+"""
+import json
+import sys
+from pathlib import Path
+
+from bench import assets
+from bench.assets import INCEPTION, INCEPTION_CLEANFID
+
+
+def register(subparsers):
+    p = subparsers.add_parser("evaluate", help="metrics of an ADM .npz sample batch against a reference",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("samples", help="ADM-format .npz (arr_0: uint8 N x H x W x 3), e.g. from `bench sample`")
+    p.add_argument("--ref", required=True, help="reference: an ADM batch .npz (with mu/sigma) or a folder of images")
+    p.add_argument("--inception", default=None,
+                   help=f"torch-fidelity Inception weights file (default: the {INCEPTION} asset)")
+    p.add_argument("--cleanfid-inception", default=None,
+                   help=f"clean-fid's inception-2015-12-05.pt for the second FID backend (default: the "
+                        f"{INCEPTION_CLEANFID} asset if present; 'none' to skip)")
+    p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--cache-dir", default=None, help="where reference features are cached (default: beside --ref)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _asset_or_path(value, name, root, required):
+    if value is not None:
+        if not Path(value).is_file():
+            raise SystemExit(f"error: {value}: no such file")
+        return value
+    status = assets.check_asset(name, root)
+    if status.ok:
+        return status.path
+    if required:
+        raise SystemExit(f"error: {status.message}")
+    return None
+
+
+def run(args):
+    import torch
+    from bench.metrics.evaluate import evaluate_samples
+    from bench.metrics.reference import BatchError
+    root = assets.assets_root(args.assets)
+    inception = _asset_or_path(args.inception, INCEPTION, root, required=True)
+    cleanfid = None if args.cleanfid_inception == "none" else \
+        _asset_or_path(args.cleanfid_inception, INCEPTION_CLEANFID, root, required=False)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ref = Path(args.ref)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else (ref if ref.is_dir() else ref.parent)
+    try:
+        results = evaluate_samples(args.samples, args.ref, inception, device, cleanfid, cache_dir,
+                                   verbose=not args.json)
+    except BatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for key, value in results.items():
+            if isinstance(value, float):
+                print(f"{key:<14} {value:.4f}")
+    return 0

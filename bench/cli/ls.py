@@ -1,0 +1,51 @@
+"""`python -m bench ls [SUITE...]`: suites, their rows, and which cells each profile can run on this machine."""
+from bench.suite import PROFILES
+
+
+def register(subparsers):
+    p = subparsers.add_parser("ls", help="list suites, rows and the cells each profile can run here")
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="suite file or name (default: all)")
+    p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
+    p.set_defaults(func=run)
+
+
+def row_plan(suite, row, machine):
+    """{profile: "cells that run here (N not here)"} for one row, in column order."""
+    from bench.runner import blocked
+    plan = {}
+    for profile in PROFILES:
+        cells = [row.cells[col.key] for col in suite.columns if col.key in row.cells and not row.cells[col.key].reference]
+        runs = [c.column for c in cells if blocked(c, profile, machine) is None]
+        text = ", ".join(runs) or "—"
+        plan[profile] = text + (f" ({len(cells) - len(runs)} not here)" if len(runs) < len(cells) else "")
+    return plan
+
+
+def run(args):
+    import pandas as pd
+
+    from bench.runner import Machine, default_profile
+    from bench.suite import SuiteError, load_suite, suite_files
+    machine = Machine.here(args.assets)
+    print(f"this machine: {'CUDA' if machine.cuda else 'no CUDA'}; assets root: {machine.assets_root or 'not set'}")
+    status = 0
+    for path in suite_files(args.suites):
+        try:
+            suite = load_suite(path)
+        except SuiteError as e:
+            print(f"\nerror: {e}")
+            status = 1
+            continue
+        print(f"\n{suite.name}: {suite.title} ({path}); default profile here: {default_profile(suite, machine)}")
+        lines = [{"row": row.name, "model": "cited" if row.reference else row.model,
+                  **({p: "—" for p in PROFILES} if row.reference else row_plan(suite, row, machine))}
+                 for row in suite.rows]
+        frame = pd.DataFrame(lines).rename(columns={p: f"{p}: runs here" for p in PROFILES})
+        left = {col: f"{{:<{frame[col].str.len().max()}}}".format for col in frame.columns}
+        print(frame.to_string(index=False, formatters=left, justify="left"))
+        cells = [c for _, c in suite.cells() if not c.reference]
+        missing = sorted({a for c in cells for a in c.assets if machine.asset_problem(a)})
+        missing += ["a CUDA GPU"] if any(c.device == "cuda" for c in cells) and not machine.cuda else []
+        if missing:
+            print(f"missing here: {', '.join(missing)} (`python -m bench run` names each and how to provide it)")
+    return status

@@ -1,0 +1,66 @@
+"""`python -m bench run SUITE`: runs a suite, writes reports/<suite>.json, renders the HTML report."""
+import sys
+from pathlib import Path
+
+from bench.suite import PROFILES
+
+
+def register(subparsers):
+    p = subparsers.add_parser("run", help="run a suite: result JSON + HTML report (smoke on CPU / without assets)")
+    p.add_argument("suite", help="suite file or name, e.g. suites/table1.toml or table1")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="default: full where CUDA and every asset are here, else smoke")
+    p.add_argument("--out", default="reports", help="folder for <suite>.json, <suite>.html, index.html")
+    p.add_argument("--baseline", default=None, metavar="FILE",
+                   help="compare with this earlier result JSON; exit 1 on a regression")
+    p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
+    p.add_argument("--seed", type=int, default=0, help="global seed given to every measurement")
+    p.add_argument("--work-dir", default=None, help="scratch folder for measurements (default: OUT/work)")
+    p.set_defaults(func=run)
+
+
+def command_line(args, profile):
+    """The effective command: what to type to run this again (the profile as resolved)."""
+    argv = ["run", str(args.suite), "--profile", profile, "--out", str(args.out), "--seed", str(args.seed)]
+    for flag, value in (("--assets", args.assets), ("--baseline", args.baseline), ("--work-dir", args.work_dir)):
+        if value:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run(args):
+    from bench.compare import compare, report
+    from bench.measure.base import Context
+    from bench.report.render import render_index, render_suite
+    from bench.results import load_result, summary_line, write_json_atomic
+    from bench.runner import Machine, default_profile, run_suite
+    from bench.suite import SuiteError, load_suite, suite_files
+
+    try:
+        suite = load_suite(suite_files([args.suite])[0])
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    baseline = None
+    if args.baseline:  # read it first: a bad baseline should fail before an hour of measuring
+        try:
+            baseline = load_result(args.baseline)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    machine = Machine.here(args.assets)
+    profile = args.profile or default_profile(suite, machine)
+    ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
+                  work_dir=Path(args.work_dir) if args.work_dir else out / "work")
+    result = run_suite(suite, profile, machine, ctx, command_line(args, profile))
+    json_path = write_json_atomic(result, out / f"{suite.name}.json")
+    page = render_suite(result, out)
+    index = render_index(out)
+    print(summary_line(result))
+    print(f"results: {json_path.resolve()}\nreport:  {page.resolve()}\nindex:   {index.resolve()}")
+    if baseline is None:
+        return 0
+    comparison = compare(baseline, result)
+    print(report(comparison, args.baseline, str(json_path)))
+    return 0 if comparison.ok else 1

@@ -1,0 +1,69 @@
+"""`python -m bench sample`: sharded, resumable sampling to an ADM-format .npz (run it under torchrun).
+
+    torchrun --standalone --nproc_per_node=8 -m bench sample --model DiT-XL/2 --ckpt dit-xl-2 \\
+        --assets /data/dydit-assets --num-samples 50000 --out samples/dit-xl-2-ddpm250
+"""
+from pathlib import Path
+
+from bench import assets, sample
+from dydit import sampling
+
+
+def register(subparsers):
+    p = subparsers.add_parser("sample", help="sample N images (sharded, resumable, torchrun) to an ADM .npz",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model name, e.g. DiT-XL/2 or DyDiT-XL/2")
+    p.add_argument("--ckpt", help="checkpoint: a path, or an asset name of suites/assets.toml (e.g. dit-xl-2)")
+    p.add_argument("--random-weights", action="store_true", help="random weights, no checkpoint (pipeline checks)")
+    p.add_argument("--sampler", default="ddpm", choices=list(sampling.SAMPLERS))
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: ddpm 250, ddim 50, dpm-solver++ 20)")
+    p.add_argument("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--guided-channels", default="3", choices=["3", "all"],
+                   help="3: DiT's guidance of the first 3 latent channels (the paper's FID); all: all 4")
+    p.add_argument("--labels", default="uniform", choices=list(sampling.LABELS),
+                   help="uniform: a random class per index (as DiT's sample_ddp.py); balanced: N/1000 per class")
+    # not --num: torchrun would take it for an abbreviation of its own --numa-binding
+    p.add_argument("--num-samples", type=int, required=True, help="number of images")
+    p.add_argument("--batch-size", type=int, default=32, help="images per process per step (and per shard file)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae", default=None, help=f"VAE: a diffusers folder or file, or {sample.RANDOM_VAE!r} "
+                                               "(default: the vae-ft-ema asset)")
+    p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
+    p.add_argument("--latent-size", type=int, default=32, help="latent side (32 -> 256 x 256 images)")
+    p.add_argument("--precision", default=None, choices=["fp32", "tf32"], help="default: tf32 on CUDA, else fp32")
+    p.add_argument("--masked", action="store_true", help="DyDiT: the masked reference path instead of FastDyDiT")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards per process")
+    p.add_argument("--out", required=True, help="output folder (shards/, run.json, samples.npz)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _resolve(value, root, manifest):
+    """An asset name -> its verified path under the root; anything else is taken as a path."""
+    if value in manifest:
+        return str(assets.require(value, root, manifest))
+    if not Path(value).exists():
+        raise SystemExit(f"not found: {value} (neither a file nor an asset name of suites/assets.toml)")
+    return value
+
+
+def run(args):
+    import torch
+    root, manifest = assets.assets_root(args.assets), assets.load_manifest()
+    try:
+        ckpt = _resolve(args.ckpt, root, manifest) if args.ckpt else None
+        vae = args.vae if args.vae == sample.RANDOM_VAE else _resolve(args.vae or "vae-ft-ema", root, manifest)
+    except assets.AssetError as e:
+        raise SystemExit(str(e))
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    spec = sample.SampleSpec(
+        model=args.model, num=args.num_samples, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+        guided_channels=None if args.guided_channels == "all" else int(args.guided_channels), labels=args.labels,
+        seed=args.seed, batch_size=args.batch_size, ckpt=ckpt, random_weights=args.random_weights, vae=vae,
+        latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked)
+    path = sample.run(spec, args.out, max_shards=args.max_shards, device=args.device, progress=not args.no_progress)
+    if path is not None:  # rank 0, all shards done
+        sha = (path.parent / (path.name + ".sha256")).read_text().split()[0]
+        print(f"wrote {path} ({spec.num} images, {spec.labels} labels), sha256 {sha}")

@@ -1,0 +1,22 @@
+"""`python -m bench validate [SUITE...]`: checks suite files; one line per file, exit 1 if any is malformed."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser("validate", help="check suite files (default: every suite in suites/)")
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="suite file or name (e.g. table1)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from bench.suite import SuiteError, load_suite, suite_files
+    bad = 0
+    for path in suite_files(args.suites):
+        try:
+            suite = load_suite(path)
+        except SuiteError as e:
+            print(f"error: {e}")
+            bad += 1
+            continue
+        n = sum(1 for _ in suite.cells())
+        print(f"ok: {path}: suite {suite.name}, {len(suite.rows)} rows, {len(suite.columns)} columns, {n} cells")
+    return 1 if bad else 0
