@@ -21,6 +21,7 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics
 SPATIAL = "mixed_6/conv"  # feature name, as the ADM evaluator calls the tensor
 SPATIAL_CHANNELS = 7
 SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS  # 2023
+_BEFORE_MIXED_6D = ("64", "192")  # torch-fidelity features that end before the hooked module
 
 
 class InceptionV3WithSpatial(FeatureExtractorInceptionV3):
@@ -41,13 +42,21 @@ class InceptionV3WithSpatial(FeatureExtractorInceptionV3):
 
     def forward(self, x):
         requested = self.features_list
-        # the parent computes its own features; any of them runs past Mixed_6d, where the hook fires
-        self.features_list = [f for f in requested if f != SPATIAL] or ["768"]
+        # the parent returns early after the last feature it was asked for: if only features before
+        # Mixed_6d ("64", "192") are requested, it must still run to "768" for the hook to fire
+        computed = [f for f in requested if f != SPATIAL]
+        if SPATIAL in requested and not set(computed) - set(_BEFORE_MIXED_6D):
+            computed.append("768")
+        self._spatial = None  # never hand back the previous batch's features
+        self.features_list = computed
         try:
-            features = dict(zip(self.features_list, super().forward(x)))
+            features = dict(zip(computed, super().forward(x)))
         finally:
             self.features_list = requested
-        features[SPATIAL] = self._spatial
+        if SPATIAL in requested:
+            if self._spatial is None:
+                raise RuntimeError("the mixed_6/conv hook did not fire: Mixed_6d was not run")
+            features[SPATIAL] = self._spatial
         return tuple(features[f] for f in requested)
 
 

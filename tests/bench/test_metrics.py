@@ -52,6 +52,23 @@ def test_spatial_feature_is_mixed_6d_branch1x1_first_7_channels_in_nhwc_order(ex
     torch.testing.assert_close(features[sfid.SPATIAL], expected)
 
 
+def test_spatial_feature_is_this_batchs_even_when_the_other_features_end_before_mixed_6d(tmp_path, images):
+    """Asked for "64" (ends before Mixed_6d) and sFID's feature, the extractor must not return the
+    previous batch's spatial features (its hook would not fire if the parent stopped at "64")."""
+    weights = write_random_inception(tmp_path / "random-inception.pth", seed=0)
+    early = sfid.InceptionV3WithSpatial("inception-v3-compat", ["64", sfid.SPATIAL],
+                                        feature_extractor_weights_path=str(weights)).eval()
+    full = sfid.InceptionV3WithSpatial("inception-v3-compat", [sfid.SPATIAL],
+                                       feature_extractor_weights_path=str(weights)).eval()
+    batch = lambda i: torch.from_numpy(images[2 * i:2 * i + 2]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        early(batch(0))
+        f64, spatial = early(batch(1))
+        (expected,) = full(batch(1))
+    assert f64.shape == (2, 64)
+    torch.testing.assert_close(spatial, expected)
+
+
 def test_sfid_of_identical_sets_is_zero_and_grows_with_a_shift():
     feats = torch.rand(300, sfid.SPATIAL_DIM, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     stats = sfid.spatial_statistics(feats)
