@@ -14,6 +14,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,8 @@ from dydit.fileio import atomic_write, sha256_file
 CONFIG_FILE = "run.json"
 SHARD_DIR = "shards"
 SAMPLES_FILE = "samples.npz"
+# collective timeout: ranks wait at most ~one shard for each other (assembly happens after the group is gone)
+DIST_TIMEOUT_MINUTES = 60
 RANDOM_VAE = "random-tiny"  # --vae value: a tiny random VAE (pipeline checks only)
 
 
@@ -196,7 +199,7 @@ def assemble(out, spec):
 #                                   The run                                      #
 #################################################################################
 
-def init_distributed(device=None):
+def init_distributed(device=None, timeout_minutes=DIST_TIMEOUT_MINUTES):
     """(rank, world size, device): torchrun's process group (gloo on CPU, nccl on GPU) or a single process."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -205,7 +208,7 @@ def init_distributed(device=None):
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
     return dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
 
 
@@ -214,13 +217,16 @@ def _barrier(world):
         dist.barrier(device_ids=[torch.cuda.current_device()] if dist.get_backend() == "nccl" else None)
 
 
-def run(spec, out, max_shards=None, device=None, progress=True):
+def run(spec, out, max_shards=None, device=None, progress=True, timeout_minutes=DIST_TIMEOUT_MINUTES):
     """Samples what is missing under out/ (this rank's share), then assembles on rank 0 when complete.
 
     max_shards stops this process after that many new shards (preemptible machines; restart tests).
+    The only collectives are the broadcast of what is done and one barrier after sampling (ranks differ
+    by at most one shard); the process group is gone before rank 0 assembles and hashes the npz (~10 GB
+    for 50k images), so no rank waits on that under a collective timeout, on the first run or a rerun.
     Returns the samples.npz path on rank 0 once complete, else None.
     """
-    rank, world, device = init_distributed(device)
+    rank, world, device = init_distributed(device, timeout_minutes)
     out = Path(out)
     if rank == 0:
         (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -242,18 +248,16 @@ def run(spec, out, max_shards=None, device=None, progress=True):
                 images, labels = generate(model_fn, vae, spec, indices, device)
                 write_shard(out, shard, images, labels, indices)
                 bar.update(min(len(indices) * world, bar.total - bar.n))  # every rank advances alike
-    _barrier(world)
-    result = None
-    if rank == 0:
-        missing = spec.num_shards - len(finished_shards(out, spec))
-        done_before = json.loads((out / CONFIG_FILE).read_text()).get("result")
-        if missing:
-            print(f"{spec.num_shards - missing}/{spec.num_shards} shards done under {out}; run again to continue")
-        elif done_before and not todo and (out / SAMPLES_FILE).is_file():
-            result = out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
-        else:
-            result, _ = assemble(out, spec)
-    _barrier(world)
+    _barrier(world)  # every rank's shards are on disk
     if world > 1:
         dist.destroy_process_group()
-    return result
+    if rank != 0:
+        return None
+    missing = spec.num_shards - len(finished_shards(out, spec))
+    done_before = json.loads((out / CONFIG_FILE).read_text()).get("result")
+    if missing:
+        print(f"{spec.num_shards - missing}/{spec.num_shards} shards done under {out}; run again to continue")
+        return None
+    if done_before and not todo and (out / SAMPLES_FILE).is_file():
+        return out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
+    return assemble(out, spec)[0]

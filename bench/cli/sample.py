@@ -35,6 +35,9 @@ def register(subparsers):
     p.add_argument("--masked", action="store_true", help="DyDiT: the masked reference path instead of FastDyDiT")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards per process")
+    p.add_argument("--dist-timeout", type=float, default=sample.DIST_TIMEOUT_MINUTES, metavar="MINUTES",
+                   help="collective timeout of the torchrun process group (ranks wait at most ~one shard for "
+                        "each other; rank 0 assembles after the group is gone)")
     p.add_argument("--out", required=True, help="output folder (shards/, run.json, samples.npz)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -63,7 +66,8 @@ def run(args):
         guided_channels=None if args.guided_channels == "all" else int(args.guided_channels), labels=args.labels,
         seed=args.seed, batch_size=args.batch_size, ckpt=ckpt, random_weights=args.random_weights, vae=vae,
         latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked)
-    path = sample.run(spec, args.out, max_shards=args.max_shards, device=args.device, progress=not args.no_progress)
+    path = sample.run(spec, args.out, max_shards=args.max_shards, device=args.device, progress=not args.no_progress,
+                      timeout_minutes=args.dist_timeout)
     if path is not None:  # rank 0, all shards done
         sha = (path.parent / (path.name + ".sha256")).read_text().split()[0]
         print(f"wrote {path} ({spec.num} images, {spec.labels} labels), sha256 {sha}")

@@ -53,6 +53,17 @@ def test_two_torchrun_ranks_give_the_same_images(reference, tmp_path):
     assert (tmp_path / sample.SAMPLES_FILE).read_bytes() == reference["path"].read_bytes()
 
 
+def test_no_rank_waits_on_rank_0s_assembly_under_a_collective_timeout(tmp_path):
+    """Rank 0 assembles for 20 s under a 10 s process-group timeout: rank 1 must not be in a collective."""
+    script = Path(__file__).with_name("slow_assembly_run.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tmp_path)]
+    done = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(Path(__file__).parents[2])}, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / sample.SAMPLES_FILE).is_file()
+
+
 def test_a_run_killed_after_its_first_shard_resumes_to_the_same_images(reference, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bench", "sample", *ARGS, "--out", str(tmp_path)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
