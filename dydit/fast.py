@@ -12,17 +12,24 @@ for a schedule is computed once. Weights, measured on one DiT-XL block (CPU, bat
 - past the budget, the MLP uses strided *views* of fc1/fc2 per contiguous run of active channel
   groups (GEMM takes them as they are; partial fc2 outputs summed): 0-15 % over ideal, cheaper than
   a copy per call. Attention copies per call: its narrow per-run GEMMs ran ~25 % over ideal.
+The plan and the copies are stamped with the parameters they came from (Stamp), dropped at the next
+call once those change (load_state_dict, `p.data = ...`, .to(dtype/device)). Contents are never read:
+after writes the version counter misses (`p.data.copy_(...)`), call clear_cache().
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
 
-from dydit.models import BlockMasks, DyDiT, cfg_forward
+from dydit.models import BlockMasks, DiTBlock, DyDiT, cfg_forward
 
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
 Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]
+
+TRAIN_MODE_ERROR = ("FastDyDiT is an inference path: call model.eval() first (train mode drops labels at random "
+                    "and samples Gumbel masks)")
 
 
 #################################################################################
@@ -62,6 +69,29 @@ def widths_from_masks(masks: Sequence[BlockMasks]) -> Widths:
 
 
 #################################################################################
+#                     Stamps: what derived tensors depend on                    #
+#################################################################################
+
+class Stamp:
+    """Per parameter: identity, version counter, storage, address, dtype, device (contents never read).
+
+    The storages are weakly referenced while the stamp lives: their memory can be freed, but no new
+    storage can take their place (a freed and reused address would otherwise look unchanged)."""
+
+    def __init__(self, params):
+        params = list(params)
+        self.key = self.of(params)
+        self._pins = [StorageWeakRef(p.untyped_storage()) for p in params]
+
+    @staticmethod
+    def of(params) -> tuple:
+        return tuple((id(p), p._version, p.untyped_storage()._cdata, p.data_ptr(), p.dtype, p.device) for p in params)
+
+    def matches(self, params) -> bool:
+        return self.of(params) == self.key
+
+
+#################################################################################
 #                               Fast DyDiT                                      #
 #################################################################################
 
@@ -72,10 +102,23 @@ class FastDyDiT(nn.Module):
         super().__init__()
         self.model = model
         self.in_channels = model.in_channels
-        self.plan: Dict[float, Widths] = {}
         self.cache_bytes = cache_bytes
-        self._cache: Dict[tuple, Tuple[torch.Tensor, ...]] = {}
+        self._plan: Dict[float, Widths] = {}
+        self._plan_stamp: Optional[Stamp] = None
+        self._cache: Dict[tuple, Tuple[torch.Tensor, ...]] = {}  # (id(module), active) -> sliced weights
+        self._stamps: Dict[int, Stamp] = {}  # id(module) -> the weights its cached slices were made from
         self._cached_bytes = 0
+
+    @property
+    def plan(self) -> Dict[float, Widths]:
+        """Widths per timestep planned so far, emptied first if t_embedder or a width router changed."""
+        model = self.model
+        params = list(model.t_embedder.parameters())
+        params += [p for b in model.blocks for router in (b.attn_rate, b.mlp_rate) for p in router.parameters()]
+        if self._plan_stamp is None or not self._plan_stamp.matches(params):
+            self._plan.clear()
+            self._plan_stamp = Stamp(params)
+        return self._plan
 
     def prepare(self, timesteps: Sequence[float]):
         """Computes the width plan for a whole schedule at once (otherwise each new t is planned lazily)."""
@@ -84,12 +127,20 @@ class FastDyDiT(nn.Module):
 
     @torch.no_grad()
     def forward(self, x, t, y, widths: Optional[Widths] = None, token_masks=None, record=None):
-        """x (B, C, H, W), t (B,) one shared timestep, y (B,); widths/token_masks ((B, T) per block) override."""
+        """x (B, C, H, W), t (B,) one shared timestep, y (B,); widths/token_masks ((B, T) per block) override.
+        With model.complete_model, the plain DiT path as DyDiT.forward (widths, masks, record unused)."""
         model = self.model
-        if widths is None:
-            widths = self._widths_for(t)
+        if model.training or any(b.training or b.token_selection.training for b in model.blocks):
+            raise RuntimeError(TRAIN_MODE_ERROR)  # the training flags DyDiT.forward reads
+        complete = model.complete_model  # the plain DiT path, as DyDiT.forward
+        if not complete:
+            widths = self._widths_for(t) if widths is None else widths
+            self._drop_stale_slices()
         x, c, _ = model.embed(x, t, y)
         for i, block in enumerate(model.blocks):
+            if complete:  # full width, routers not run
+                x = DiTBlock.forward(block, x, c)
+                continue
             tokens = None if token_masks is None else token_masks[i]
             heads, groups = widths[i]
             x = fast_block(block, x, c, widths[i], tokens, record,
@@ -103,35 +154,57 @@ class FastDyDiT(nn.Module):
 
     def _sliced(self, module, active, make, always=False):
         """Sliced weights of the `active` heads/groups of an attention or MLP module, from the cache or
-        made now (kept while the budget allows); None at full width, or past the budget unless `always`.
-        The key holds the parameters' versions: in-place weight updates invalidate it."""
+        made now (kept while the budget allows); None at full width, or past the budget unless `always`."""
         num_groups = module.num_heads if hasattr(module, "num_heads") else self.model.num_heads
         if len(active) == num_groups:
             return None
-        key = (id(module), active) + tuple(p._version for p in module.parameters())
-        if key in self._cache:
+        key = (id(module), active)
+        if key in self._cache:  # made from the current weights: _drop_stale_slices ran this call
             return self._cache[key]
-        size = sum(p.numel() * p.element_size() for p in module.parameters()) * len(active) // num_groups
-        fits = self._cached_bytes + size <= self.cache_bytes
+        # an upper bound of the copies' bytes (the output bias is counted, not copied); exact ones are booked
+        bound = sum(p.numel() * p.element_size() for p in module.parameters()) * len(active) // num_groups
+        fits = self._cached_bytes + bound <= self.cache_bytes
         if not fits and not always:
             return None
         weights = make(module, active, num_groups)
         if fits:
+            if id(module) not in self._stamps:
+                self._stamps[id(module)] = Stamp(module.parameters())
             self._cache[key] = weights
-            self._cached_bytes += size
+            self._cached_bytes += _nbytes(weights)
         return weights
 
+    def _drop_stale_slices(self):
+        """Frees the cached slices, all patterns, of each attention / MLP whose weights have changed."""
+        stale = set()
+        for block in self.model.blocks:
+            for module in (block.attn, block.mlp):
+                stamp = self._stamps.get(id(module))
+                if stamp is not None and not stamp.matches(module.parameters()):
+                    stale.add(id(module))
+                    del self._stamps[id(module)]
+        for key in [key for key in self._cache if key[0] in stale]:
+            self._cached_bytes -= _nbytes(self._cache.pop(key))
+
     def clear_cache(self):
+        """Frees every sliced copy and forgets the plan (after weight writes the stamps cannot see)."""
         self._cache.clear()
+        self._stamps.clear()
         self._cached_bytes = 0
+        self._plan.clear()
 
     def _widths_for(self, t) -> Widths:
         step = float(t[0])
         if not bool((t == t[0]).all()):
             raise ValueError("the fast path runs one timestep per batch (width depends on t); got several")
-        if step not in self.plan:
-            self.plan.update(width_plan(self.model, [step]))
-        return self.plan[step]
+        plan = self.plan
+        if step not in plan:
+            plan.update(width_plan(self.model, [step]))
+        return plan[step]
+
+
+def _nbytes(tensors) -> int:
+    return sum(w.numel() * w.element_size() for w in tensors)
 
 
 #################################################################################

@@ -25,3 +25,21 @@ def test_speed_refuses_a_static_model_and_too_few_repeats():
         proc = subprocess.run([sys.executable, "-m", "bench", "speed", *args], capture_output=True, text=True)
         assert proc.returncode != 0
     assert "at least 5" in proc.stderr
+
+
+def test_run_fraction_follows_the_router_offset():
+    """Calibration moves the routers between runs: each run uses the widths of the current routers."""
+    import torch
+    from bench.speed import run_fraction, schedule, set_offset, standardize_routers
+    from dydit.fast import FastDyDiT
+    from dydit.models import create_model, randomize_
+    model = randomize_(create_model("DyDiT-S/8"), seed=0).eval()
+    x, y, ts = torch.randn(1, 4, 32, 32), torch.tensor([3]), schedule(3)
+    standardize_routers(model, ts, x, y)
+    fast = FastDyDiT(model, cache_bytes=0)
+    fractions = []
+    for offset in (-1.0, 1.0):
+        set_offset(model, offset)
+        fractions.append(run_fraction(fast, ts, x, y))
+        assert fractions[-1] == pytest.approx(run_fraction(FastDyDiT(model, cache_bytes=0), ts, x, y))
+    assert fractions[0] < fractions[1]

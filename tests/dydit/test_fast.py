@@ -172,3 +172,179 @@ def test_fast_block_does_not_touch_skipped_tokens(model):
         attn_only = fast_block(block, x, c, (heads, heads), torch.zeros(2, 16))
     changed = (out - attn_only).abs().sum(-1) > 0
     assert changed.tolist() == keep.bool().tolist()
+
+
+#################################################################################
+#          Plan and sliced weights follow the weights; inference mode only      #
+#################################################################################
+
+def inputs(batch=2, step=300.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 4, 16, 16, generator=g), torch.full((batch,), step), torch.arange(batch) + 1
+
+
+def plan_widths(m, x, t, y):
+    """The widths the masked path uses at t (from its own record)."""
+    record = []
+    with torch.no_grad():
+        m(x, t, y, record=record)
+    return widths_from_masks(record)
+
+
+def float64_ready(m):
+    """models.py's TimestepEmbedder feeds float32 frequencies to its MLP: cast them to the MLP's dtype so
+    the masked reference itself runs in float64 (a model-side limit, not the fast path's)."""
+    m.t_embedder.mlp.register_forward_pre_hook(lambda mod, args: (args[0].to(mod[0].weight.dtype),))
+    return m
+
+
+@pytest.mark.parametrize("change", ["load_state_dict", "data", "in_place", "t_embedder"])
+def test_plan_follows_router_changes(model, change):
+    m, other = calibrated_routers(model, seed=7), calibrated_routers(model, seed=8)
+    steps = [900.0, 300.0]
+    fast = FastDyDiT(m).prepare(steps)
+    x, _, y = inputs()
+    with torch.no_grad():
+        for s in steps:
+            fast(x, torch.full((2,), s), y)  # plan (and slices) of the old routers in use
+    before = [plan_widths(m, x, torch.full((2,), s), y) for s in steps]
+    routers = [(r.router, o.router) for b, ob in zip(m.blocks, other.blocks)
+               for r, o in ((b.attn_rate, ob.attn_rate), (b.mlp_rate, ob.mlp_rate))]
+    if change == "load_state_dict":
+        m.load_state_dict(other.state_dict())
+    elif change == "data":  # set_data: the version counter does not move
+        for r, o in routers:
+            r.weight.data = o.weight.detach().clone()
+    elif change == "in_place":
+        with torch.no_grad():
+            for r, o in routers:
+                r.weight.copy_(o.weight)
+    else:  # the timestep embedding feeds every router
+        w = m.t_embedder.mlp[2].weight
+        w.data = -w.data
+    for s, old in zip(steps, before):
+        t = torch.full((2,), s)
+        new = plan_widths(m, x, t, y)
+        assert new != old, "the change should move the widths"
+        with torch.no_grad():
+            out, ref = fast(x, t, y), m(x, t, y)
+        assert fast.plan[s] == new
+        assert rel_err(out, ref) <= 1e-5
+
+
+def test_fast_path_follows_dtype_moves(model):
+    m = float64_ready(calibrated_routers(model, seed=9))
+    fast = FastDyDiT(m)
+    x, t, y = inputs()
+    with torch.no_grad():
+        fast(x, t, y)  # float32 slices cached
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+            m.to(dtype)
+            out, ref = fast(x.to(dtype), t, y), m(x.to(dtype), t, y)
+            assert out.dtype == dtype
+            assert rel_err(out, ref) <= tol
+
+
+@pytest.mark.parametrize("names", [("attn.qkv.weight", "attn.proj.weight"), ("mlp.fc1.weight", "mlp.fc2.weight"),
+                                   ("attn.qkv.bias", "mlp.fc1.bias")])
+def test_fast_path_follows_replaced_attention_and_mlp_weights(model, names):
+    m = calibrated_routers(model, seed=10)
+    fast = FastDyDiT(m)
+    x, t, y = inputs()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = fast(x, t, y)
+        for block in m.blocks:
+            for name in names:  # p.data = other: set_data keeps the version counter
+                p = block.get_parameter(name)
+                p.data = torch.randn(p.shape, generator=g) * 0.1
+        out, ref = fast(x, t, y), m(x, t, y)
+    assert rel_err(out, before) > 1e-3
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_a_new_storage_at_the_old_address_is_noticed(model):
+    """An allocator may hand a replacement the freed address of the old weights; an alias stands in for it."""
+    m = calibrated_routers(model, seed=10)
+    fast = FastDyDiT(m)
+    x, t, y = inputs()
+    with torch.no_grad():
+        fast(x, t, y)
+        for block in m.blocks:
+            p = block.mlp.fc1.weight
+            address, version = p.data_ptr(), p._version
+            w = torch.from_numpy(p.detach().numpy())  # another storage over the same memory
+            w.mul_(-1.0)
+            p.data = w
+            assert p.data_ptr() == address and p._version == version
+        out, ref = fast(x, t, y), m(x, t, y)
+    assert rel_err(out, ref) <= 1e-5
+
+
+def live_bytes(fast):
+    return sum(w.numel() * w.element_size() for weights in fast._cache.values() for w in weights)
+
+
+def patterns(fast, steps):
+    """(block, layer, active) of every sliced (not full-width) pattern the steps use."""
+    H = fast.model.num_heads
+    return {(i, layer, active) for s in steps for i, widths in enumerate(fast.plan[s])
+            for layer, active in zip(("attn", "mlp"), widths) if len(active) < H}
+
+
+def test_cache_holds_only_slices_of_the_current_weights(model):
+    m = float64_ready(calibrated_routers(model, seed=11))
+    fast = FastDyDiT(m)
+    steps = [900.0, 500.0, 100.0]
+    x, _, y = inputs()
+
+    def run(steps, dtype=torch.float32):
+        with torch.no_grad():
+            for s in steps:
+                fast(x.to(dtype), torch.full((2,), s), y)
+
+    run(steps)
+    count, size = len(fast._cache), fast._cached_bytes
+    assert count == len(patterns(fast, steps)) and size == live_bytes(fast) > 0
+    with torch.no_grad():
+        for block in m.blocks:  # in place: the versions move
+            block.attn.qkv.weight.mul_(1.5)
+            block.mlp.fc1.weight.mul_(1.5)
+    run(steps[:1])  # the old slices are freed, those of patterns not used again too
+    assert len(fast._cache) == len(patterns(fast, steps[:1])) and fast._cached_bytes == live_bytes(fast)
+    run(steps)
+    assert len(fast._cache) == count and fast._cached_bytes == size == live_bytes(fast)
+    m.double()
+    run(steps, torch.float64)
+    assert len(fast._cache) == count and fast._cached_bytes == 2 * size == live_bytes(fast)
+    assert all(w.dtype == torch.float64 for weights in fast._cache.values() for w in weights)
+
+
+def test_fast_path_refuses_train_mode(model):
+    m = calibrated_routers(model, seed=12)
+    fast = FastDyDiT(m)
+    x, t, y = inputs()
+    m.train()  # after wrapping
+    with pytest.raises(RuntimeError, match=r"inference path: call model\.eval\(\) first"):
+        fast(x, t, y)
+    m.eval()
+    m.blocks[2].token_selection.train()  # one router in train mode samples Gumbel masks
+    with pytest.raises(RuntimeError, match="model.eval"):
+        fast(x, t, y)
+    m.eval()
+    with torch.no_grad():
+        assert rel_err(fast(x, t, y), m(x, t, y)) <= 1e-5
+
+
+def test_complete_model_runs_the_dit_path(model):
+    m = calibrated_routers(model, seed=13)
+    fast = FastDyDiT(m).prepare([400.0])
+    x, t, y = inputs(batch=4, step=400.0)
+    y[2:] = 1000
+    with torch.no_grad():
+        dynamic = m(x, t, y)
+        m.complete_model = True
+        ref, ref_cfg = m(x, t, y), m.forward_with_cfg(x, t, y, cfg_scale=1.5)
+        out, out_cfg = fast(x, t, y), fast.forward_with_cfg(x, t, y, cfg_scale=1.5)
+    assert rel_err(dynamic, ref) > 1e-3, "the routers should skip something"
+    assert rel_err(out, ref) <= 1e-6 and rel_err(out_cfg, ref_cfg) <= 1e-6
