@@ -1,17 +1,26 @@
-"""Regressions between two runs of one suite: cells whose status got worse or whose value moved beyond the
-cell's tolerance. What a GPU CI job gates on."""
+"""Two runs of one suite, cell by cell: regressions (what a GPU CI job gates on) and improvements.
+
+A cell regresses when its status gets worse, or when its value moves beyond the cell's tolerance in the
+worse direction of its metric (bench.definitions: FID lower is better, IS higher; params "exact": any move
+beyond tolerance is a regression). A move beyond tolerance in the better direction, a status that becomes
+`pass`, or a `pass` that becomes `fail` by beating the paper's band is an improvement: reported, never
+failing. Timing cells are compared only between runs on the same device.
+"""
 from dataclasses import dataclass
 from typing import List
 
-from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, Tolerance, fmt_value
+from bench.definitions import EXACT, HIGHER, LOWER, METRICS, Tolerance
+from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, fmt_value
 
 # lower is worse: losing a measurement (skipped) or breaking one (error) is worse than missing the paper
 RANK = {PASS: 3, FAIL: 2, SKIPPED: 1, ERROR: 0}
+BETTER = {LOWER: "lower is better", HIGHER: "higher is better"}
 
 
 @dataclass
 class Comparison:
     regressions: List[str]
+    improvements: List[str]
     notes: List[str]
     compared: int
 
@@ -20,13 +29,30 @@ class Comparison:
         return not self.regressions
 
 
+def _moved_better(o, n, direction) -> bool:
+    """Whether a measured value moved in its metric's better direction (never for an exact metric)."""
+    if direction == EXACT or o["measured"] is None or n["measured"] is None or n["measured"] == o["measured"]:
+        return False
+    return (n["measured"] < o["measured"]) == (direction == LOWER)
+
+
+def _beyond(o, n, tolerance) -> str:
+    """'' if the value moved within what the tolerance allows between runs, else how far it may move."""
+    if tolerance is None or o["measured"] is None or n["measured"] is None:
+        return ""
+    allowed = tolerance.allowed_move(o["measured"])
+    if abs(n["measured"] - o["measured"]) <= allowed:
+        return ""
+    return f"more than the tolerance allows (±{fmt_value(allowed)}; {tolerance.text()})"
+
+
 def compare(old: dict, new: dict) -> Comparison:
     """Cell by cell (row, column) of the same suite; timing cells only when both ran on the same device."""
     if old["suite"] != new["suite"]:
         raise ValueError(f"different suites: {old['suite']!r} vs {new['suite']!r}")
     same_device = old["provenance"].get("device") == new["provenance"].get("device")
     new_cells = {(c["row"], c["column"]): c for c in new["cells"]}
-    regressions, notes, compared = [], [], 0
+    regressions, improvements, notes, compared = [], [], [], 0
     for o in old["cells"]:
         if o["status"] == REFERENCE:
             continue
@@ -40,23 +66,47 @@ def compare(old: dict, new: dict) -> Comparison:
                          f"{new['provenance'].get('device')})")
             continue
         compared += 1
-        values = f"{fmt_value(o['measured'])} -> {fmt_value(n['measured'])}"
-        if RANK.get(n["status"], 0) < RANK.get(o["status"], 0):
-            regressions.append(f"{where}: status {o['status']} -> {n['status']} ({values}): {n['reason']}")
-            continue
         tolerance = Tolerance.from_dict(n.get("tolerance") or o.get("tolerance"))
-        if tolerance and o["measured"] is not None and n["measured"] is not None:
-            allowed = tolerance.allowed_move(o["measured"])
-            if abs(n["measured"] - o["measured"]) > allowed:
-                regressions.append(f"{where}: value moved {values} {o['unit']}".rstrip()
-                                   + f", more than the tolerance allows (±{fmt_value(allowed)}; {tolerance.text()})")
-    return Comparison(regressions, notes, compared)
+        metric = METRICS.get(n.get("metric") or o.get("metric"))  # the direction, from the metric's definition
+        if metric is None:
+            notes.append(f"{where}: metric {o.get('metric')!r} is not defined here: any move beyond the tolerance "
+                         "counts as a regression")
+        direction = metric.direction if metric else EXACT
+        values = f"{fmt_value(o['measured'])} -> {fmt_value(n['measured'])}"
+        better, beyond = _moved_better(o, n, direction), _beyond(o, n, tolerance)
+        old_rank, new_rank = RANK.get(o["status"], 0), RANK.get(n["status"], 0)
+        if new_rank != old_rank:  # a status change is the cell's verdict
+            line = f"{where}: status {o['status']} -> {n['status']} ({values}): {n['reason']}"
+            if new_rank > old_rank:
+                (improvements if n["status"] == PASS else notes).append(line)
+            elif better:  # pass -> fail by beating the paper's band: the value got better, not worse
+                (improvements if beyond else notes).append(f"{line}; the value moved the better way "
+                                                           f"({BETTER[direction]})")
+            else:
+                regressions.append(line)
+            continue
+        if not beyond:
+            continue
+        line = f"{where}: value moved {values} {o['unit']}".rstrip()
+        if direction == EXACT:
+            regressions.append(f"{line}, {beyond}")
+        elif better:
+            improvements.append(f"{line}, better ({BETTER[direction]}), {beyond}")
+        else:
+            regressions.append(f"{line}, worse ({BETTER[direction]}), {beyond}")
+    return Comparison(regressions, improvements, notes, compared)
+
+
+def _count(n, what):
+    return f"{n} {what}(s)" if n else f"no {what}s"
 
 
 def report(comparison: Comparison, old_name="OLD", new_name="NEW") -> str:
-    """The lines `bench compare` prints."""
+    """The lines `bench compare` prints: regressions, improvements, notes, then one summary line."""
     lines = [f"REGRESSION {line}" for line in comparison.regressions]
+    lines += [f"improved   {line}" for line in comparison.improvements]
     lines += [f"note       {line}" for line in comparison.notes]
-    verdict = (f"{len(comparison.regressions)} regression(s)" if comparison.regressions else "no regressions")
-    lines.append(f"compare {old_name} -> {new_name}: {comparison.compared} cells compared, {verdict}")
+    lines.append(f"compare {old_name} -> {new_name}: {comparison.compared} cells compared, "
+                 f"{_count(len(comparison.regressions), 'regression')}, "
+                 f"{_count(len(comparison.improvements), 'improvement')}")
     return "\n".join(lines)

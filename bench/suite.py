@@ -1,8 +1,11 @@
 """Suite files (TOML): rows, columns and per-cell paper values with tolerances; loading and validation.
 
 A suite declares what to measure and what the paper printed; it never holds a measured value. Every
-problem is reported as one SuiteError line naming the file, the row/cell and the field.
+problem is reported as one SuiteError line naming the file, the row/cell and the field. The schema is
+checked by the small `_Checker` below rather than by a schema library such as pydantic, because it already
+gives those one-line errors naming file, place and field, and needs no new dependency.
 """
+import dataclasses
 import hashlib
 import math
 import re
@@ -11,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from bench.results import Tolerance
+from bench.definitions import MEASUREMENTS, METRICS, SECTIONS, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; bench.assets reads it
@@ -19,41 +22,38 @@ NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; benc
 PROFILES = ("smoke", "full")
 DEVICES = ("cuda",)  # what a cell may require; a cell without `device` runs anywhere
 CHECKPOINT = "checkpoint"  # in an `assets` list: the row's own checkpoint asset
-
-# Metric names: the keys of result cells (as torch-fidelity names its result keys).
-METRIC_PARAMS = "params"
-METRIC_GFLOPS = "gflops"
-METRIC_GFLOPS_DYNAMIC = "gflops_dynamic"
-METRIC_FID = "fid"
-METRIC_SFID = "sfid"
-METRIC_IS = "is"
-METRIC_PRECISION = "precision"
-METRIC_RECALL = "recall"
-METRIC_S_PER_IMAGE = "s_per_image"
+PRECISIONS = ("fp32", "tf32")  # of sampling: TF32 matmuls off or on
+GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerConfig)
 
 
 @dataclass(frozen=True)
-class Metric:
-    """Which measurement produces a metric, its unit, and its kind (timing compares only on one device)."""
-    measure: str
-    unit: str
-    kind: str = "static"
+class SamplerConfig:
+    """How a cell samples (quality, s/image): the suite's [suite.sampler] < the row's `sampler` < the
+    column's < the cell's, validated. The one place with sampler defaults: measurements read every field
+    of the resolved config (Row.spec(cell)["sampler"]) as it is, with no defaults of their own."""
+    name: str = "ddpm"  # a sampler of dydit.sampling.SAMPLERS
+    steps: Optional[int] = None  # None: the sampler's default (dydit.sampling.SAMPLERS: ddpm 250, ddim 50, ...)
+    cfg_scale: float = 1.5  # classifier-free guidance scale; 1 = no guidance
+    guided_channels: Optional[int] = 3  # DiT's guidance of the first 3 latent channels; None ("all"): all 4
+    labels: str = "uniform"  # dydit.sampling.LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
+    num_samples: int = 50000
+    seed: int = 0
+    batch_size: int = 32  # per process and per shard; also the timed batch of s/image
+    precision: str = "tf32"  # of sampling: "tf32" (as DiT's sample_ddp.py) or "fp32"
+    reference: str = "adm-ref-imagenet256"  # the asset FID, sFID, IS, precision, recall are computed against
+
+    def __post_init__(self):
+        if self.steps is None:
+            from dydit.sampling import SAMPLERS
+            object.__setattr__(self, "steps", SAMPLERS[self.name])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
-METRICS = {
-    METRIC_PARAMS: Metric("params", "M"),
-    METRIC_GFLOPS: Metric("flops", "G"),
-    METRIC_GFLOPS_DYNAMIC: Metric("flops", "G"),
-    METRIC_FID: Metric("quality", "", "quality"),
-    METRIC_SFID: Metric("quality", "", "quality"),
-    METRIC_IS: Metric("quality", "", "quality"),
-    METRIC_PRECISION: Metric("quality", "", "quality"),
-    METRIC_RECALL: Metric("quality", "", "quality"),
-    METRIC_S_PER_IMAGE: Metric("latency", "s/image", "timing"),
-}
-
-# measurement name -> module exposing measure(row, metric, ctx)
-MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality")}
+SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
+# a row's `options`: what it says about the model beyond its name (DyDiT's FLOPs target lambda)
+OPTIONS = ("flops_target",)
 
 
 class SuiteError(ValueError):
@@ -76,7 +76,7 @@ class Column:
     device: Optional[str] = None
     assets: Tuple[str, ...] = ()
     tolerance: Optional[Tolerance] = None
-    sampler: dict = field(default_factory=dict)
+    sampler: dict = field(default_factory=dict)  # as written (validated); cells merge it into a SamplerConfig
 
 
 @dataclass
@@ -95,7 +95,8 @@ class Cell:
     reference: bool = False  # cited, not reproduced (a reference row, or a cell we cannot reproduce)
     erratum: str = ""
     note: str = ""
-    sampler: dict = field(default_factory=dict)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    unavailable: str = ""  # why this cell cannot be measured in this checkout yet: it is skipped with this reason
 
     @property
     def kind(self):
@@ -112,11 +113,12 @@ class Row:
     note: str = ""
     options: dict = field(default_factory=dict)
     cells: Dict[str, Cell] = field(default_factory=dict)
+    unavailable: Dict[str, str] = field(default_factory=dict)  # measurement -> why its cells are not measurable yet
 
     def spec(self, cell: Cell) -> dict:
         """The `row` a measurement receives for one of its cells."""
         return {"name": self.name, "model": self.model, "variant": self.variant, "checkpoint": self.checkpoint,
-                "options": dict(self.options), "sampler": dict(cell.sampler), "column": cell.column,
+                "options": dict(self.options), "sampler": cell.sampler.to_dict(), "column": cell.column,
                 "assets": list(cell.assets)}
 
 
@@ -146,8 +148,16 @@ class Suite:
 #################################################################################
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
-_TYPES = {str: "a string", bool: "true or false", list: "a list", dict: "a table", float: "a number"}
+_TYPES = {str: "a string", bool: "true or false", list: "a list", dict: "a table", float: "a number",
+          int: "an integer"}
+
+
+def _is(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 class _Checker:
@@ -165,22 +175,37 @@ class _Checker:
                 self.fail(where, key, f"unknown field (allowed: {', '.join(sorted(allowed))})")
 
     def get(self, table, key, kind, where, required=False, default=None, allow_empty=False):
+        """table[key] of the given type (str, bool, list, dict, float = any finite number, int), or default.
+
+        A given string must not be blank unless allow_empty (a blank `note` would say nothing)."""
         if key not in table:
             if required:
                 self.fail(where, key, f"missing (expected {_TYPES[kind]})")
             return default
         value = table[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind)
-        if not ok or (kind is float and not math.isfinite(value)):
+        if not _is(value, kind):
             self.fail(where, key, f"expected {_TYPES[kind]}, got {type(value).__name__} {value!r}")
-        if kind is str and required and not allow_empty and not value.strip():
+        if kind is str and not allow_empty and not value.strip():
             self.fail(where, key, "must not be empty")
         return float(value) if kind is float else value
 
-    def choices(self, table, key, allowed, where, required=False, default=None):
+    def number(self, table, key, where, kind=float, minimum=None, maximum=None, above=None):
+        """A number (or integer) within [minimum, maximum] (and > above), or None where absent."""
+        value = self.get(table, key, kind, where)
+        if value is None:
+            return None
+        if minimum is not None and value < minimum:
+            self.fail(where, key, f"must be >= {minimum:g}, got {value!r}")
+        if above is not None and not value > above:
+            self.fail(where, key, f"must be > {above:g}, got {value!r}")
+        if maximum is not None and value > maximum:
+            self.fail(where, key, f"must be <= {maximum:g}, got {value!r}")
+        return value
+
+    def choices(self, table, key, allowed, where, required=False, default=None, what="value"):
         value = self.get(table, key, str, where, required, default)
         if value is not None and value not in allowed:
-            self.fail(where, key, f"unknown value {value!r} (known: {', '.join(allowed)})")
+            self.fail(where, key, f"unknown {what} {value!r} (known: {', '.join(allowed)})")
         return value
 
     def tables(self, data, key, required=False):
@@ -199,14 +224,17 @@ class _Checker:
         return profiles
 
     def str_list(self, table, key, where, allowed=None, default=()):
+        """A list of distinct strings (each one of `allowed` if given), or default where absent."""
         values = self.get(table, key, list, where, default=None)
         if values is None:
             return tuple(default)
-        for v in values:
-            if not isinstance(v, str):
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v.strip():
                 self.fail(where, key, f"expected a list of strings, got {type(v).__name__} {v!r}")
             if allowed is not None and v not in allowed:
                 self.fail(where, key, f"unknown value {v!r} (known: {', '.join(allowed)})")
+            if v in values[:i]:
+                self.fail(where, key, f"{v!r} is listed twice")
         return tuple(values)
 
     def tolerance(self, table, where):
@@ -221,9 +249,8 @@ class _Checker:
         why = self.get(tol, "why", str, f"{where}: tolerance", required=True)
         if kind == "window":
             window = tol["window"]
-            if (not isinstance(window, list) or len(window) != 2
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)):
-                self.fail(where, "tolerance.window", f"expected [lo, hi] (two numbers), got {window!r}")
+            if not isinstance(window, list) or len(window) != 2 or not all(_is(v, float) for v in window):
+                self.fail(where, "tolerance.window", f"expected [lo, hi] (two finite numbers), got {window!r}")
             if not window[0] < window[1]:
                 self.fail(where, "tolerance.window", f"lo must be below hi, got {window!r}")
             return Tolerance(kind, (float(window[0]), float(window[1])), why)
@@ -247,6 +274,42 @@ def _known_models():
     return MODELS
 
 
+def _check_assets(c, names, known_assets, where, field_name="assets"):
+    for name in names:
+        if name != CHECKPOINT and known_assets is not None and name not in known_assets:
+            c.fail(where, field_name, f"unknown asset {name!r} (not in suites/assets.toml)")
+
+
+def _sampler(c: _Checker, table, where, known_assets) -> dict:
+    """A `sampler` table as written (suite, row, column or cell): only SamplerConfig's fields, each typed and
+    ranged. Returns its values as SamplerConfig takes them ("all" guided channels -> None)."""
+    from dydit.sampling import LABELS, SAMPLERS
+    raw = c.get(table, "sampler", dict, where, default={})
+    where = "[suite.sampler]" if where == "[suite]" else f"{where}: sampler"
+    c.only(raw, SAMPLER_FIELDS, where)
+    out = {}
+    if "name" in raw:
+        out["name"] = c.choices(raw, "name", list(SAMPLERS), where, what="sampler")
+    for key, minimum in (("steps", 1), ("num_samples", 1), ("batch_size", 1), ("seed", 0)):
+        if key in raw:
+            out[key] = c.number(raw, key, where, int, minimum=minimum)
+    if "cfg_scale" in raw:
+        out["cfg_scale"] = c.number(raw, "cfg_scale", where, minimum=1)
+    if "guided_channels" in raw:
+        guided = raw["guided_channels"]
+        if guided != GUIDED_ALL and not (_is(guided, int) and 1 <= guided <= 4):
+            c.fail(where, "guided_channels", f"expected 1 to 4 (DiT guides 3) or {GUIDED_ALL!r}, got {guided!r}")
+        out["guided_channels"] = None if guided == GUIDED_ALL else guided
+    if "labels" in raw:
+        out["labels"] = c.choices(raw, "labels", list(LABELS), where, what="label mode")
+    if "precision" in raw:
+        out["precision"] = c.choices(raw, "precision", PRECISIONS, where, what="precision")
+    if "reference" in raw:
+        out["reference"] = c.get(raw, "reference", str, where)
+        _check_assets(c, [out["reference"]], known_assets, where, "reference")
+    return out
+
+
 def _column(c: _Checker, table, i, known_assets):
     key = c.get(table, "key", str, f"column {i + 1}", required=True)
     where = f"column '{key}'"
@@ -264,26 +327,26 @@ def _column(c: _Checker, table, i, known_assets):
     _check_assets(c, assets, known_assets, where)
     return Column(key, c.get(table, "label", str, where, required=True), metric, unit, measure,
                   c.profiles(table, where), c.choices(table, "device", DEVICES, where), assets, c.tolerance(table, where),
-                  c.get(table, "sampler", dict, where, default={}))
-
-
-def _check_assets(c, names, known_assets, where):
-    for name in names:
-        if name != CHECKPOINT and known_assets is not None and name not in known_assets:
-            c.fail(where, "assets", f"unknown asset {name!r} (not in suites/assets.toml)")
+                  _sampler(c, table, where, known_assets))
 
 
 def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     where = f"row '{row.name}', cell '{column.key}'"
     table = value if isinstance(value, dict) else {"paper": value}
     c.only(table, {"paper", "tolerance", "profiles", "assets", "device", "metric", "erratum", "note", "reference",
-                   "sampler"}, where)
+                   "sampler", "unavailable"}, where)
     paper = c.get(table, "paper", float, where, required=True)
     metric = c.choices(table, "metric", list(METRICS), where, default=column.metric)
     if METRICS[metric].unit != column.unit:
         c.fail(where, "metric", f"{metric!r} is measured in {METRICS[metric].unit!r}, the column in {column.unit!r}")
-    reference = row.reference or c.get(table, "reference", bool, where, default=False)
-    # a cited value is shown, never judged: it takes no tolerance
+    flag = c.get(table, "reference", bool, where)
+    if row.reference and flag is False:
+        c.fail(where, "reference", f"every cell of the cited row '{row.name}' is cited")
+    reference = row.reference or bool(flag)
+    # a cited value is shown, never judged or measured: it takes no tolerance and cannot be unavailable
+    for key in ("tolerance", "unavailable"):
+        if reference and key in table:
+            c.fail(where, key, "a cited cell is never measured: remove it")
     tolerance = None if reference else c.tolerance(table, where) or column.tolerance
     if not reference and tolerance is None:
         c.fail(where, "tolerance", "missing: give the cell or its column a tolerance (rel, abs or window, with why)")
@@ -292,45 +355,76 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     if CHECKPOINT in assets and not reference and row.checkpoint is None:
         c.fail(where, "assets", f"needs the row's {CHECKPOINT!r} but row '{row.name}' names none")
     resolved = tuple(row.checkpoint if a == CHECKPOINT else a for a in assets if a != CHECKPOINT or row.checkpoint)
-    sampler = {**row_sampler, **column.sampler, **c.get(table, "sampler", dict, where, default={})}
+    sampler = SamplerConfig(**{**row_sampler, **column.sampler, **_sampler(c, table, where, known_assets)})
     note = c.get(table, "note", str, where, default="")
     if reference and not row.reference and not note:
         c.fail(where, "note", "a cited-only cell in a reproduced row must say why it is not reproduced")
-    return Cell(row.name, column.key, metric, column.unit, METRICS[metric].measure, paper, tolerance,
+    measure = METRICS[metric].measure
+    unavailable = c.get(table, "unavailable", str, where) or ("" if reference else row.unavailable.get(measure, ""))
+    return Cell(row.name, column.key, metric, column.unit, measure, paper, tolerance,
                 c.profiles(table, where, default=column.profiles), resolved,
                 c.choices(table, "device", DEVICES, where, default=column.device), reference,
-                c.get(table, "erratum", str, where, default=""), note, sampler)
+                c.get(table, "erratum", str, where, default=""), note, sampler, unavailable)
+
+
+def _options(c, table, where):
+    options = c.get(table, "options", dict, where, default={})
+    c.only(options, OPTIONS, f"{where}: options")
+    c.number(options, "flops_target", f"{where}: options", above=0, maximum=1)
+    return dict(options)
+
+
+def _unavailable(c, table, where, reference):
+    """A row's `unavailable = { <measurement> = "why" }`: its cells of that measurement are skipped with the why."""
+    unavailable = c.get(table, "unavailable", dict, where, default={})
+    if reference and unavailable:
+        c.fail(where, "unavailable", "a cited row is never measured: remove it")
+    for measure in unavailable:
+        if measure not in MEASUREMENTS:
+            c.fail(f"{where}: unavailable", measure, f"unknown measurement (known: {', '.join(MEASUREMENTS)})")
+        c.get(unavailable, measure, str, f"{where}: unavailable")  # the reason: a non-empty string
+    return dict(unavailable)
 
 
 def _row(c: _Checker, table, i, columns, suite_sampler, known_assets):
     name = c.get(table, "name", str, f"row {i + 1}", required=True)
     where = f"row '{name}'"
-    c.only(table, {"name", "model", "variant", "checkpoint", "reference", "note", "sampler", "options", "cells"}, where)
+    c.only(table, {"name", "model", "variant", "checkpoint", "reference", "note", "sampler", "options", "unavailable",
+                   "cells"}, where)
     reference = c.get(table, "reference", bool, where, default=False)
     model = c.get(table, "model", str, where, required=not reference)
     if model is not None and model not in _known_models():
         c.fail(where, "model", f"unknown model {model!r} (dydit.models.MODELS, e.g. 'DiT-XL/2', 'DyDiT-XL/2')")
     checkpoint = c.get(table, "checkpoint", str, where)
     if checkpoint is not None:
-        _check_assets(c, [checkpoint], known_assets, where)
+        _check_assets(c, [checkpoint], known_assets, where, "checkpoint")
     row = Row(name, model, c.get(table, "variant", str, where, default=""), checkpoint, reference,
-              c.get(table, "note", str, where, default=""), c.get(table, "options", dict, where, default={}))
-    row_sampler = {**suite_sampler, **c.get(table, "sampler", dict, where, default={})}
+              c.get(table, "note", str, where, default=""), _options(c, table, where),
+              unavailable=_unavailable(c, table, where, reference))
+    row_sampler = {**suite_sampler, **_sampler(c, table, where, known_assets)}
     cells = c.get(table, "cells", dict, where, required=True)
+    if not cells:
+        c.fail(where, "cells", "empty: a row needs at least one cell")
     by_key = {col.key: col for col in columns}
     for key, value in cells.items():
         if key not in by_key:
             c.fail(f"{where}, cell '{key}'", None, f"no such column (columns: {', '.join(by_key)})")
         row.cells[key] = _cell(c, value, row, by_key[key], row_sampler, known_assets)
+    measured = {cell.measure for cell in row.cells.values() if not cell.reference}
+    for measure in row.unavailable:
+        if measure not in measured:
+            c.fail(f"{where}: unavailable", measure, f"the row has no reproduced cell measured by {measure!r}")
     return row
 
 
 def _plot(c, table, i, columns):
     where = f"plot {i + 1}"
     c.only(table, {"x", "y", "title", "log_x"}, where)
+    keys = [col.key for col in columns]
     for axis in ("x", "y"):
-        if c.get(table, axis, str, where, required=True) not in {col.key for col in columns}:
-            c.fail(where, axis, f"no such column {table[axis]!r}")
+        c.choices(table, axis, keys, where, required=True, what="column")
+    if table["x"] == table["y"]:
+        c.fail(where, "y", f"the same column as x ({table['x']!r})")
     return {"x": table["x"], "y": table["y"], "title": c.get(table, "title", str, where, default=""),
             "log_x": c.get(table, "log_x", bool, where, default=False)}
 
@@ -338,10 +432,9 @@ def _plot(c, table, i, columns):
 def _section(c, table, i):
     where = f"section {i + 1}"
     c.only(table, {"title", "measure", "profiles"}, where)
-    measure = c.get(table, "measure", str, where, required=True)
-    if not _MODULE.match(measure):
-        c.fail(where, "measure", f"expected a module path such as 'bench.pipeline_check', got {measure!r}")
-    return {"title": c.get(table, "title", str, where, default=measure), "measure": measure,
+    name = c.choices(table, "measure", list(SECTIONS), where, required=True, what="section")
+    # "measure" becomes the module bench.runner imports: only the project's own (bench.definitions.SECTIONS)
+    return {"title": c.get(table, "title", str, where, default=name), "measure": SECTIONS[name],
             "profiles": list(c.profiles(table, where))}
 
 
@@ -363,15 +456,16 @@ def load_suite(path) -> Suite:
     name = c.get(head, "name", str, "[suite]", required=True)
     if not _NAME.match(name):
         c.fail("[suite]", "name", f"use lowercase letters, digits, '-' or '_' (it names the report files), got {name!r}")
+    title = c.get(head, "title", str, "[suite]", required=True)
     known_assets = _known_assets()
+    sampler = _sampler(c, head, "[suite]", known_assets)
     columns = [_column(c, t, i, known_assets) for i, t in enumerate(c.tables(data, "columns", required=True))]
     _unique(c, [col.key for col in columns], "column", "key")
-    sampler = c.get(head, "sampler", dict, "[suite]", default={})
     rows = [_row(c, t, i, columns, sampler, known_assets) for i, t in enumerate(c.tables(data, "rows", required=True))]
     _unique(c, [row.name for row in rows], "row", "name")
     if not rows or not columns:
         c.fail("top level", "rows" if not rows else "columns", "a suite needs at least one row and one column")
-    return Suite(name, c.get(head, "title", str, "[suite]", required=True), path, hashlib.sha256(raw).hexdigest(),
+    return Suite(name, title, path, hashlib.sha256(raw).hexdigest(),
                  c.get(head, "source", str, "[suite]", default=""), c.get(head, "notes", str, "[suite]", default=""),
                  columns, rows, [_plot(c, t, i, columns) for i, t in enumerate(c.tables(data, "plots"))],
                  [_section(c, t, i) for i, t in enumerate(c.tables(data, "sections"))])

@@ -1,8 +1,10 @@
-"""`python -m bench compare OLD.json NEW.json`: prints regressions; exit status 1 if there is any."""
+"""`python -m bench compare OLD.json NEW.json`: prints regressions and improvements (each judged in its
+metric's better direction); exit status 1 if there is any regression, improvements alone exit 0."""
 
 
 def register(subparsers):
-    p = subparsers.add_parser("compare", help="regressions between two result JSON files (exit 1 on any)")
+    p = subparsers.add_parser("compare", help="regressions and improvements between two result JSON files "
+                                               "(exit 1 on any regression)")
     p.add_argument("old", help="baseline result JSON (e.g. the last good run)")
     p.add_argument("new", help="result JSON to check")
     p.set_defaults(func=run)

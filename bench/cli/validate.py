@@ -17,6 +17,8 @@ def run(args):
             print(f"error: {e}")
             bad += 1
             continue
-        n = sum(1 for _ in suite.cells())
-        print(f"ok: {path}: suite {suite.name}, {len(suite.rows)} rows, {len(suite.columns)} columns, {n} cells")
+        cells = [cell for _, cell in suite.cells()]
+        unavailable = sum(1 for cell in cells if cell.unavailable)
+        print(f"ok: {path}: suite {suite.name}, {len(suite.rows)} rows, {len(suite.columns)} columns, "
+              f"{len(cells)} cells" + (f" ({unavailable} not measurable yet: `unavailable`)" if unavailable else ""))
     return 1 if bad else 0

@@ -10,7 +10,7 @@ from dydit.flops import dynamic_macs, fvcore_macs, run_average_gmacs
 from dydit.models import create_model
 
 from bench.measure.base import Skip
-from bench.suite import METRIC_GFLOPS, METRIC_GFLOPS_DYNAMIC
+from bench.definitions import METRIC_GFLOPS, METRIC_GFLOPS_DYNAMIC
 
 # images sampled to average the dynamic FLOPs (token masks depend on the image; widths on t only)
 FLOPS_RUN_IMAGES, FLOPS_RUN_BATCH = 256, 32

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from bench import assets
 from bench.measure.base import Skip
-from bench.suite import METRIC_S_PER_IMAGE
+from bench.definitions import METRIC_S_PER_IMAGE
 
-DEFAULT_BATCH = 8
 REPEATS, WARMUP_STEPS = 3, 5
 
 
@@ -46,14 +45,11 @@ def seconds_per_image(row, ctx):
     from bench.sample import precision as tf32_mode
     from bench.timing import median_seconds
     from dydit import sampling
-    s = row.get("sampler") or {}
-    name, cfg = s.get("name", "ddpm"), float(s.get("cfg_scale", 1.5))
-    if name not in sampling.SAMPLERS:
-        raise Skip(f"sampler {name!r} is not implemented here (implemented: {', '.join(sampling.SAMPLERS)})")
-    steps, batch = int(s.get("steps") or sampling.SAMPLERS[name]), int(s.get("batch_size", DEFAULT_BATCH))
-    precision = s.get("precision", "tf32")
-    guided = s.get("guided_channels", 3)
-    guided = None if guided == "all" else int(guided)
+    s = row["sampler"]  # the suite's resolved SamplerConfig: every value given, no defaults here
+    if s["name"] not in sampling.SAMPLERS:
+        raise Skip(f"sampler {s['name']!r} is not implemented here (implemented: {', '.join(sampling.SAMPLERS)})")
+    name, cfg, steps, batch = s["name"], s["cfg_scale"], s["steps"], s["batch_size"]
+    precision, guided = s["precision"], s["guided_channels"]
     device = ctx.device
     model_fn, weights = _model_fn(row, device, ctx)
     size = model_fn.input_size if hasattr(model_fn, "input_size") else model_fn.model.input_size

@@ -4,7 +4,7 @@ import torch
 from dydit.flops import count_params
 from dydit.models import create_model
 
-from bench.suite import METRIC_PARAMS
+from bench.definitions import METRIC_PARAMS
 
 
 def measure(row, metric, ctx):

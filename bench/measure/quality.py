@@ -7,37 +7,36 @@ Samples go to <work_dir>/samples/<setup>/ (sharded, resumable: a killed run cont
 stopped; a folder filled beforehand by `torchrun ... -m bench sample --out <that folder>` with the
 same setup is used as is; README "Full Table 1 on a GPU runner"). The metrics of a sample set are
 computed once, kept in ctx.cache and in metrics.json beside the samples, so the five quality cells
-of a row sample and evaluate once.
+of a row sample and evaluate once. metrics.json is reused only for the same sampling spec, the same
+samples.npz (sha256) and the same Inception weights, reference and torch-fidelity version.
 """
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 from bench import assets
+from bench.assets import INCEPTION, INCEPTION_CLEANFID, VAE
+from bench.definitions import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
 from bench.measure.base import Skip
-from bench.metrics.evaluate import evaluate_samples
+from bench.metrics.evaluate import KEY_EVALUATION, evaluate_samples, evaluation_key
 from dydit.fileio import write_json_atomic
-from bench.suite import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
 
 # suite metric -> key of bench.metrics.fidelity's results
 RESULT_KEYS = {METRIC_FID: "fid", METRIC_SFID: "sfid", METRIC_IS: "is", METRIC_PRECISION: "precision",
                METRIC_RECALL: "recall"}
-DEFAULT_REFERENCE = "adm-ref-imagenet256"
-VAE, INCEPTION, INCEPTION_CLEANFID = "vae-ft-ema", "inception-fidelity", "inception-cleanfid"
 CPU_MAX_SAMPLES = 1000  # beyond this, sampling on a CPU takes days: such cells need CUDA
 METRICS_FILE = "metrics.json"
 
 
 def sample_spec(row, ckpt_path, vae_path):
-    """The SampleSpec of a row's quality cells."""
+    """The SampleSpec of a row's quality cells: row["sampler"] is the suite's resolved SamplerConfig, as is."""
     from bench.sample import SampleSpec
-    s = row.get("sampler") or {}
-    guided = s.get("guided_channels", 3)
-    return SampleSpec(model=row["model"], num=int(s.get("num_samples", 50000)), sampler=s.get("name", "ddpm"),
-                      steps=s.get("steps"), cfg_scale=float(s.get("cfg_scale", 1.5)),
-                      guided_channels=None if guided == "all" else int(guided), labels=s.get("labels", "uniform"),
-                      seed=int(s.get("seed", 0)), batch_size=int(s.get("batch_size", 32)), ckpt=str(ckpt_path),
-                      vae=str(vae_path), precision=s.get("precision", "tf32"))
+    s = row["sampler"]
+    return SampleSpec(model=row["model"], num=s["num_samples"], sampler=s["name"], steps=s["steps"],
+                      cfg_scale=s["cfg_scale"], guided_channels=s["guided_channels"], labels=s["labels"],
+                      seed=s["seed"], batch_size=s["batch_size"], ckpt=str(ckpt_path), vae=str(vae_path),
+                      precision=s["precision"])
 
 
 def samples_dir(row, spec, ctx):
@@ -63,12 +62,12 @@ def _require(names, root):
 def row_results(row, ctx):
     """Samples (if needed) and evaluates a row once; the metric dict is cached per sampling setup."""
     from dydit.sampling import SAMPLERS
-    sampler = (row.get("sampler") or {}).get("name", "ddpm")
+    sampler = row["sampler"]["name"]
     if sampler not in SAMPLERS:
         raise Skip(f"sampler {sampler!r} is not implemented here (implemented: {', '.join(SAMPLERS)})")
     if not row.get("checkpoint"):
         raise Skip(f"row {row['name']!r} names no checkpoint: quality needs trained weights")
-    reference = (row.get("sampler") or {}).get("reference", DEFAULT_REFERENCE)
+    reference = row["sampler"]["reference"]
     ckpt, vae, inception, ref = _require([row["checkpoint"], VAE, INCEPTION, reference], ctx.assets_root)
     spec = sample_spec(row, ckpt, vae)
     if not str(ctx.device).startswith("cuda") and spec.num > CPU_MAX_SAMPLES:
@@ -77,11 +76,11 @@ def row_results(row, ctx):
     out = samples_dir(row, spec, ctx)
     if out in ctx.cache:
         return ctx.cache[out]
+    from bench import sample
     metrics_file = out / METRICS_FILE
-    if metrics_file.is_file():
-        results = json.loads(metrics_file.read_text())
-    else:
-        from bench import sample
+    key = evaluation_key(ref, inception, cache_dir=out.parent)
+    results = reusable_metrics(metrics_file, spec, key)
+    if results is None:
         path = sample.run(spec, out, device=ctx.device)
         if path is None:
             raise RuntimeError(f"sampling into {out} did not complete")
@@ -91,11 +90,30 @@ def row_results(row, ctx):
         results = evaluate_samples(path, ref, inception, ctx.device,
                                    cleanfid.path if cleanfid and cleanfid.ok else None, cache_dir=out.parent)
         config = json.loads((out / sample.CONFIG_FILE).read_text())
-        results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "num": spec.num,
-                              "labels": spec.labels, "guided_channels": spec.guided_channels,
-                              "precision": spec.precision, "reference": reference}
+        results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "reference": reference,
+                              "spec": dataclasses.asdict(spec)}
         write_json_atomic(results, metrics_file)
     ctx.cache[out] = results
+    return results
+
+
+def reusable_metrics(metrics_file, spec, key):
+    """The metrics of metrics_file if they were computed from exactly these samples (same spec, and the
+    samples.npz that run.json records now) with the same Inception, reference and library; else None."""
+    from bench.sample import CONFIG_FILE
+    try:
+        results = json.loads(Path(metrics_file).read_text())
+        run = json.loads((Path(metrics_file).parent / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    same = lambda a, b: {k: v for k, v in a.items() if k != "reference"} == \
+        {k: v for k, v in b.items() if k != "reference"}  # the same file may sit under another root
+    recorded = results.get("samples", {})
+    if (recorded.get("spec") != json.loads(json.dumps(dataclasses.asdict(spec)))
+            or recorded.get("sha256") != (run.get("result") or {}).get("sha256")
+            or not same({k: v for k, v in results.get(KEY_EVALUATION, {}).items() if not k.startswith("cleanfid")},
+                        key)):
+        return None
     return results
 
 

@@ -4,7 +4,7 @@ import importlib
 import sys
 import types
 
-from bench import suite as suite_module
+from bench import definitions
 from bench.runner import Machine
 
 MY_COMMANDS = ("bench.cli.ls", "bench.cli.validate", "bench.cli.run", "bench.cli.report", "bench.cli.compare")
@@ -93,14 +93,26 @@ cells = { a = 9.0 }
 '''
 
 
-def install_fake(monkeypatch, measure, name="fake", metrics=(("fake", "u", "static"), ("fake_s", "s", "timing"))):
-    """Registers a fake measurement module `name` whose measure() is `measure`, and its metrics."""
+def install_fake(monkeypatch, measure, name="fake",
+                 metrics=(("fake", "u", "static", "exact"), ("fake_s", "s", "timing", "lower"))):
+    """Registers a fake measurement module `name` whose measure() is `measure`, and its metrics
+    (name, unit, kind, direction)."""
     module = types.ModuleType(f"fake_measure_{name}")
     module.measure = measure
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(suite_module.MEASUREMENTS, name, module.__name__)
-    for metric, unit, kind in metrics:
-        monkeypatch.setitem(suite_module.METRICS, metric, suite_module.Metric(name, unit, kind))
+    monkeypatch.setitem(definitions.MEASUREMENTS, name, module.__name__)
+    for metric, unit, kind, direction in metrics:
+        monkeypatch.setitem(definitions.METRICS, metric, definitions.Metric(name, unit, kind, direction))
+    return module
+
+
+def install_section(monkeypatch, module_name, run):
+    """Registers a fake section module (run(ctx) -> {title, note, rows}) under its own name in
+    bench.definitions.SECTIONS, so a suite's `[[sections]] measure = "<module_name>"` validates."""
+    module = types.ModuleType(module_name)
+    module.run = run
+    monkeypatch.setitem(sys.modules, module_name, module)
+    monkeypatch.setitem(definitions.SECTIONS, module_name, module_name)
     return module
 
 

@@ -1,4 +1,5 @@
-"""`bench compare` and `run --baseline`: regressions found, identical runs pass, timing only on one device."""
+"""`bench compare` and `run --baseline`: regressions found, identical runs pass, timing only on one device, and
+each metric judged in its better direction (FID, s/image lower; IS higher; params exact)."""
 import copy
 
 import pytest
@@ -27,7 +28,7 @@ def test_identical_runs_pass(tmp_path, baseline, capsys):
     old = write_json_atomic(baseline, tmp_path / "old.json")
     new = write_json_atomic(copy.deepcopy(baseline), tmp_path / "new.json")
     assert cli("compare", old, new) == 0
-    assert capsys.readouterr().out.strip().endswith("6 cells compared, no regressions")
+    assert capsys.readouterr().out.strip().endswith("6 cells compared, no regressions, no improvements")
 
 
 def test_injected_status_regression_is_reported_and_exits_nonzero(tmp_path, baseline, capsys):
@@ -56,7 +57,8 @@ def test_error_and_lost_cells_are_regressions_improvements_are_not(baseline):
     cell(worse, "three").update(status="fail")
     result = compare(baseline, new)
     assert [r.split(":")[0] for r in result.regressions] == ["one / a", "two / a"]
-    assert compare(worse, baseline).ok  # fail -> pass is an improvement
+    improved = compare(worse, baseline)  # fail -> pass is an improvement
+    assert improved.ok and improved.improvements[0].startswith("three / a: status fail -> pass")
 
 
 def test_timing_cells_compare_only_on_the_same_device(baseline):
@@ -73,3 +75,125 @@ def test_different_suites_are_refused(tmp_path, baseline, capsys):
     other["suite"] = "table1"
     a, b = write_json_atomic(baseline, tmp_path / "a.json"), write_json_atomic(other, tmp_path / "b.json")
     assert cli("compare", a, b) == 2 and "different suites" in capsys.readouterr().out
+
+
+# Real metrics (their directions come from bench.definitions) with faked measurements.
+DIRECTED = """\
+[suite]
+name = "directed"
+title = "One cell per direction"
+
+[[columns]]
+key = "fid"
+label = "FID"
+metric = "fid"
+unit = ""
+measure = "quality"
+profiles = ["smoke", "full"]
+tolerance = { abs = 0.10, why = "seed noise" }
+
+[[columns]]
+key = "is"
+label = "IS"
+metric = "is"
+unit = ""
+measure = "quality"
+profiles = ["smoke", "full"]
+tolerance = { rel = 0.02, why = "seed noise" }
+
+[[columns]]
+key = "params"
+label = "Params (M)"
+metric = "params"
+unit = "M"
+measure = "params"
+profiles = ["smoke", "full"]
+tolerance = { window = [-0.5, 1.0], why = "whole millions" }
+
+[[columns]]
+key = "speed"
+label = "s/image"
+metric = "s_per_image"
+unit = "s/image"
+measure = "latency"
+profiles = ["smoke", "full"]
+tolerance = { rel = 0.05, why = "timing noise" }
+
+[[rows]]
+name = "DiT-XL"
+model = "DiT-XL/2"
+cells = { fid = 2.27, is = 277.0, params = 675, speed = 0.50 }
+"""
+MEASURED = {"fid": 2.27, "is": 277.0, "params": 675.13, "s_per_image": 0.50}
+
+
+@pytest.fixture
+def directed(tmp_path, monkeypatch):
+    for name in ("quality", "params", "latency"):
+        install_fake(monkeypatch, lambda row, metric, ctx: MEASURED[metric], name=name, metrics=())
+    result = run_suite(load_suite(write(tmp_path, DIRECTED)), "smoke", machine(tmp_path), Context())
+    assert {c["column"]: c["status"] for c in result["cells"]} == dict.fromkeys(("fid", "is", "params", "speed"),
+                                                                                 "pass")
+    return result
+
+
+def moved(result, column, value):
+    new = copy.deepcopy(result)
+    cell(new, "DiT-XL", column)["measured"] = value
+    return compare(result, new)
+
+
+@pytest.mark.parametrize("column, better, worse", [("fid", 2.10, 2.50), ("speed", 0.40, 0.60),
+                                                   ("is", 290.0, 260.0)])
+def test_a_move_the_better_way_is_an_improvement_the_worse_way_a_regression(directed, column, better, worse):
+    up = moved(directed, column, better)
+    assert up.ok and not up.regressions and len(up.improvements) == 1
+    assert up.improvements[0].startswith(f"DiT-XL / {column}: value moved") and ", better (" in up.improvements[0]
+    down = moved(directed, column, worse)
+    assert not down.ok and not down.improvements and len(down.regressions) == 1
+    assert ", worse (" in down.regressions[0]
+
+
+def test_fid_2_27_to_2_10_improves_and_2_50_regresses(directed):
+    assert moved(directed, "fid", 2.10).improvements == [
+        "DiT-XL / fid: value moved 2.27 -> 2.10, better (lower is better), more than the tolerance allows "
+        "(±0.100; ±0.1)"]
+    assert moved(directed, "fid", 2.50).regressions == [
+        "DiT-XL / fid: value moved 2.27 -> 2.50, worse (lower is better), more than the tolerance allows "
+        "(±0.100; ±0.1)"]
+    assert moved(directed, "fid", 2.20).ok and not moved(directed, "fid", 2.20).improvements  # within tolerance
+
+
+def test_an_exact_metric_regresses_either_way(directed):
+    for value in (674.2, 676.0):  # params: window [-0.5, 1.0) allows a move of 0.75 between runs
+        result = moved(directed, "params", value)
+        assert not result.ok and not result.improvements
+        assert result.regressions[0].startswith("DiT-XL / params: value moved 675.13 -> ")
+    assert moved(directed, "params", 675.5).ok
+
+
+def test_beating_the_papers_band_is_an_improvement_not_a_status_regression(directed):
+    new = copy.deepcopy(directed)
+    cell(new, "DiT-XL", "fid").update(measured=2.10, status="fail", reason="2.10 is outside [2.17, 2.37]")
+    cell(new, "DiT-XL", "is").update(measured=250.0, status="fail", reason="250.00 is outside [271.46, 282.54]")
+    result = compare(directed, new)
+    assert [r.split(":")[0] for r in result.regressions] == ["DiT-XL / is"]
+    assert result.improvements[0].startswith("DiT-XL / fid: status pass -> fail (2.27 -> 2.10)")
+    assert "the value moved the better way (lower is better)" in result.improvements[0]
+
+
+def test_compare_prints_improvements_and_counts_both(tmp_path, directed, capsys):
+    new = copy.deepcopy(directed)
+    cell(new, "DiT-XL", "fid")["measured"] = 2.10
+    cell(new, "DiT-XL", "speed")["measured"] = 0.40
+    old_path, new_path = write_json_atomic(directed, tmp_path / "old.json"), write_json_atomic(new, tmp_path / "new.json")
+    assert cli("compare", old_path, new_path) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:11] for line in out[:2]] == ["improved   "] * 2
+    assert out[-1].endswith("4 cells compared, no regressions, 2 improvement(s)")
+    cell(new, "DiT-XL", "is")["measured"] = 260.0
+    write_json_atomic(new, new_path)
+    assert cli("compare", old_path, new_path) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("REGRESSION DiT-XL / is: value moved 277.00 -> 260.00, worse (higher is better)")
+    assert out[-1].endswith("4 cells compared, 1 regression(s), 2 improvement(s)")

@@ -11,12 +11,14 @@ from bench.measure import latency, quality
 from bench.measure.base import Context, Skip
 from bench.metrics import fidelity
 from bench.pipeline_check import write_random_inception
+from bench.suite import SamplerConfig
 from dydit.models import create_model, randomize_
 from dydit.sampling import random_vae
 
+# the row a measurement receives (bench.suite.Row.spec): its sampler fully resolved, as a suite gives it
 ROW = {"name": "Tiny DiT", "model": "DiT-S/8", "checkpoint": "tiny-ckpt", "column": "fid",
-       "sampler": {"name": "ddim", "steps": 3, "cfg_scale": 1.5, "num_samples": 6, "batch_size": 3,
-                   "reference": "tiny-ref"}}
+       "sampler": SamplerConfig(name="ddim", steps=3, cfg_scale=1.5, num_samples=6, batch_size=3,
+                                reference="tiny-ref").to_dict()}
 MANIFEST = """
 [assets.tiny-ckpt]
 files = [{ path = "ckpt.pt" }]
@@ -70,7 +72,7 @@ def test_five_quality_cells_sample_and_evaluate_once(root, tmp_path, monkeypatch
     assert saved["fid"] == values["fid"] and "torch-fidelity" in saved["backends"]["fid"]
     for key in ("fid", "sfid"):  # FID and sFID against the batch's own statistics, as ADM's evaluator
         assert saved["backends"][key].endswith("vs ADM reference statistics")
-    assert saved["samples"]["num"] == 6 and saved["samples"]["labels"] == "uniform"
+    assert saved["samples"]["spec"]["num"] == 6 and saved["samples"]["spec"]["labels"] == "uniform"
     # a new run (fresh cache) reads the saved metrics instead of sampling again
     again = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path / "work")
     assert quality.measure(ROW, "sfid", again) == values["sfid"] and len(runs) == 1

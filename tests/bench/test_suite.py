@@ -1,8 +1,9 @@
-"""Suite files: the real Table 1 suite, tolerance semantics, and one-line errors for malformed files."""
+"""Suite files: the real Table 1 suite, tolerance semantics, the resolved sampler, and one-line errors for
+malformed files."""
 import pytest
 
-from bench.results import Tolerance
-from bench.suite import SUITES_DIR, SuiteError, load_suite, suite_files
+from bench.definitions import Tolerance
+from bench.suite import SUITES_DIR, SamplerConfig, SuiteError, load_suite, suite_files
 from tests.bench.runner_helpers import MINI, write
 
 TABLE1 = SUITES_DIR / "table1.toml"
@@ -60,11 +61,82 @@ def test_tolerance_kinds():
 def test_mini_suite_is_valid(tmp_path):
     suite = load_suite(write(tmp_path, MINI))
     fid = suite.rows[0].cells["fid"]
-    assert fid.assets == ("dit-xl-2", "vae-ft-ema") and fid.sampler == {}
-    assert suite.rows[1].cells["fid"].reference
+    assert fid.assets == ("dit-xl-2", "vae-ft-ema") and fid.sampler == SamplerConfig()
+    assert suite.rows[1].cells["fid"].reference and not fid.unavailable
 
 
-# (edit of MINI: old -> new, expected place in the message, expected field, expected words)
+def test_sampler_defaults_are_in_one_place():
+    assert SamplerConfig() == SamplerConfig(name="ddpm", steps=250, cfg_scale=1.5, guided_channels=3,
+                                            labels="uniform", num_samples=50000, seed=0, batch_size=32,
+                                            precision="tf32", reference="adm-ref-imagenet256")
+    assert SamplerConfig(name="ddim").steps == 50 and SamplerConfig(name="dpm-solver++").steps == 20
+
+
+# MINI with every optional table: [suite.sampler], a column's, a row's and a cell's sampler, row options,
+# a plot and a section. The malformed cases below are edits of this text.
+RICH = MINI.replace('title = "Mini"\n', '''title = "Mini"
+
+[suite.sampler]
+name = "ddpm"
+steps = 250
+cfg_scale = 1.5
+num_samples = 50000
+''', 1).replace('tolerance = { abs = 0.1, why = "seed noise" }\n', '''tolerance = { abs = 0.1, why = "seed noise" }
+sampler = { batch_size = 16 }
+''', 1).replace('cells = { params = 675, fid = 2.27 }', '''sampler = { labels = "balanced", seed = 1, guided_channels = 3 }
+options = { flops_target = 0.5 }
+cells = { params = 675, fid = { paper = 2.27, sampler = { precision = "fp32", reference = "adm-ref-imagenet256" } } }''', 1) + '''
+[[plots]]
+x = "params"
+y = "fid"
+log_x = true
+
+[[sections]]
+title = "Pipeline check"
+measure = "pipeline-check"
+profiles = ["smoke"]
+'''
+
+
+def test_a_cells_sampler_is_suite_then_row_then_column_then_cell_with_the_defaults_for_the_rest(tmp_path):
+    suite = load_suite(write(tmp_path, RICH))
+    row = suite.rows[0]
+    fid, params = row.cells["fid"].sampler, row.cells["params"].sampler
+    assert fid == SamplerConfig(name="ddpm", steps=250, cfg_scale=1.5, num_samples=50000, labels="balanced", seed=1,
+                                guided_channels=3, batch_size=16, precision="fp32")
+    assert (params.batch_size, params.precision, params.labels) == (32, "tf32", "balanced")  # not the fid column's
+    spec = row.spec(row.cells["fid"])["sampler"]  # what quality.py and latency.py read, every value given
+    assert spec == fid.to_dict() and set(spec) == {"name", "steps", "cfg_scale", "guided_channels", "labels",
+                                                   "num_samples", "seed", "batch_size", "precision", "reference"}
+    assert row.options == {"flops_target": 0.5} and suite.plots[0]["log_x"] is True
+    all_channels = load_suite(write(tmp_path, RICH.replace("guided_channels = 3", 'guided_channels = "all"')))
+    assert all_channels.rows[0].cells["fid"].sampler.guided_channels is None  # SampleSpec's "all four"
+
+
+def test_sections_name_a_registered_module_and_get_its_import_path(tmp_path):
+    suite = load_suite(write(tmp_path, RICH))
+    assert suite.sections == [{"title": "Pipeline check", "measure": "bench.pipeline_check", "profiles": ["smoke"]}]
+    assert load_suite(TABLE1).sections[0]["measure"] == "bench.pipeline_check"
+
+
+def test_unavailable_cells_keep_their_status_and_say_why(tmp_path):
+    """SiT's sampler does not exist yet: its quality cells are skipped with that reason, not cited."""
+    rows = {r.name: r for r in load_suite(TABLE1).rows}
+    sit = rows["SiT-XL"]
+    for key in ("fid", "sfid", "is", "precision", "recall"):
+        cell = sit.cells[key]
+        assert not cell.reference and cell.tolerance is not None and "sit-xl-2" in cell.assets
+        assert "SiT's SDE sampler" in cell.unavailable and "not implemented yet" in cell.unavailable
+    assert sit.cells["params"].unavailable == sit.cells["flops"].unavailable == ""
+    assert all(not c.unavailable for r in rows.values() if r.name != "SiT-XL" for c in r.cells.values())
+    text = RICH.replace('options = {', 'unavailable = { quality = "no sampler yet" }\noptions = {', 1)
+    row = load_suite(write(tmp_path, text)).rows[0]
+    assert (row.cells["fid"].unavailable, row.cells["params"].unavailable) == ("no sampler yet", "")
+    cell_only = RICH.replace("cells = { params = 675,", 'cells = { params = { paper = 675, unavailable = "why" },')
+    assert load_suite(write(tmp_path, cell_only)).rows[0].cells["params"].unavailable == "why"
+
+
+# (edit of RICH: old -> new, expected place in the message, expected field, expected words)
 MALFORMED = {
     "bad toml": ("cells = { params = 608", "cells = { params = 608,,", None, None, "not valid TOML"),
     "unknown metric": ('metric = "fid"', 'metric = "fidd"', "column 'fid'", "metric", "unknown value 'fidd'"),
@@ -95,14 +167,73 @@ MALFORMED = {
     "checkpoint but none named": ('checkpoint = "dit-xl-2"\n', "", "row 'DiT-XL', cell 'fid'", "assets",
                                   "names none"),
     "missing title": ('title = "Mini"\n', "", "[suite]", "title", "missing"),
+    # sampler tables: only known fields, each typed and ranged, wherever they are written
+    "unknown sampler": ('name = "ddpm"', 'name = "no-such-sampler"', "[suite.sampler]", "name",
+                        "unknown sampler 'no-such-sampler' (known: ddpm, ddim, dpm-solver++)"),
+    "misspelt sampler field": ("steps = 250", "stpes = 250", "[suite.sampler]", "stpes", "unknown field"),
+    "zero steps": ("steps = 250", "steps = 0", "[suite.sampler]", "steps", "must be >= 1, got 0"),
+    "fractional steps": ("steps = 250", "steps = 2.5", "[suite.sampler]", "steps", "expected an integer, got float"),
+    "boolean sample count": ("num_samples = 50000", "num_samples = true", "[suite.sampler]", "num_samples",
+                             "expected an integer, got bool True"),
+    "guidance below 1": ("cfg_scale = 1.5", "cfg_scale = 0.5", "[suite.sampler]", "cfg_scale", "must be >= 1"),
+    "guided channels": ("guided_channels = 3", 'guided_channels = "some"', "row 'DiT-XL': sampler",
+                        "guided_channels", "expected 1 to 4 (DiT guides 3) or 'all'"),
+    "unknown labels": ('labels = "balanced"', 'labels = "random"', "row 'DiT-XL': sampler", "labels",
+                       "unknown label mode 'random'"),
+    "negative seed": ("seed = 1", "seed = -1", "row 'DiT-XL': sampler", "seed", "must be >= 0"),
+    "zero batch": ("batch_size = 16", "batch_size = 0", "column 'fid': sampler", "batch_size", "must be >= 1"),
+    "sampler not a table": ("sampler = { batch_size = 16 }", 'sampler = "ddim"', "column 'fid'", "sampler",
+                            "expected a table"),
+    "unknown precision": ('precision = "fp32"', 'precision = "fp16"', "row 'DiT-XL', cell 'fid': sampler",
+                          "precision", "unknown precision 'fp16' (known: fp32, tf32)"),
+    "unknown reference": ('reference = "adm-ref-imagenet256"', 'reference = "adm-ref-imagenet512"',
+                          "row 'DiT-XL', cell 'fid': sampler", "reference", "unknown asset 'adm-ref-imagenet512'"),
+    # sections: only the project's own modules
+    "section module path": ('measure = "pipeline-check"', 'measure = "os.path"', "section 1", "measure",
+                            "unknown section 'os.path' (known: pipeline-check)"),
+    "section of the right module by path": ('measure = "pipeline-check"', 'measure = "bench.pipeline_check"',
+                                            "section 1", "measure", "unknown section"),
+    # options, plots, lists, unavailable, cited cells
+    "unknown option": ("flops_target = 0.5", "flop_target = 0.5", "row 'DiT-XL': options", "flop_target",
+                       "unknown field"),
+    "option out of range": ("flops_target = 0.5", "flops_target = 1.5", "row 'DiT-XL': options", "flops_target",
+                            "must be <= 1"),
+    "plot of no column": ('\ny = "fid"', '\ny = "fdi"', "plot 1", "y", "unknown column 'fdi'"),
+    "plot against itself": ('x = "params"', 'x = "fid"', "plot 1", "y", "the same column as x"),
+    "plot flag type": ("log_x = true", 'log_x = "yes"', "plot 1", "log_x", "true or false"),
+    "number in a list": ('profiles = ["full"]', 'profiles = ["full", 1]', "column 'fid'", "profiles",
+                         "expected a list of strings, got int 1"),
+    "listed twice": ('profiles = ["full"]', 'profiles = ["full", "full"]', "column 'fid'", "profiles",
+                     "'full' is listed twice"),
+    "infinite window": ("[-0.5, 1.0]", "[-inf, 1.0]", "column 'params'", "tolerance.window", "two finite numbers"),
+    "blank note": ('checkpoint = "dit-xl-2"\n', 'checkpoint = "dit-xl-2"\nnote = " "\n', "row 'DiT-XL'", "note",
+                   "must not be empty"),
+    "unavailable of no measurement": ('options = {', 'unavailable = { qualty = "x" }\noptions = {',
+                                      "row 'DiT-XL': unavailable", "qualty", "unknown measurement"),
+    "unavailable without a reason": ('options = {', 'unavailable = { quality = 3 }\noptions = {',
+                                     "row 'DiT-XL': unavailable", "quality", "expected a string, got int 3"),
+    "unavailable of no cell": ('options = {', 'unavailable = { latency = "x" }\noptions = {',
+                               "row 'DiT-XL': unavailable", "latency", "no reproduced cell measured by 'latency'"),
+    "unavailable cited row": ("reference = true\n", 'reference = true\nunavailable = { quality = "x" }\n',
+                              "row 'ADM'", "unavailable", "a cited row is never measured"),
+    "tolerance on a cited cell": ("fid = 4.59 }", 'fid = { paper = 4.59, tolerance = { abs = 1, why = "x" } } }',
+                                  "row 'ADM', cell 'fid'", "tolerance", "a cited cell is never measured"),
+    "uncited cell in a cited row": ("cells = { params = 608,", "cells = { params = { paper = 608, reference = false },",
+                                    "row 'ADM', cell 'params'", "reference", "every cell of the cited row"),
+    "row without cells": ("cells = { params = 608, fid = 4.59 }", "cells = {}", "row 'ADM'", "cells", "empty"),
 }
+
+
+def test_enough_malformed_cases_and_rich_is_valid(tmp_path):
+    assert len(MALFORMED) >= 20
+    assert load_suite(write(tmp_path, RICH)).name == "mini"
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_suite_gets_one_line_naming_file_place_and_field(tmp_path, case):
     old, new, where, field, words = MALFORMED[case]
-    assert old in MINI, case
-    path = write(tmp_path, MINI.replace(old, new, 1), "bad.toml")
+    assert old in RICH, case
+    path = write(tmp_path, RICH.replace(old, new, 1), "bad.toml")
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     message = str(info.value)
@@ -124,6 +255,17 @@ def test_validate_command_reports_each_file(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"ok: {good}: suite mini, 2 rows, 2 columns, 4 cells")
     assert out[-1] == f"error: {bad}: column 'params': field 'unit': expected a string, got int 3"
+
+
+def test_validate_command_rejects_an_unknown_sampler_and_a_foreign_section_module(tmp_path, capsys):
+    from tests.bench.runner_helpers import cli
+    sampler = write(tmp_path, RICH.replace('name = "ddpm"', 'name = "no-such-sampler"'), "sampler.toml")
+    section = write(tmp_path, RICH.replace('measure = "pipeline-check"', 'measure = "os.path"'), "section.toml")
+    assert cli("validate", sampler) == 1 and cli("validate", section) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"error: {sampler}: [suite.sampler]: field 'name': unknown sampler 'no-such-sampler' "
+                   "(known: ddpm, ddim, dpm-solver++)",
+                   f"error: {section}: section 1: field 'measure': unknown section 'os.path' (known: pipeline-check)"]
 
 
 def test_suite_names_resolve_to_files():

@@ -1,0 +1,105 @@
+"""What the bench measures, defined once: metric names, each metric's definition (the measurement that
+produces it, its unit, its kind and which direction is better), the measurement and section modules, and
+tolerances.
+
+Standard library only: it imports nothing else from `bench`, so suites, results, compare and the
+measurement modules all read the same definitions without import cycles.
+"""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+# Metric names: the keys of result cells (as torch-fidelity names its result keys).
+METRIC_PARAMS = "params"
+METRIC_GFLOPS = "gflops"
+METRIC_GFLOPS_DYNAMIC = "gflops_dynamic"
+METRIC_FID = "fid"
+METRIC_SFID = "sfid"
+METRIC_IS = "is"
+METRIC_PRECISION = "precision"
+METRIC_RECALL = "recall"
+METRIC_S_PER_IMAGE = "s_per_image"
+
+# Which way is better. An "exact" metric has one right value: a move either way is a change.
+LOWER, HIGHER, EXACT = "lower", "higher", "exact"
+DIRECTIONS = (LOWER, HIGHER, EXACT)
+
+# Kinds: a timing compares only between runs on the same device; quality needs trained weights.
+STATIC, QUALITY, TIMING = "static", "quality", "timing"
+KINDS = (STATIC, QUALITY, TIMING)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Which measurement produces a metric, its unit, its kind, and which direction is better."""
+    measure: str
+    unit: str
+    kind: str
+    direction: str
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"metric kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric direction {self.direction!r} is not one of {', '.join(DIRECTIONS)}")
+
+
+METRICS = {
+    METRIC_PARAMS: Metric("params", "M", STATIC, EXACT),
+    METRIC_GFLOPS: Metric("flops", "G", STATIC, LOWER),
+    METRIC_GFLOPS_DYNAMIC: Metric("flops", "G", STATIC, LOWER),
+    METRIC_FID: Metric("quality", "", QUALITY, LOWER),
+    METRIC_SFID: Metric("quality", "", QUALITY, LOWER),
+    METRIC_IS: Metric("quality", "", QUALITY, HIGHER),
+    METRIC_PRECISION: Metric("quality", "", QUALITY, HIGHER),
+    METRIC_RECALL: Metric("quality", "", QUALITY, HIGHER),
+    METRIC_S_PER_IMAGE: Metric("latency", "s/image", TIMING, LOWER),
+}
+
+# measurement name -> module exposing measure(row, metric, ctx)
+MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality")}
+
+# [[sections]] `measure` name -> the project's own module exposing run(ctx) (nothing else is imported)
+SECTIONS = {"pipeline-check": "bench.pipeline_check"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a measured value may be from the paper's: rel, abs, or a window [lo, hi) of offsets."""
+    kind: str  # "rel" | "abs" | "window"
+    value: object  # float, or (lo, hi) for a window
+    why: str
+
+    def band(self, paper: float) -> Tuple[float, float]:
+        """The accepted measured values: closed [lo, hi] for rel/abs, half-open [lo, hi) for a window."""
+        if self.kind == "rel":
+            return paper - self.value * abs(paper), paper + self.value * abs(paper)
+        if self.kind == "abs":
+            return paper - self.value, paper + self.value
+        return paper + self.value[0], paper + self.value[1]
+
+    def accepts(self, paper: float, measured: float) -> bool:
+        lo, hi = self.band(paper)
+        return lo <= measured < hi if self.kind == "window" else lo <= measured <= hi
+
+    def allowed_move(self, old: float) -> float:
+        """How far a value may move between two runs before compare calls it a change (half the band)."""
+        lo, hi = self.band(old)
+        return (hi - lo) / 2
+
+    def text(self) -> str:
+        if self.kind == "rel":
+            return f"±{self.value * 100:g} %"
+        if self.kind == "abs":
+            return f"±{self.value:g}"
+        lo, hi = self.value
+        return f"[{lo:+g}, {hi:+g}) around the paper's value"
+
+    def to_dict(self) -> dict:
+        return {self.kind: list(self.value) if self.kind == "window" else self.value, "why": self.why}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> Optional["Tolerance"]:
+        if not d:
+            return None
+        kind = next(k for k in ("rel", "abs", "window") if k in d)
+        return cls(kind, tuple(d[kind]) if kind == "window" else d[kind], d.get("why", ""))
