@@ -48,7 +48,8 @@ class TimestepEmbedder(nn.Module):
         return embedding
 
     def forward(self, t):
-        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size))
+        # the sinusoid is computed in float32; the MLP runs in the weights' dtype (fp64/fp16 models too)
+        return self.mlp(self.timestep_embedding(t, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):
