@@ -99,8 +99,9 @@ def counts(cells) -> dict:
 
 def summary_line(result: dict) -> str:
     n = result["counts"]
+    sections = "".join(f"; {s['title'].split(' (')[0].lower()}: {s['status']}" for s in result.get("sections", []))
     return (f"{result['suite']} ({result['profile']}, {result['provenance']['device']}): "
-            + ", ".join(f"{n[s]} {s}" for s in STATUSES))
+            + ", ".join(f"{n[s]} {s}" for s in STATUSES) + sections)
 
 
 def load_result(path) -> dict:

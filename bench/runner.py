@@ -4,7 +4,7 @@ import importlib
 import math
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import List, Optional
@@ -15,6 +15,8 @@ from bench.measure.base import Context, Skip
 from bench.results import ERROR, FAIL, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance, utc_now
 from bench.suite import MEASUREMENTS, Cell, Suite
 
+AUTO = "auto"  # run-time profile: each cell in the richest of its profiles this machine can run
+RICHEST_FIRST = ("full", "smoke")
 NO_CUDA = "a CUDA GPU (torch.cuda.is_available() is False)"
 HOW_TO_PROVIDE = ("put assets under --assets DIR or $DYDIT_ASSETS; `python -m bench assets` and the report's "
                   "asset list say where to get each")
@@ -76,6 +78,8 @@ def blocked(cell: Cell, profile: str, machine: Machine) -> Optional[str]:
     """Why a cell does not run in this profile here (None: it runs); the reason names what is missing."""
     if cell.reference:
         return f"cited, not reproduced: {cell.note}" if cell.note else "cited, not reproduced"
+    if getattr(cell, "unavailable", ""):
+        return cell.unavailable
     lacks = machine.lacks(cell)
     missing = f"missing here: {'; '.join(lacks)}" if lacks else ""
     if any(a for a in cell.assets if machine.asset_problem(a)):
@@ -85,10 +89,54 @@ def blocked(cell: Cell, profile: str, machine: Machine) -> Optional[str]:
     return missing or None
 
 
-def default_profile(suite: Suite, machine: Machine) -> str:
-    """`full` where CUDA and every asset of the suite's full cells are here, else `smoke`."""
-    full = [cell for _, cell in suite.cells() if "full" in cell.profiles and not cell.reference]
-    return "full" if machine.cuda and not any(machine.lacks(cell) for cell in full) else "smoke"
+@dataclass
+class Decision:
+    """What the runner will do with one cell here: run it in `profile`, or not, and why (short and full)."""
+    row: str
+    column: str
+    profile: Optional[str]  # the profile the cell runs in; None: it does not run
+    reason: str = ""  # full reason when it does not run (names the missing asset and where it goes)
+    why: str = ""  # the same, short, for the plan table
+    cited: bool = False
+
+
+def decide(cell: Cell, profile: str, machine: Machine) -> Decision:
+    """Whether and in which profile a cell runs. `auto`: the richest of its profiles this machine can run
+    (full before smoke), so a GPU with the DiT assets runs DiT's quality cells whatever else is missing."""
+    if cell.reference or getattr(cell, "unavailable", ""):
+        reason = blocked(cell, profile if profile != AUTO else cell.profiles[0], machine)
+        return Decision(cell.row, cell.column, None, reason, "cited" if cell.reference else reason, cell.reference)
+    candidates = [p for p in RICHEST_FIRST if p in cell.profiles] if profile == AUTO else [profile]
+    for p in candidates:
+        if blocked(cell, p, machine) is None:
+            return Decision(cell.row, cell.column, p)
+    tried = candidates[0] if profile == AUTO or profile in cell.profiles else profile
+    lacks = machine.lacks(cell)
+    why = ("needs " + ", ".join(_short(x) for x in lacks)) if lacks and tried in cell.profiles \
+        else f"not in the {profile} profile"
+    return Decision(cell.row, cell.column, None, blocked(cell, tried, machine), why)
+
+
+def _short(problem: str) -> str:
+    """'dit-xl-2 (missing: /x/y.pt)' -> 'dit-xl-2'; 'a CUDA GPU (...)' -> 'a CUDA GPU'."""
+    return problem.split(" (", 1)[0]
+
+
+def plan(suite: Suite, profile: str, machine: Machine) -> List[Decision]:
+    """The decision for every cell of a suite, in table order."""
+    return [decide(cell, profile, machine) for _, cell in suite.cells()]
+
+
+def plan_table(decisions: List[Decision]) -> str:
+    """The short table `bench run` prints before it starts: cells per (what happens, why)."""
+    import pandas as pd
+    frame = pd.DataFrame([{"cells": 1, "what": "cited" if d.cited else (f"run ({d.profile})" if d.profile else "skip"),
+                           "why": "" if d.profile or d.cited else d.why} for d in decisions])
+    table = frame.groupby(["what", "why"], sort=False, as_index=False)["cells"].sum()[["cells", "what", "why"]]
+    runs = int(frame.loc[frame["what"].str.startswith("run"), "cells"].sum())
+    cited = int((frame["what"] == "cited").sum())
+    head = f"{runs} cell(s) will run, {len(frame) - runs - cited} skip, {cited} cited"
+    return head + "\n" + table.to_string(index=False, justify="left")
 
 
 def judge(cell: Cell, measured: float):
@@ -118,10 +166,12 @@ def run_cell(row, cell: Cell, profile: str, machine: Machine, ctx: Context) -> d
            "unit": cell.unit, "tolerance": cell.tolerance.to_dict() if cell.tolerance else None,
            "status": None, "reason": "", "erratum": cell.erratum, "kind": cell.kind,
            "profiles": list(cell.profiles), "assets": list(cell.assets), "device": cell.device, "seconds": 0.0}
-    reason = blocked(cell, profile, machine)
-    if reason is not None:
-        out.update(status=REFERENCE if cell.reference else SKIPPED, reason=reason)
+    decision = decide(cell, profile, machine)
+    if decision.profile is None:
+        out.update(status=REFERENCE if cell.reference else SKIPPED, reason=decision.reason)
         return out
+    out["profile"] = decision.profile
+    ctx = replace(ctx, profile=decision.profile)  # the cache dict stays shared between cells
     start = perf_counter()
     try:
         import torch
@@ -140,18 +190,32 @@ def run_cell(row, cell: Cell, profile: str, machine: Machine, ctx: Context) -> d
     return out
 
 
-def run_section(section: dict, profile: str, ctx: Context) -> dict:
-    """An extra section (e.g. the pipeline check): `module.run(ctx) -> {title, note, rows}`, isolated."""
+def run_section(section: dict, profile: str, ctx: Context, machine: Optional[Machine] = None) -> dict:
+    """An extra section (e.g. the pipeline check): `module.run(ctx) -> {title, note, rows}`, isolated and judged.
+
+    Every row is a check {name, value, unit, ok, expected}: the section passes only if each row says
+    ok=True; a row that is not judged (no boolean `ok`) makes the section an error, never a pass."""
     title = section["title"]
-    if profile not in section["profiles"]:
+    chosen = profile
+    if profile == AUTO:  # smoke sections always (they need nothing); full ones where CUDA is here
+        chosen = "smoke" if "smoke" in section["profiles"] else "full" if machine and machine.cuda else None
+    if chosen not in section["profiles"]:
         return {"title": title, "note": f"not run in the {profile} profile (runs in: {', '.join(section['profiles'])})",
                 "rows": [], "status": SKIPPED}
     try:
-        produced = importlib.import_module(section["measure"]).run(ctx)
+        produced = importlib.import_module(section["measure"]).run(replace(ctx, profile=chosen))
         if not isinstance(produced, dict) or not isinstance(produced.get("rows", []), list):
             raise TypeError(f"{section['measure']}.run returned {type(produced).__name__}, expected a dict with rows")
-        return {"title": produced.get("title", title), "note": produced.get("note", ""),
-                "rows": [dict(r) for r in produced.get("rows", [])], "status": produced.get("status", PASS)}
+        rows = [dict(r) for r in produced.get("rows", [])]
+        unjudged = [r.get("name", "?") for r in rows if not isinstance(r.get("ok"), bool)]
+        if unjudged or not rows:
+            raise TypeError(f"{section['measure']}.run returned "
+                            + (f"rows without a boolean 'ok': {', '.join(unjudged)}" if rows else "no checks"))
+        failed = [r["name"] for r in rows if not r["ok"]]
+        note = produced.get("note", "")
+        if failed:
+            note = f"FAILED: {'; '.join(failed)}. " + note
+        return {"title": produced.get("title", title), "note": note, "rows": rows, "status": FAIL if failed else PASS}
     except Exception as e:  # same isolation as cells
         return {"title": title, "note": f"error: {type(e).__name__}: {e}", "rows": [], "status": ERROR}
 
@@ -165,7 +229,7 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
         for row, cell in bar:
             bar.set_postfix_str(f"{row.name} / {cell.column}", refresh=False)
             cells.append(run_cell(row, cell, profile, machine, ctx))
-    sections = [run_section(s, profile, ctx) for s in suite.sections]
+    sections = [run_section(s, profile, ctx, machine) for s in suite.sections]
     return {
         "schema": SCHEMA,
         "suite": suite.name,

@@ -10,12 +10,12 @@ def register(subparsers):
 
 
 def row_plan(suite, row, machine):
-    """{profile: "cells that run here (N not here)"} for one row, in column order."""
-    from bench.runner import blocked
+    """{profile: "cells that run here (N not here)"} for one row, in column order (auto = what `run` does)."""
+    from bench.runner import AUTO, decide
     plan = {}
-    for profile in PROFILES:
+    for profile in (AUTO, *PROFILES):
         cells = [row.cells[col.key] for col in suite.columns if col.key in row.cells and not row.cells[col.key].reference]
-        runs = [c.column for c in cells if blocked(c, profile, machine) is None]
+        runs = [c.column for c in cells if decide(c, profile, machine).profile is not None]
         text = ", ".join(runs) or "—"
         plan[profile] = text + (f" ({len(cells) - len(runs)} not here)" if len(runs) < len(cells) else "")
     return plan
@@ -24,7 +24,7 @@ def row_plan(suite, row, machine):
 def run(args):
     import pandas as pd
 
-    from bench.runner import Machine, default_profile
+    from bench.runner import AUTO, Machine
     from bench.suite import SuiteError, load_suite, suite_files
     machine = Machine.here(args.assets)
     print(f"this machine: {'CUDA' if machine.cuda else 'no CUDA'}; assets root: {machine.assets_root or 'not set'}")
@@ -36,11 +36,11 @@ def run(args):
             print(f"\nerror: {e}")
             status = 1
             continue
-        print(f"\n{suite.name}: {suite.title} ({path}); default profile here: {default_profile(suite, machine)}")
+        print(f"\n{suite.name}: {suite.title} ({path})")
         lines = [{"row": row.name, "model": "cited" if row.reference else row.model,
-                  **({p: "—" for p in PROFILES} if row.reference else row_plan(suite, row, machine))}
+                  **({p: "—" for p in (AUTO, *PROFILES)} if row.reference else row_plan(suite, row, machine))}
                  for row in suite.rows]
-        frame = pd.DataFrame(lines).rename(columns={p: f"{p}: runs here" for p in PROFILES})
+        frame = pd.DataFrame(lines).rename(columns={p: f"{p}: runs here" for p in (AUTO, *PROFILES)})
         left = {col: f"{{:<{frame[col].str.len().max()}}}".format for col in frame.columns}
         print(frame.to_string(index=False, formatters=left, justify="left"))
         cells = [c for _, c in suite.cells() if not c.reference]

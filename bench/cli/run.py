@@ -8,8 +8,9 @@ from bench.suite import PROFILES
 def register(subparsers):
     p = subparsers.add_parser("run", help="run a suite: result JSON + HTML report (smoke on CPU / without assets)")
     p.add_argument("suite", help="suite file or name, e.g. suites/table1.toml or table1")
-    p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="default: full where CUDA and every asset are here, else smoke")
+    p.add_argument("--profile", choices=(*PROFILES, "auto"), default="auto",
+                   help="auto (default): every cell in the richest of its profiles this machine can run (full "
+                        "where its GPU and assets are here, else smoke); smoke or full: only that profile's cells")
     p.add_argument("--out", default="reports", help="folder for <suite>.json, <suite>.html, index.html")
     p.add_argument("--baseline", default=None, metavar="FILE",
                    help="compare with this earlier result JSON; exit 1 on a regression")
@@ -33,7 +34,7 @@ def run(args):
     from bench.measure.base import Context
     from bench.report.render import render_index, render_suite
     from bench.results import load_result, summary_line, write_json_atomic
-    from bench.runner import Machine, default_profile, run_suite
+    from bench.runner import Machine, plan, plan_table, run_suite
     from bench.suite import SuiteError, load_suite, suite_files
 
     try:
@@ -50,7 +51,9 @@ def run(args):
             return 2
     out = Path(args.out)
     machine = Machine.here(args.assets)
-    profile = args.profile or default_profile(suite, machine)
+    profile = args.profile
+    print(f"{suite.name}: {suite.title} [profile {profile}, {'CUDA' if machine.cuda else 'no CUDA'}, assets root "
+          f"{machine.assets_root or 'not set'}]\n{plan_table(plan(suite, profile, machine))}", flush=True)
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
                   work_dir=Path(args.work_dir) if args.work_dir else out / "work")
     result = run_suite(suite, profile, machine, ctx, command_line(args, profile))

@@ -21,7 +21,7 @@ def environment() -> jinja2.Environment:
     env.filters["value"] = fmt_value
     env.filters["paper"] = lambda x: "—" if x is None else f"{x:g}"
     # section values are whatever a check reports: 4 significant digits keep 9.6e-11 and 0.0289 readable
-    env.filters["number"] = lambda x: f"{x:.4g}" if isinstance(x, float) else x
+    env.filters["number"] = lambda x: f"{x:.4g}" if isinstance(x, float) else "—" if x is None else x
     env.globals["STATUS_TEXT"] = STATUS_TEXT
     return env
 

@@ -3,7 +3,7 @@ from bench.measure.base import Context
 from bench.results import write_json_atomic
 from bench.runner import run_suite
 from bench.suite import SUITES_DIR, load_suite
-from tests.bench.runner_helpers import install_fake, machine, write
+from tests.bench.runner_helpers import install_fake, install_section, machine, write
 
 HOSTILE = "<script>alert(1)</script>"
 PARAMS = {"DiT-L/2": 458.102816, "DiT-XL/2": 675.129632, "SiT-XL/2": 675.111184, "DyDiT-XL/2": 678.424644}
@@ -24,14 +24,11 @@ profiles = ["smoke"]
 
 def table1_result(tmp_path, monkeypatch, out_name="reports"):
     """Runs suites/table1.toml (+ EXTRA) in smoke with fake params/FLOPs; writes the JSON; returns (result, out)."""
-    import sys
-    import types
     install_fake(monkeypatch, lambda row, metric, ctx: PARAMS[row["model"]], name="params", metrics=())
     install_fake(monkeypatch, lambda row, metric, ctx: GFLOPS[row["model"]], name="flops", metrics=())
-    check = types.ModuleType("fake_checks.pipeline")
-    check.run = lambda ctx: {"title": "Pipeline check", "note": "a 2-image <b>run</b>",
-                             "rows": [{"name": "images", "value": 2, "unit": ""}]}
-    monkeypatch.setitem(sys.modules, "fake_checks.pipeline", check)
+    install_section(monkeypatch, "fake_checks.pipeline", lambda ctx: {
+        "title": "Pipeline check", "note": "a 2-image <b>run</b>",
+        "rows": [{"name": "images", "value": 2, "unit": "", "ok": True, "expected": "2"}]})
     text = (SUITES_DIR / "table1.toml").read_text(encoding="utf-8") + EXTRA
     suite = load_suite(write(tmp_path, text, "table1.toml"))
     result = run_suite(suite, "smoke", machine(tmp_path), Context(), ["run", "table1"])

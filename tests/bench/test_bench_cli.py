@@ -83,11 +83,13 @@ def test_run_writes_json_html_index_and_statuses(tmp_path, monkeypatch, capsys):
     suite, out = write(tmp_path, TINY, "tiny.toml"), tmp_path / "reports"
     assert cli("run", suite, "--out", out, "--assets", tmp_path / "assets") == 0
     printed = capsys.readouterr().out
-    assert "tiny (smoke, cpu: " in printed and f"{(out / 'index.html').resolve()}" in printed
+    assert "tiny (auto, cpu: " in printed and f"{(out / 'index.html').resolve()}" in printed
+    # before it starts: the plan, cells that run / skip / are cited and why
+    assert "cell(s) will run" in printed and "needs a CUDA GPU" in printed
     for name in ("tiny.json", "tiny.html", "index.html", "tiny_flops_fid.png"):
         assert (out / name).is_file(), name
     result = json.loads((out / "tiny.json").read_text())
-    assert result["suite"] == "tiny" and result["profile"] == "smoke"
+    assert result["suite"] == "tiny" and result["profile"] == "auto"
     cells = {(c["row"], c["column"]): c for c in result["cells"]}
     dit = cells[("DiT-S/8", "params")]
     assert (dit["status"], round(dit["measured"], 6), dit["unit"]) == (FAIL, 33.14816, "M")  # 33.0 ± 0.01
@@ -99,7 +101,7 @@ def test_run_writes_json_html_index_and_statuses(tmp_path, monkeypatch, capsys):
     assert fid["status"] == SKIPPED and "a CUDA GPU" in fid["reason"] and "adm-ref-imagenet256" in fid["reason"]
     assert cells[("Cited", "fid")]["status"] == REFERENCE
     assert result["counts"][ERROR] == 0
-    assert result["provenance"]["command"].endswith(f"run {suite} --profile smoke --out {out} --seed 0 "
+    assert result["provenance"]["command"].endswith(f"run {suite} --profile auto --out {out} --seed 0 "
                                                     f"--assets {tmp_path / 'assets'}")
     assert result["assets"]["dit-xl-2"]["status"] == "missing"
 
@@ -122,7 +124,7 @@ def test_ls_lists_rows_and_what_each_profile_runs_here(tmp_path, monkeypatch, ca
     monkeypatch.delenv("DYDIT_ASSETS", raising=False)
     assert cli("ls", write(tmp_path, TINY, "tiny.toml")) == 0
     out = capsys.readouterr().out
-    assert "tiny: Tiny: DiT-S/8 and DyDiT-S/8" in out and "default profile here: smoke" in out
+    assert "tiny: Tiny: DiT-S/8 and DyDiT-S/8" in out and "auto: runs here" in out
     line = next(line for line in out.splitlines() if line.startswith("DiT-S/8 "))
     assert "params, flops (1 not here)" in line
     assert "missing here: " in out and "dit-xl-2" in out

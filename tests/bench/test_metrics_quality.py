@@ -78,6 +78,37 @@ def test_five_quality_cells_sample_and_evaluate_once(root, tmp_path, monkeypatch
     assert quality.measure(ROW, "sfid", again) == values["sfid"] and len(runs) == 1
 
 
+def test_saved_metrics_are_reused_only_for_the_same_samples_inception_and_spec(root, tmp_path, monkeypatch):
+    evaluations = []
+    real = quality.evaluate_samples
+    monkeypatch.setattr(quality, "evaluate_samples", lambda *a, **k: evaluations.append(a) or real(*a, **k))
+    monkeypatch.setattr(sample, "run", lambda *a, _run=sample.run, **k: _run(*a, **k, progress=False))
+    measure = lambda: quality.measure(ROW, "fid", Context(profile="full", device="cpu", assets_root=root,
+                                                          work_dir=tmp_path / "work"))
+    first = measure()
+    assert measure() == first and len(evaluations) == 1  # same everything: metrics.json reused
+    # another Inception file (new weights, same name): recomputed, reference features not reused
+    write_random_inception(root / "inception.pth", seed=1)
+    second = measure()
+    assert len(evaluations) == 2 and second != first
+    features = sorted((tmp_path / "work" / "samples").glob("reference-features-*.pt"))
+    assert len(features) == 2  # one cache entry per Inception file
+    # metrics.json recorded with another sampling spec: recomputed, not trusted
+    metrics_file = next((tmp_path / "work" / "samples").glob(f"*/{quality.METRICS_FILE}"))
+    saved = json.loads(metrics_file.read_text())
+    saved["samples"]["spec"]["batch_size"] = 99
+    metrics_file.write_text(json.dumps(saved))
+    assert measure() == second and len(evaluations) == 3
+    # samples.npz replaced (run.json records another sha256): recomputed
+    run_json = metrics_file.parent / sample.CONFIG_FILE
+    config = json.loads(run_json.read_text())
+    config["result"]["sha256"] = "0" * 64
+    run_json.write_text(json.dumps(config))
+    measure()
+    assert len(evaluations) == 4
+    write_random_inception(root / "inception.pth")  # the module's assets as they were
+
+
 def test_quality_skips_say_what_is_missing(root, tmp_path):
     ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path)
     with pytest.raises(Skip, match="full profile"):

@@ -5,9 +5,9 @@ import pytest
 
 from bench.measure.base import Context, Skip
 from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, load_result, write_json_atomic
-from bench.runner import Machine, blocked, default_profile, run_suite
+from bench.runner import blocked, run_suite
 from bench.suite import load_suite
-from tests.bench.runner_helpers import FAKE_SUITE, MINI, install_fake, machine, write
+from tests.bench.runner_helpers import FAKE_SUITE, MINI, install_fake, install_section, machine, write
 
 
 def by_row(result, column="a"):
@@ -74,17 +74,6 @@ def test_cells_outside_the_profile_or_lacking_device_or_assets_are_skipped_with_
     assert blocked(suite.rows[1].cells["fid"], "full", gpu) == "cited, not reproduced"
 
 
-def test_default_profile_is_full_only_with_cuda_and_every_asset(tmp_path):
-    suite = load_suite(write(tmp_path, MINI))
-    assert default_profile(suite, machine(tmp_path, cuda=True)) == "smoke"  # assets missing
-    gpu = machine(tmp_path, cuda=True)
-    for rel in ("checkpoints/DiT-XL-2-256x256.pt", "vae/sd-vae-ft-ema/diffusion_pytorch_model.safetensors"):
-        (gpu.assets_root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (gpu.assets_root / rel).write_bytes(b"weights")
-    assert default_profile(suite, gpu) == "full"
-    assert default_profile(suite, Machine(cuda=False, assets_root=gpu.assets_root, manifest=gpu.manifest)) == "smoke"
-
-
 def test_a_measurement_module_not_in_the_checkout_skips_its_cells(tmp_path, monkeypatch):
     from bench import suite as suite_module
     install_fake(monkeypatch, lambda row, metric, ctx: 1.0)
@@ -95,17 +84,13 @@ def test_a_measurement_module_not_in_the_checkout_skips_its_cells(tmp_path, monk
 
 
 def test_sections_hook_runs_isolated_and_only_in_its_profiles(tmp_path, monkeypatch):
-    import sys
-    import types
-    good, bad = types.ModuleType("fake_checks.good"), types.ModuleType("fake_checks.bad")
-    good.run = lambda ctx: {"title": "Pipeline check", "note": "tiny run",
-                            "rows": [{"name": "steps", "value": 3, "unit": ""}]}
+    checked = {"name": "steps", "value": 3, "unit": "", "ok": True, "expected": "3"}
+    install_section(monkeypatch, "fake_checks.good",
+                    lambda ctx: {"title": "Pipeline check", "note": "tiny run", "rows": [checked]})
 
     def explode(ctx):
         raise ValueError("no pipeline")
-    bad.run = explode
-    monkeypatch.setitem(sys.modules, "fake_checks.good", good)
-    monkeypatch.setitem(sys.modules, "fake_checks.bad", bad)
+    install_section(monkeypatch, "fake_checks.bad", explode)
     install_fake(monkeypatch, lambda row, metric, ctx: 1.0)
     text = FAKE_SUITE + '''
 [[sections]]
@@ -125,8 +110,7 @@ profiles = ["full"]
 '''
     result = run_suite(load_suite(write(tmp_path, text)), "smoke", machine(tmp_path), Context())
     good_s, bad_s, gpu_s = result["sections"]
-    assert good_s == {"title": "Pipeline check", "note": "tiny run", "status": PASS,
-                      "rows": [{"name": "steps", "value": 3, "unit": ""}]}
+    assert good_s == {"title": "Pipeline check", "note": "tiny run", "status": PASS, "rows": [checked]}
     assert bad_s["status"] == ERROR and bad_s["note"] == "error: ValueError: no pipeline" and bad_s["rows"] == []
     assert gpu_s["status"] == SKIPPED and "not run in the smoke profile" in gpu_s["note"]
     assert by_row(result)["one"]["status"] == PASS  # cells unaffected

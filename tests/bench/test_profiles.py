@@ -1,0 +1,103 @@
+"""Per-cell profiles (`auto`), the plan `bench run` prints first, and judged sections (the pipeline check)."""
+import sys
+import types
+
+import numpy as np
+
+from bench import runner
+from bench.measure.base import Context
+from bench.pipeline_check import rank_check
+from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED
+from bench.runner import AUTO, Machine, decide, plan, plan_table, run_section, run_suite
+from bench.suite import SUITES_DIR, load_suite
+
+TABLE1 = SUITES_DIR / "table1.toml"
+
+
+class FakeMachine(Machine):
+    """A CUDA machine with every asset present but the named ones (nothing is read from disk)."""
+
+    def __init__(self, absent=(), cuda=True):
+        super().__init__(cuda=cuda, assets_root=None, manifest={})
+        self.absent = set(absent)
+
+    def asset_problem(self, name):
+        return f"{name} (missing: <assets>/{name})" if name in self.absent else None
+
+
+def fake_measurements(monkeypatch, value=2.0):
+    """Every measurement returns `value` and records (row, metric, profile) instead of measuring."""
+    calls = []
+    module = types.ModuleType("fake_measure_all")
+    module.measure = lambda row, metric, ctx: calls.append((row["name"], metric, ctx.profile)) or value
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    for name in list(runner.MEASUREMENTS):
+        monkeypatch.setitem(runner.MEASUREMENTS, name, module.__name__)
+    return calls
+
+
+def test_every_asset_but_sits_runs_the_dit_and_dydit_quality_cells(monkeypatch):
+    suite = load_suite(TABLE1)
+    suite.sections = []  # the pipeline check is tested on its own
+    calls = fake_measurements(monkeypatch)
+    result = run_suite(suite, AUTO, FakeMachine(absent={"sit-xl-2"}), Context())
+    cells = {(c["row"], c["column"]): c for c in result["cells"]}
+    for row in ("DiT-XL", "DyDiT-XL λ=0.7", "DyDiT-XL λ=0.5"):
+        assert cells[(row, "fid")]["status"] in (PASS, FAIL), cells[(row, "fid")]
+        assert (row, "fid", "full") in calls
+    sit = cells[("SiT-XL", "fid")]
+    assert sit["status"] == SKIPPED and "not implemented" in sit["reason"]
+    assert cells[("SiT-XL", "params")]["status"] in (PASS, FAIL)  # its architecture cells still run
+    assert cells[("ADM", "fid")]["status"] == REFERENCE
+
+
+def test_auto_on_a_cpu_without_assets_runs_what_smoke_runs():
+    suite = load_suite(TABLE1)
+    from bench.assets import load_manifest
+    cpu = FakeMachine(absent=set(load_manifest()), cuda=False)
+    auto = {(d.row, d.column): d.profile is not None for d in plan(suite, AUTO, cpu)}
+    smoke = {(d.row, d.column): d.profile is not None for d in plan(suite, "smoke", cpu)}
+    assert auto == smoke and any(auto.values())
+    fid = decide(suite.rows[[r.name for r in suite.rows].index("DiT-XL")].cells["fid"], AUTO, cpu)
+    assert fid.profile is None and "a CUDA GPU" in fid.reason and "dit-xl-2" in fid.reason
+
+
+def test_the_plan_table_counts_cells_and_says_why():
+    suite = load_suite(TABLE1)
+    text = plan_table(plan(suite, AUTO, FakeMachine(absent={"dit-xl-2"}, cuda=False)))
+    head = text.splitlines()[0]
+    runs, skips, cited = (int(head.split()[i]) for i in (0, 4, 6))
+    assert runs + skips + cited == len(list(suite.cells()))
+    assert "needs a CUDA GPU, dit-xl-2" in text and "run (full)" in text and "cited" in text
+
+
+def section(monkeypatch, run):
+    module = types.ModuleType("fake_section_check")
+    module.run = run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return {"title": "Check", "measure": module.__name__, "profiles": ["smoke"]}
+
+
+def test_a_section_passes_only_when_every_row_is_judged_ok(monkeypatch):
+    row = {"name": "a", "value": 0.0, "unit": "", "ok": True, "expected": "0"}
+    good = run_section(section(monkeypatch, lambda ctx: {"rows": [row]}), AUTO, Context())
+    assert good["status"] == PASS
+    bad = run_section(section(monkeypatch, lambda ctx: {"rows": [row, {**row, "name": "b", "ok": False}]}),
+                      AUTO, Context())
+    assert bad["status"] == FAIL and bad["note"].startswith("FAILED: b")
+    unjudged = run_section(section(monkeypatch, lambda ctx: {"rows": [{"name": "c", "value": 1.0}]}), "smoke",
+                           Context())
+    assert unjudged["status"] == ERROR and "without a boolean 'ok': c" in unjudged["note"]
+    empty = run_section(section(monkeypatch, lambda ctx: {"rows": []}), "smoke", Context())
+    assert empty["status"] == ERROR
+
+
+def test_a_pipeline_check_with_a_rank_mismatch_fails(monkeypatch):
+    one = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    two = one.copy()
+    assert rank_check(two, one)["ok"] is True
+    two[2, 3, 4, 1] ^= 1  # one pixel level in one image
+    mismatch = rank_check(two, one)
+    assert mismatch["ok"] is False and mismatch["value"] == 1.0
+    result = run_section(section(monkeypatch, lambda ctx: {"rows": [mismatch]}), AUTO, Context())
+    assert result["status"] == FAIL
