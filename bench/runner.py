@@ -78,7 +78,7 @@ def blocked(cell: Cell, profile: str, machine: Machine) -> Optional[str]:
     """Why a cell does not run in this profile here (None: it runs); the reason names what is missing."""
     if cell.reference:
         return f"cited, not reproduced: {cell.note}" if cell.note else "cited, not reproduced"
-    if getattr(cell, "unavailable", ""):
+    if cell.unavailable:
         return cell.unavailable
     lacks = machine.lacks(cell)
     missing = f"missing here: {'; '.join(lacks)}" if lacks else ""
@@ -103,7 +103,7 @@ class Decision:
 def decide(cell: Cell, profile: str, machine: Machine) -> Decision:
     """Whether and in which profile a cell runs. `auto`: the richest of its profiles this machine can run
     (full before smoke), so a GPU with the DiT assets runs DiT's quality cells whatever else is missing."""
-    if cell.reference or getattr(cell, "unavailable", ""):
+    if cell.reference or cell.unavailable:
         reason = blocked(cell, profile if profile != AUTO else cell.profiles[0], machine)
         return Decision(cell.row, cell.column, None, reason, "cited" if cell.reference else reason, cell.reference)
     candidates = [p for p in RICHEST_FIRST if p in cell.profiles] if profile == AUTO else [profile]

@@ -39,19 +39,19 @@ class SampleSpec:
     """Everything that decides the images; a restart must use the same spec (the world size may change)."""
     model: str
     num: int
-    sampler: str = "ddpm"
+    sampler: str = sampling.DEFAULT_SAMPLER
     steps: Optional[int] = None  # None: the sampler's default (ddpm 250, ddim 50, dpm-solver++ 20)
-    cfg_scale: float = 1.5
-    guided_channels: Optional[int] = 3  # DiT's 3-channel guidance; None guides all 4
-    labels: str = "uniform"
+    cfg_scale: float = sampling.DEFAULT_CFG_SCALE
+    guided_channels: Optional[int] = sampling.DEFAULT_GUIDED_CHANNELS  # None guides all 4
+    labels: str = sampling.DEFAULT_LABELS
     seed: int = 0
-    batch_size: int = 32  # per process and per shard
+    batch_size: int = sampling.DEFAULT_BATCH_SIZE  # per process and per shard
     ckpt: Optional[str] = None  # path; None with random_weights for pipeline checks
     random_weights: bool = False
     vae: str = RANDOM_VAE  # a path (diffusers folder or file) or RANDOM_VAE
     latent_size: int = 32  # 32 -> 256 x 256 images through the SD VAE
     num_classes: int = 1000
-    precision: str = "fp32"  # fp32 or tf32 (DiT sampled with TF32 on)
+    precision: str = sampling.DEFAULT_PRECISION  # tf32 (as DiT's sample_ddp.py) or fp32
     fast: bool = True  # DyDiT through FastDyDiT (skips compute) rather than the masked reference
 
     def __post_init__(self):
@@ -63,7 +63,7 @@ class SampleSpec:
             raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampling.SAMPLERS)}")
         if self.labels not in sampling.LABELS:
             raise ValueError(f"unknown label mode {self.labels!r}; known: {', '.join(sampling.LABELS)}")
-        if self.precision not in ("fp32", "tf32"):
+        if self.precision not in sampling.PRECISIONS:
             raise ValueError(f"precision must be fp32 or tf32, got {self.precision!r}")
         if self.num < 1 or self.batch_size < 1:
             raise ValueError("num and batch_size must be positive")

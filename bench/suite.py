@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from bench.definitions import MEASUREMENTS, METRICS, SECTIONS, Tolerance
+from dydit import sampling
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; bench.assets reads it
@@ -22,7 +23,7 @@ NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; benc
 PROFILES = ("smoke", "full")
 DEVICES = ("cuda",)  # what a cell may require; a cell without `device` runs anywhere
 CHECKPOINT = "checkpoint"  # in an `assets` list: the row's own checkpoint asset
-PRECISIONS = ("fp32", "tf32")  # of sampling: TF32 matmuls off or on
+PRECISIONS = sampling.PRECISIONS  # of sampling: TF32 matmuls on or off
 GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerConfig)
 
 
@@ -31,21 +32,20 @@ class SamplerConfig:
     """How a cell samples (quality, s/image): the suite's [suite.sampler] < the row's `sampler` < the
     column's < the cell's, validated. The one place with sampler defaults: measurements read every field
     of the resolved config (Row.spec(cell)["sampler"]) as it is, with no defaults of their own."""
-    name: str = "ddpm"  # a sampler of dydit.sampling.SAMPLERS
+    name: str = sampling.DEFAULT_SAMPLER  # a sampler of dydit.sampling.SAMPLERS
     steps: Optional[int] = None  # None: the sampler's default (dydit.sampling.SAMPLERS: ddpm 250, ddim 50, ...)
-    cfg_scale: float = 1.5  # classifier-free guidance scale; 1 = no guidance
-    guided_channels: Optional[int] = 3  # DiT's guidance of the first 3 latent channels; None ("all"): all 4
-    labels: str = "uniform"  # dydit.sampling.LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
-    num_samples: int = 50000
+    cfg_scale: float = sampling.DEFAULT_CFG_SCALE  # classifier-free guidance scale; 1 = no guidance
+    guided_channels: Optional[int] = sampling.DEFAULT_GUIDED_CHANNELS  # None ("all"): all 4 latent channels
+    labels: str = sampling.DEFAULT_LABELS  # dydit.sampling.LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
+    num_samples: int = sampling.DEFAULT_NUM_SAMPLES
     seed: int = 0
-    batch_size: int = 32  # per process and per shard; also the timed batch of s/image
-    precision: str = "tf32"  # of sampling: "tf32" (as DiT's sample_ddp.py) or "fp32"
+    batch_size: int = sampling.DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
+    precision: str = sampling.DEFAULT_PRECISION  # of sampling: "tf32" (as DiT's sample_ddp.py) or "fp32"
     reference: str = "adm-ref-imagenet256"  # the asset FID, sFID, IS, precision, recall are computed against
 
     def __post_init__(self):
         if self.steps is None:
-            from dydit.sampling import SAMPLERS
-            object.__setattr__(self, "steps", SAMPLERS[self.name])
+            object.__setattr__(self, "steps", sampling.SAMPLERS[self.name])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,17 @@ LATENT_SCALE = 0.18215  # SD VAE latents are scaled by this in DiT's training; d
 # sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10)
 SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
 LABELS = ("uniform", "balanced")
+PRECISIONS = ("fp32", "tf32")
+
+# The paper's sampling setup: the one set of defaults of `bench sample` (bench.sample.SampleSpec) and of
+# the suites (bench.suite.SamplerConfig).
+DEFAULT_SAMPLER = "ddpm"
+DEFAULT_CFG_SCALE = 1.5
+DEFAULT_GUIDED_CHANNELS = 3  # DiT's guidance of the first 3 latent channels (DiT issue #41); None: all
+DEFAULT_LABELS = "uniform"  # a random class per image, as DiT's sample_ddp.py
+DEFAULT_NUM_SAMPLES = 50000
+DEFAULT_BATCH_SIZE = 32  # per GPU and per shard
+DEFAULT_PRECISION = "tf32"  # DiT's sample_ddp.py samples with TF32 on (no effect on a CPU)
 
 # The config of stabilityai/sd-vae-ft-ema (diffusers AutoencoderKL), so a single weights file suffices.
 SD_VAE_CONFIG = dict(

@@ -15,23 +15,24 @@ def register(subparsers):
     p.add_argument("--model", required=True, help="model name, e.g. DiT-XL/2 or DyDiT-XL/2")
     p.add_argument("--ckpt", help="checkpoint: a path, or an asset name of suites/assets.toml (e.g. dit-xl-2)")
     p.add_argument("--random-weights", action="store_true", help="random weights, no checkpoint (pipeline checks)")
-    p.add_argument("--sampler", default="ddpm", choices=list(sampling.SAMPLERS))
+    p.add_argument("--sampler", default=sampling.DEFAULT_SAMPLER, choices=list(sampling.SAMPLERS))
     p.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: ddpm 250, ddim 50, dpm-solver++ 20)")
-    p.add_argument("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--cfg-scale", type=float, default=sampling.DEFAULT_CFG_SCALE,
+                   help="classifier-free guidance scale (1 = none)")
     p.add_argument("--guided-channels", default="3", choices=["3", "all"],
                    help="3: DiT's guidance of the first 3 latent channels (the paper's FID); all: all 4")
-    p.add_argument("--labels", default="uniform", choices=list(sampling.LABELS),
+    p.add_argument("--labels", default=sampling.DEFAULT_LABELS, choices=list(sampling.LABELS),
                    help="uniform: a random class per index (as DiT's sample_ddp.py); balanced: N/1000 per class")
     # not --num: torchrun would take it for an abbreviation of its own --numa-binding
     p.add_argument("--num-samples", type=int, required=True, help="number of images")
-    p.add_argument("--batch-size", type=int, default=32, help="images per process per step (and per shard file)")
+    p.add_argument("--batch-size", type=int, default=sampling.DEFAULT_BATCH_SIZE, help="images per process per step (and per shard file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae", default=None, help=f"VAE: a diffusers folder or file, or {sample.RANDOM_VAE!r} "
                                                "(default: the vae-ft-ema asset)")
     p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
     p.add_argument("--latent-size", type=int, default=32, help="latent side (32 -> 256 x 256 images)")
-    p.add_argument("--precision", default=None, choices=["fp32", "tf32"], help="default: tf32 on CUDA, else fp32")
+    p.add_argument("--precision", default=None, choices=list(sampling.PRECISIONS), help="default: tf32 on CUDA, else fp32")
     p.add_argument("--masked", action="store_true", help="DyDiT: the masked reference path instead of FastDyDiT")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards per process")

@@ -58,7 +58,7 @@ def dynamic_gflops(row, ctx) -> float:
     from dydit.checkpoints import load_checkpoint
     model = create_model(row["model"])
     load_checkpoint(model, status.path)
-    return average_run_gmacs(model.to(ctx.device).eval(), row.get("sampler", {}), FLOPS_RUN_IMAGES,
+    return average_run_gmacs(model.to(ctx.device).eval(), row["sampler"], FLOPS_RUN_IMAGES,
                              FLOPS_RUN_BATCH, ctx.seed)
 
 
@@ -72,8 +72,8 @@ def average_run_gmacs(model, sampler: dict, images: int, batch: int, seed=0) -> 
     for start in range(0, images, batch):
         idx = list(range(start, min(start + batch, images)))
         noise, gens = noise_for(idx, seed, shape)
-        sample_latents(meter, sampler.get("name", "ddpm"), noise.to(device), labels_for(idx, seed),
-                       steps=sampler.get("steps"), generators=gens, cfg_scale=sampler.get("cfg_scale", 1.5))
+        sample_latents(meter, sampler["name"], noise.to(device), labels_for(idx, seed),
+                       steps=sampler["steps"], generators=gens, cfg_scale=sampler["cfg_scale"])
     return run_average_gmacs(meter.per_call)
 
 
