@@ -109,6 +109,21 @@ def test_saved_metrics_are_reused_only_for_the_same_samples_inception_and_spec(r
     write_random_inception(root / "inception.pth")  # the module's assets as they were
 
 
+def test_evaluate_command_prints_every_metric_as_json(root, tmp_path, capsys):
+    from bench.cli import main
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, arr_0=np.random.default_rng(1).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    assert main(["evaluate", str(samples), "--ref", str(root / "ref.npz"), "--inception", str(root / "inception.pth"),
+                 "--cleanfid-inception", "none", "--cache-dir", str(tmp_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for key in ("fid", "sfid", "is", "precision", "recall", "kid"):
+        assert np.isfinite(printed[key]), key
+    assert printed["backends"]["fid"].endswith("vs ADM reference statistics")
+    assert printed["evaluation"]["inception_sha256"] == assets.sha256_file(root / "inception.pth")
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["evaluate", str(samples), "--ref", str(root / "ref.npz"), "--inception", str(tmp_path / "none.pth")])
+
+
 def test_quality_skips_say_what_is_missing(root, tmp_path):
     ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path)
     with pytest.raises(Skip, match="full profile"):
