@@ -408,14 +408,17 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
 #                                  Configs                                      #
 #################################################################################
 
-# name: (depth, hidden_size, num_heads)
-_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+# name: (depth, hidden_size, num_heads). "Mini" is the mini reproduction's model (a CPU trains it on
+# 16 x 16 one-channel digits of ten classes: its defaults below); the rest are DiT's sizes.
+_SIZES = {"Mini": (4, 128, 4), "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+_SIZE_DEFAULTS = {"Mini": dict(input_size=16, in_channels=1, num_classes=10)}
 
 
 def _factory(model_class, size, patch_size):
     depth, hidden_size, num_heads = _SIZES[size]
 
     def make(**kwargs):
+        kwargs = {**_SIZE_DEFAULTS.get(size, {}), **kwargs}
         return model_class(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size, **kwargs)
     make.__name__ = f"{model_class.__name__}_{size}_{patch_size}"
     return make

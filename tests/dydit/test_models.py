@@ -161,3 +161,14 @@ def test_unknown_model_name_lists_the_known_ones():
 def test_model_classes():
     assert isinstance(meta_model("DyDiT-B/4"), DyDiT) and type(meta_model("DiT-B/8")) is DiT
     assert meta_model("SiT-XL/2").out_channels == 4 and meta_model("DiT-XL/2").out_channels == 8
+
+
+def test_mini_is_a_one_channel_ten_class_dit_of_16_by_16_inputs():
+    dit, dydit = create_model("DiT-Mini/2"), create_model("DyDiT-Mini/2")
+    assert (dit.input_size, dit.in_channels, dit.out_channels, dit.x_embedder.num_patches) == (16, 1, 2, 64)
+    assert dit.y_embedder.embedding_table.num_embeddings == 11  # ten classes and the null class
+    assert count_params(dit) == 1_281_032 and len(dit.blocks) == 4 and dit.num_heads == 4
+    assert isinstance(dydit, DyDiT) and count_params(dydit) - count_params(dit) == 4 * (2 * (128 * 3 + 3) + 128 * 8 + 8 + 8 + 1)
+    assert create_model("DiT-Mini/2", input_size=8).x_embedder.num_patches == 16  # defaults can be overridden
+    out = dydit.eval()(torch.randn(2, 1, 16, 16), torch.tensor([10, 900]), torch.tensor([3, 10]))
+    assert out.shape == (2, 2, 16, 16)
