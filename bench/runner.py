@@ -136,7 +136,8 @@ def plan_table(decisions: List[Decision]) -> str:
     runs = int(frame.loc[frame["what"].str.startswith("run"), "cells"].sum())
     cited = int((frame["what"] == "cited").sum())
     head = f"{runs} cell(s) will run, {len(frame) - runs - cited} skip, {cited} cited"
-    return head + "\n" + table.to_string(index=False, justify="left")
+    left = {col: f"{{:<{max(table[col].str.len().max(), len(col))}}}".format for col in ("what", "why")}
+    return head + "\n" + table.to_string(index=False, justify="left", formatters=left)
 
 
 def judge(cell: Cell, measured: float):
