@@ -216,7 +216,8 @@ def run_section(section: dict, profile: str, ctx: Context, machine: Optional[Mac
         note = produced.get("note", "")
         if failed:
             note = f"FAILED: {'; '.join(failed)}. " + note
-        return {"title": produced.get("title", title), "note": note, "rows": rows, "status": FAIL if failed else PASS}
+        return {"title": produced.get("title", title), "note": note, "rows": rows, "status": FAIL if failed else PASS,
+                "figures": [dict(f) for f in produced.get("figures", [])]}
     except Exception as e:  # same isolation as cells
         return {"title": title, "note": f"error: {type(e).__name__}: {e}", "rows": [], "status": ERROR}
 

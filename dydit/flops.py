@@ -2,6 +2,7 @@
 one forward of batch 1, no CFG doubling. fvcore is the measurement; the analytic count is the
 cross-check and the only way to count a dynamic plan without running it.
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -127,6 +128,13 @@ def outside_blocks_macs(a: Arch):
 def analytic_macs(model: DiT) -> int:
     """Static count of one sample at full width (routers included for a DyDiT, not complete_model)."""
     a = Arch.of(model)
+    return int(outside_blocks_macs(a) + a.depth * block_macs(a))
+
+
+def dit_macs(model: DiT) -> int:
+    """Static count of the DiT of the same shape (a DyDiT at full width, routers not counted): what a
+    DyDiT's dynamic FLOPs are compared with."""
+    a = dataclasses.replace(Arch.of(model), dynamic=False)
     return int(outside_blocks_macs(a) + a.depth * block_macs(a))
 
 

@@ -1,5 +1,6 @@
 """HTML reports from result JSON: one page per suite laid out like the paper's table, plots beside it,
 and reports/index.html listing every suite. Self-contained pages: no scripts, no network, work from file://."""
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -93,6 +94,19 @@ def render_plot(result: dict, spec: dict, out_dir: Path) -> Optional[dict]:
             "measured": len(both), "x_only": len(x_only)}
 
 
+def section_figures(suite: str, section: dict, out_dir: Path) -> List[dict]:
+    """A section's figure files, copied beside the report as <suite>_<name> (those still on disk)."""
+    shown = []
+    for fig in section.get("figures", []):
+        source = Path(fig["path"])
+        if source.is_file():
+            name = f"{suite}_{source.name}"
+            if source.resolve() != (out_dir / name).resolve():
+                shutil.copyfile(source, out_dir / name)
+            shown.append({"title": fig["title"], "file": name})
+    return shown
+
+
 def provenance_table(provenance: dict) -> List[tuple]:
     """Flattened provenance ("versions.torch", ...) as (key, value) pairs."""
     flat = pd.json_normalize(provenance, sep=".").iloc[0]
@@ -106,10 +120,11 @@ def render_suite(result: dict, out_dir, env=None) -> Path:
     env = env or environment()
     grid = table_grid(result)
     plots = [p for p in (render_plot(result, spec, out_dir) for spec in result.get("plots", [])) if p]
+    sections = [{**sec, "figures": section_figures(result["suite"], sec, out_dir)} for sec in result.get("sections", [])]
     html = env.get_template("suite.html").render(
         r=result, rows=result["rows"], columns=result["columns"], grid=grid.to_dict("index"),
         notes=footnotes(grid), plots=plots, provenance=provenance_table(result["provenance"]),
-        sections=result.get("sections", []), statuses=STATUSES)
+        sections=sections, statuses=STATUSES)
     path = out_dir / f"{result['suite']}.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -43,7 +43,7 @@ def test_suite_page_shows_measured_next_to_paper_with_status_and_reason(tmp_path
         assert f'class="cell {status}"' in html
     assert "Erratum: Table 1 prints 468M" in html and "458.10 is outside [467.50, 469.00)" in html
     assert "dydit-xl-2-lambda0.7 (missing: " in html and "a CUDA GPU" in html
-    assert "Pipeline check, not compared with the paper" in html and "a 2-image &lt;b&gt;run&lt;/b&gt;" in html
+    assert "judged checks, not compared with the paper" in html and "a 2-image &lt;b&gt;run&lt;/b&gt;" in html
     assert "git.commit" in html and "suite_sha256" in html and "tf32.matmul" in html
 
 

@@ -110,7 +110,7 @@ profiles = ["full"]
 '''
     result = run_suite(load_suite(write(tmp_path, text)), "smoke", machine(tmp_path), Context())
     good_s, bad_s, gpu_s = result["sections"]
-    assert good_s == {"title": "Pipeline check", "note": "tiny run", "status": PASS, "rows": [checked]}
+    assert good_s == {"title": "Pipeline check", "note": "tiny run", "status": PASS, "rows": [checked], "figures": []}
     assert bad_s["status"] == ERROR and bad_s["note"] == "error: ValueError: no pipeline" and bad_s["rows"] == []
     assert gpu_s["status"] == SKIPPED and "not run in the smoke profile" in gpu_s["note"]
     assert by_row(result)["one"]["status"] == PASS  # cells unaffected

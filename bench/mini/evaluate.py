@@ -1,0 +1,149 @@
+"""One trained mini model, measured: digits sampled through the project's sampler, then every number
+the mini suite judges (mini-FID, accuracy, FLOPs ratio, the two redundancy measures) and its figures' data.
+
+The DyDiTs sample through FastDyDiT (the compute-skipping path a GPU user runs), recording what each
+call computed: per block the heads and channel groups on (they depend on t only) and the tokens whose
+MLP ran. From those records come the run's dynamic FLOPs (dydit.flops, routers counted), the per-step
+widths of the paper's Fig. 5 and the per-patch MLP FLOPs of Fig. 6.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.metrics import digits
+from dydit import sampling
+from dydit.fast import FastDyDiT
+from dydit.flops import Arch, dit_macs, dynamic_macs, mlp_macs
+from dydit.models import DyDiT
+
+EARLY, LATE = 250, 750  # claim 3 compares the mean width over t >= LATE with t < EARLY (the paper's Fig. 5)
+INK = 0.0  # a patch holds ink when its mean pixel in [-1, 1] is above mid-grey (MNIST ink is white)
+
+
+@dataclass
+class Sampling:
+    """How the mini samples: the project's diffusers sampler with classifier-free guidance, in pixels."""
+    sampler: str = "ddim"
+    steps: int = 50
+    cfg_scale: float = 3.0
+    num_samples: int = 1000  # balanced: 100 per class
+    batch_size: int = 500
+    seed: int = 0
+
+
+class Recorder:
+    """model_fn for the sampler: FastDyDiT (or a DiT) that keeps, per call, t and the masks it ran with."""
+
+    def __init__(self, model):
+        self.model = model
+        self.fn = FastDyDiT(model) if isinstance(model, DyDiT) else model
+        self.calls = []  # (first image, t, record) per call; record: BlockMasks per block of the [cond; uncond] batch
+        self.offset = 0  # index of the first image of the batch being sampled
+
+    def prepare(self, timesteps):
+        if hasattr(self.fn, "prepare"):
+            self.fn.prepare(timesteps)
+
+    def __call__(self, x, t, y):
+        if not isinstance(self.model, DyDiT):
+            self.calls.append((self.offset, int(t[0]), None))
+            return self.fn(x, t, y)
+        record = []
+        out = self.fn(x, t, y, record=record)
+        self.calls.append((self.offset, int(t[0]), record))
+        return out
+
+
+def to_uint8(x):
+    """Pixels (B, 1, H, W) in [-1, 1] -> uint8 (B, H, W, 1), DiT's conversion (x127.5 + 128, clamp)."""
+    return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+
+
+@torch.no_grad()
+def sample_digits(model, s: Sampling, recorder=None):
+    """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
+    model_fn = recorder or Recorder(model)
+    num_classes = model.y_embedder.embedding_table.num_embeddings - 1
+    shape = (model.in_channels, model.input_size, model.input_size)
+    images, labels, pixels = [], [], []
+    for start in range(0, s.num_samples, s.batch_size):
+        idx = range(start, min(start + s.batch_size, s.num_samples))
+        model_fn.offset = start
+        noise, generators = sampling.noise_for(idx, s.seed, shape)
+        y = sampling.labels_for(idx, s.seed, "balanced", num_classes)
+        x = sampling.sample_latents(model_fn, s.sampler, noise, y, s.steps, generators, s.cfg_scale,
+                                    guided_channels=None, null_class=num_classes)
+        images.append(to_uint8(x))
+        labels.append(y.numpy())
+        pixels.append(x)
+    return np.concatenate(images), np.concatenate(labels), torch.cat(pixels)
+
+
+#################################################################################
+#                        What the records say (DyDiT)                           #
+#################################################################################
+
+def flops_ratio(model, calls) -> float:
+    """Dynamic MACs over the run (per sample and call, routers counted) / the static DiT's MACs."""
+    if not isinstance(model, DyDiT):
+        return 1.0
+    per_call = [dynamic_macs(model, record).mean() for _, _, record in calls]
+    return float(torch.stack(per_call).mean()) / dit_macs(model)
+
+
+def widths_per_step(model, calls):
+    """(timesteps (S,), heads on (S, depth), groups on (S, depth)) as fractions of H, one call per step."""
+    steps, heads, groups = [], [], []
+    for offset, t, record in calls:
+        if offset != calls[0][0]:
+            break  # widths depend on t only: the first batch's calls say it all
+        steps.append(t)
+        heads.append([float(m.heads[0].mean()) for m in record])
+        groups.append([float(m.channels[0].mean()) for m in record])
+    return np.array(steps), np.array(heads), np.array(groups)
+
+
+def width_late_minus_early(model, calls) -> float:
+    """Claim 3: mean active width (heads and channel groups, all blocks) at t >= 750 minus at t < 250."""
+    t, heads, groups = widths_per_step(model, calls)
+    width = (heads + groups).mean(1) / 2  # (S,)
+    return float(width[t >= LATE].mean() - width[t < EARLY].mean())
+
+
+def patch_mlp_flops(model, calls, num_images):
+    """(num_images, tokens): MLP MACs per step spent on each patch of each generated image (the
+    conditional half of every CFG batch; a token's MLP costs its share of the active channel groups)."""
+    a = Arch.of(model)
+    per_patch = torch.zeros(num_images, a.tokens, dtype=torch.float64)
+    calls_per_image = torch.zeros(num_images, 1, dtype=torch.float64)
+    for offset, t, record in calls:
+        batch = record[0].tokens.shape[0] // 2  # [cond; uncond]: the conditional half
+        calls_per_image[offset:offset + batch] += 1
+        for m in record:
+            groups = m.channels[:batch].sum(-1, keepdim=True).double()  # (B, 1)
+            per_patch[offset:offset + batch] += m.tokens[:batch].double() * mlp_macs(a, groups, 1)
+    return per_patch / calls_per_image
+
+
+def ink_mask(pixels, patch):
+    """(N, tokens) bool: patches whose mean pixel of the generated digit is above mid-grey."""
+    pooled = torch.nn.functional.avg_pool2d(pixels, patch)  # (N, 1, h, w)
+    return pooled.flatten(1) > INK
+
+
+def ink_over_background(model, calls, pixels) -> float:
+    """Claim 4: mean MLP FLOPs per step on ink patches / on background patches, over the generated digits."""
+    per_patch = patch_mlp_flops(model, calls, len(pixels))
+    ink = ink_mask(pixels, model.patch_size)
+    return float(per_patch[ink].mean() / per_patch[~ink].mean())
+
+
+#################################################################################
+#                               Quality                                         #
+#################################################################################
+
+def quality(images, labels, extractor, reference_features):
+    """{mini_fid, accuracy} of generated digits against held-out real ones."""
+    feats = digits.features(images, extractor)
+    return {"mini_fid": digits.mini_fid(feats, reference_features), "accuracy": digits.accuracy(feats, labels)}
