@@ -3,7 +3,7 @@ import argparse
 import importlib
 
 # subcommand modules, in the order `--help` lists them
-COMMANDS = ["info", "speed", "sample", "evaluate", "assets", "ls", "validate", "run", "report", "compare"]
+COMMANDS = ["info", "speed", "sample", "evaluate", "assets", "ls", "validate", "run", "report", "compare", "train"]
 
 
 def build_parser():

@@ -1,0 +1,149 @@
+"""`python -m bench train`: DiT training and DyDiT fine-tuning (one process, or torchrun for several).
+
+    python -m bench train --preset dydit-xl-0.7 --data /data/imagenet/train --out runs/dydit-0.7
+    torchrun --standalone --nproc_per_node=8 -m bench train --preset dydit-xl-0.7 --data ... --out ...
+    python -m bench train --resume runs/dydit-0.7          # continues bit-exactly (same config)
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+
+RANDOM_VAE = "random-tiny"  # --vae value: a tiny random VAE (pipeline checks only)
+
+HELP = {
+    "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2",
+    "init_checkpoint": "weights to start from: a path or an asset name (dit-xl-2); a DiT loads into a DyDiT "
+                       "with fresh routers",
+    "flops_ratio": "lambda: target F_dyn / F_static in (0, 1] (DyDiT)",
+    "flops_hold": "lambda_t = 1 for these steps ...",
+    "flops_warmup": "... then linear from 1 to lambda over these steps",
+    "complete_loss": "add the complete model's diffusion loss (DyDiT)",
+    "complete_loss_until": "stop the complete-model loss at this step",
+    "stratified_timesteps": "timesteps from the four quarters of [0, 1000) in turn (official DyDiT)",
+    "global_batch_size": "global batch, split evenly over the torchrun ranks",
+    "lr_warmup": "linear learning-rate warm-up steps",
+    "lr_cosine": "cosine decay of the learning rate to --min-lr at --max-steps",
+    "grad_clip": "max global gradient norm ('none': no clipping)",
+    "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {RANDOM_VAE!r}",
+    "data": "training data: an image folder (one sub-folder per class), an .npz of latents "
+            "(latents (N,C,H,W) float, labels (N,) int) or 'digits' (the mini's)",
+    "device": "cuda or cpu (none: cuda when available)",
+}
+
+
+def _type(field):
+    """(argparse type, is_bool) of a TrainConfig field; Optional fields also take 'none'."""
+    args = typing.get_args(field.type)
+    base = next((a for a in args if a is not type(None)), field.type) if args else field.type
+    if base is bool:
+        return None, True
+    if not args:
+        return base, False
+    return (lambda text: None if text.lower() == "none" else base(text)), False
+
+
+def register(subparsers):
+    from dydit.train import PRESET_NOTES, PRESETS, TrainConfig
+    presets = "\n".join(f"  {name}: {PRESET_NOTES.get(name, '')}\n    {PRESETS[name]}" for name in PRESETS)
+    p = subparsers.add_parser("train", help="train a DiT or fine-tune a DyDiT (torchrun for several GPUs)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=f"presets (overridden by the options given):\n{presets}")
+    p.add_argument("--preset", choices=list(PRESETS), help="one of the recipes below")
+    p.add_argument("--out", help="run folder (checkpoints/, log.jsonl, config.json)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="STEP", help="stop (with a checkpoint) after this step")
+    p.add_argument("--split", default="train", help="digits: train or heldout")
+    p.add_argument("--data-seed", type=int, default=0, help="digits: the shuffle before the fixed split")
+    p.add_argument("--image-size", type=int, default=256, help="image folders: crop size")
+    p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
+    p.add_argument("--no-progress", action="store_true")
+    for field in dataclasses.fields(TrainConfig):
+        kind, is_bool = _type(field)
+        flags = [f"--{field.name.replace('_', '-')}"] + (["--lambda"] if field.name == "flops_ratio" else [])
+        text = HELP.get(field.name, "") + f" (default {field.default!r})"
+        if is_bool:
+            p.add_argument(*flags, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(*flags, dest=field.name, type=kind, default=None, help=text)
+    p.set_defaults(func=run)
+
+
+def _resolve(value, root, manifest):
+    """An asset name -> its path under the assets root; anything else is a path that must exist."""
+    from bench import assets
+    if value in manifest:
+        return str(assets.require(value, root, manifest))
+    if not Path(value).exists():
+        raise FileNotFoundError(f"not found: {value} (neither a file nor an asset name of suites/assets.toml)")
+    return str(Path(value).resolve())
+
+
+def build_config(args):
+    """TrainConfig: defaults (or the resumed run's saved config), then the preset, then the options given."""
+    import json
+    from dydit.train import PRESETS, TrainConfig, TrainError
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    values = {}
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.is_file():
+            raise TrainError(f"cannot resume {args.resume}: no config.json (not a run folder)")
+        values = {k: v for k, v in json.loads(saved.read_text()).items() if k in names}
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    values.update({k: getattr(args, k) for k in names if getattr(args, k) is not None})
+    return TrainConfig(**values)
+
+
+def _one_line(err):
+    """An error message on one line: the first line and, for a checkpoint, its size-mismatch line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    size = [ln for ln in lines[1:] if ln.startswith("size mismatch")]
+    return " ".join(lines[:1] + size) if lines else type(err).__name__
+
+
+def run(args):
+    from torchvision.datasets import ImageFolder
+
+    from bench import assets, data
+    from dydit import sampling
+    from dydit.checkpoints import CheckpointError
+    from dydit.train import TrainError, train
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    try:
+        if not args.out and not args.resume:
+            raise TrainError("give --out RUN_DIR for a new run, or --resume RUN_DIR")
+        if args.out and args.resume and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise TrainError("--out and --resume name different folders")
+        config = build_config(args)
+        if not config.data:
+            raise TrainError("give --data (an image folder, an .npz of latents, or 'digits')")
+        root, manifest = assets.assets_root(args.assets), assets.load_manifest()
+        dataset = data.load(config.data, args.split, args.data_seed, args.image_size)
+        images = isinstance(dataset, ImageFolder)
+        vae = None
+        if config.vae and not images:
+            raise TrainError(f"--vae applies to image folders; {config.data} holds latents already")
+        if images and config.vae != RANDOM_VAE:
+            config.vae = _resolve(config.vae or "vae-ft-ema", root, manifest)
+        elif images:
+            vae = sampling.random_vae(config.seed)
+        if config.init_checkpoint:
+            config.init_checkpoint = _resolve(config.init_checkpoint, root, manifest)
+        run_dir = args.resume or args.out
+        if rank0:
+            print(f"{config.model}: {len(dataset):,} training items from {config.data}; steps "
+                  f"{config.max_steps:,}, global batch {config.global_batch_size}, lr {config.lr:g} -> {run_dir}",
+                  file=sys.stderr)
+        result = train(config, dataset, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                       progress=not args.no_progress, vae=vae)
+    except (TrainError, data.DataError, CheckpointError, assets.AssetError, FileNotFoundError) as err:
+        if rank0:
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if rank0:
+        print(f"trained to step {result.step}: {result.checkpoint}")
+    return 0

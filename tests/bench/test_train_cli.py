@@ -1,0 +1,157 @@
+"""`python -m bench train` and bench/data.py: presets in --help, the data loaders, one-line errors, resume,
+and 2 torchrun ranks (gloo, CPU) giving the same weights as 1 process on the same global batch."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench import data
+from bench.__main__ import main
+from dydit.models import create_model
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process computes with one thread (tests/conftest.py)
+
+
+@pytest.fixture
+def latents(tmp_path):
+    """An .npz of 8 random (1, 8, 8) latents with labels 0..9."""
+    path = tmp_path / "latents.npz"
+    g = np.random.default_rng(0)
+    np.savez(path, latents=g.standard_normal((8, 1, 8, 8)).astype(np.float32), labels=g.integers(0, 10, 8))
+    return path
+
+
+def args_for(npz, out, *extra):
+    return ["train", "--model", "DyDiT-Mini/2", "--data", str(npz), "--global-batch-size", "4", "--max-steps", "3",
+            "--lr", "1e-3", "--lambda", "0.5", "--flops-hold", "0", "--flops-warmup", "2", "--stratified-timesteps",
+            "--grad-clip", "1.0", "--ema-decay", "0.9", "--log-every", "1", "--ckpt-every", "3", "--device", "cpu",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def error_line(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("error: ")
+    return err[-1]
+
+
+def test_help_lists_the_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for name in ("dit-xl", "dydit-xl-0.7", "dydit-xl-0.5", "complete_loss_until': 30000", "lr': 2.5e-05"):
+        assert name in out
+
+
+#################################################################################
+#                                 Data                                           #
+#################################################################################
+
+def test_digits_split_is_fixed_disjoint_and_scaled():
+    train, held = data.digits("train"), data.digits("heldout")
+    assert len(train) == 4000 and len(held) == 1000
+    x, y = train.tensors
+    assert x.shape == (4000, 1, 16, 16) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.min() == -1
+    assert sorted(y.unique().tolist()) == list(range(10)) and train.num_classes == 10
+    again = data.digits("train")
+    assert torch.equal(again.tensors[0], x)
+    flat = {tuple(v.flatten().tolist()) for v in held.tensors[0][:50]}
+    assert not flat & {tuple(v.flatten().tolist()) for v in x}  # no held-out image in train
+    assert not torch.equal(data.digits("train", seed=1).tensors[0], x)
+
+
+def test_npz_latents_and_their_errors(latents, tmp_path):
+    ds = data.npz_latents(latents)
+    x, y = ds[0]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    np.savez(tmp_path / "bad.npz", latents=np.zeros((2, 1, 8, 8)))
+    with pytest.raises(data.DataError, match="lacks labels"):
+        data.npz_latents(tmp_path / "bad.npz")
+    with pytest.raises(data.DataError, match="not found"):
+        data.npz_latents(tmp_path / "none.npz")
+
+
+def make_images(root, n=4):
+    from PIL import Image
+    g = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(g.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_image_folder_through_a_vae(tmp_path, capsys):
+    make_images(tmp_path / "images")
+    ds = data.image_folder(tmp_path / "images", image_size=16)
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16) and -1 <= x.min() and x.max() <= 1 and ds.num_classes == 2
+    argv = ["train", "--model", "DyDiT-Mini/2", "--data", str(tmp_path / "images"), "--image-size", "16",
+            "--vae", "random-tiny", "--global-batch-size", "2", "--max-steps", "1", "--device", "cpu",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "0000001.pt", weights_only=True)
+    assert state["ema"]["x_embedder.proj.weight"].shape[1] == 4  # 4 latent channels, 8 x 8 latents
+
+
+#################################################################################
+#                                 Errors                                         #
+#################################################################################
+
+def test_bad_input_gives_one_clear_line(latents, tmp_path, capsys):
+    assert "(0, 1]" in error_line(capsys, args_for(latents, tmp_path / "a", "--lambda", "1.5"))
+    assert "(0, 1]" in error_line(capsys, args_for(latents, tmp_path / "a", "--lambda", "0"))
+    small = tmp_path / "dit-s.pt"
+    torch.save(create_model("DiT-S/8", input_size=8, in_channels=1).state_dict(), small)
+    line = error_line(capsys, args_for(latents, tmp_path / "b", "--init-checkpoint", str(small)))
+    assert "looks like DiT-S/8" in line and "size mismatch" in line
+    assert "data folder not found" in error_line(capsys, args_for(tmp_path / "nowhere", tmp_path / "c"))
+    (tmp_path / "empty").mkdir()
+    assert "no images in" in error_line(capsys, args_for(tmp_path / "empty", tmp_path / "c"))
+    assert not (tmp_path / "b" / "checkpoints").exists() and not (tmp_path / "c").exists()
+
+
+def test_resume_continues_and_refuses_another_config(latents, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(args_for(latents, run, "--stop-after", "1", "--ckpt-every", "1")) == 0
+    line = error_line(capsys, ["train", "--resume", str(run), "--lr", "2e-3", "--no-progress"])
+    assert "another config" in line and "lr 0.001 (saved) vs 0.002 (now)" in line
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # data and config from the run folder
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").open()]
+    assert steps == [1, 2, 3]
+
+
+def test_a_non_finite_loss_names_the_step_and_keeps_the_checkpoint(latents, tmp_path, capsys):
+    line = error_line(capsys, args_for(latents, tmp_path, "--lr", "1e30", "--grad-clip", "none", "--ckpt-every", "1",
+                                       "--max-steps", "4"))
+    assert "non-finite loss at step 2" in line and "0000001.pt" in line
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["0000001.pt"]
+
+
+#################################################################################
+#                                 torchrun                                       #
+#################################################################################
+
+def test_two_torchrun_ranks_give_the_same_update_as_one_process(latents, tmp_path):
+    assert main(args_for(latents, tmp_path / "one")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench",
+           *args_for(latents, tmp_path / "two")]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = torch.load(tmp_path / "one" / "checkpoints" / "0000003.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "checkpoints" / "0000003.pt", weights_only=True)
+    start = create_model("DyDiT-Mini/2", input_size=8).state_dict()
+    moved = 0
+    for part in ("model", "ema"):
+        for key, value in one[part].items():
+            torch.testing.assert_close(two[part][key], value, rtol=1e-5, atol=1e-7, msg=f"{part}.{key}")
+            moved += part == "model" and not torch.equal(value, start[key])
+    assert moved > 50  # the weights did move (routers included)
+    assert not torch.equal(one["model"]["blocks.0.attn_rate.router.bias"], start["blocks.0.attn_rate.router.bias"])
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").open()] for run in ("one", "two")]
+    for a, b in zip(*logs):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["flops_ratio"] == pytest.approx(b["flops_ratio"])
