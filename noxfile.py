@@ -27,6 +27,13 @@ def reproduce_table1(session):
     session.run("python", "-m", "bench", "run", "suites/table1.toml", "--out", "reports", *session.posargs)
 
 
+@nox.session(name="reproduce-mini", python=PYTHON)
+def reproduce_mini(session):
+    """The paper's claims on MNIST digits with models trained here on a CPU (cached; --retrain rebuilds)."""
+    install(session, "[mini]")
+    session.run("python", "-m", "bench", "run", "suites/mini.toml", "--out", "reports", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def report(session):
     """Re-renders reports/*.html and reports/index.html from the existing result JSON."""

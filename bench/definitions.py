@@ -18,6 +18,14 @@ METRIC_IS = "is"
 METRIC_PRECISION = "precision"
 METRIC_RECALL = "recall"
 METRIC_S_PER_IMAGE = "s_per_image"
+# the mini reproduction (bench/mini): its claims, measured on digits with models trained here
+METRIC_FLOPS_RATIO = "flops_ratio"  # dynamic FLOPs over the sampling run / the DiT's
+METRIC_ACCURACY = "accuracy"  # generated digits classified as the class they were conditioned on
+METRIC_MINI_FID_VS_DIT = "mini_fid_vs_dit"  # this model's mini-FID minus its DiT's
+METRIC_ACCURACY_VS_DIT = "accuracy_vs_dit"  # this model's accuracy minus its DiT's
+METRIC_WIDTH_LATE_VS_EARLY = "width_late_vs_early"  # mean active width at t >= 750 minus at t < 250
+METRIC_INK_VS_BACKGROUND = "ink_vs_background"  # MLP FLOPs per ink patch / per background patch
+METRIC_SPEEDUP = "speedup"  # DiT's s/image / the fast path's, interleaved in one run
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"
@@ -53,13 +61,20 @@ METRICS = {
     METRIC_PRECISION: Metric("quality", "", QUALITY, HIGHER),
     METRIC_RECALL: Metric("quality", "", QUALITY, HIGHER),
     METRIC_S_PER_IMAGE: Metric("latency", "s/image", TIMING, LOWER),
+    METRIC_FLOPS_RATIO: Metric("mini", "", STATIC, EXACT),
+    METRIC_ACCURACY: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_MINI_FID_VS_DIT: Metric("mini", "", QUALITY, LOWER),
+    METRIC_ACCURACY_VS_DIT: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_WIDTH_LATE_VS_EARLY: Metric("mini", "", STATIC, EXACT),
+    METRIC_INK_VS_BACKGROUND: Metric("mini", "", STATIC, EXACT),
+    METRIC_SPEEDUP: Metric("mini", "x", TIMING, HIGHER),
 }
 
 # measurement name -> module exposing measure(row, metric, ctx)
-MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality")}
+MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini")}
 
 # [[sections]] `measure` name -> the project's own module exposing run(ctx) (nothing else is imported)
-SECTIONS = {"pipeline-check": "bench.pipeline_check"}
+SECTIONS = {"pipeline-check": "bench.pipeline_check", "mini-report": "bench.mini.section"}
 
 
 @dataclass(frozen=True)

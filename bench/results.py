@@ -86,6 +86,7 @@ def provenance(suite_path, ctx, argv, started: str) -> dict:
         "started": started,
         "finished": utc_now(),
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *argv]),
+        "measurements": ctx.provenance,  # e.g. the mini's config, seeds and trained models
     }
 
 

@@ -17,6 +17,8 @@ def register(subparsers):
     p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
     p.add_argument("--seed", type=int, default=0, help="global seed given to every measurement")
     p.add_argument("--work-dir", default=None, help="scratch folder for measurements (default: OUT/work)")
+    p.add_argument("--retrain", action="store_true",
+                   help="rebuild the models a suite trains itself (the mini reproduction) instead of their cache")
     p.set_defaults(func=run)
 
 
@@ -26,7 +28,7 @@ def command_line(args, profile):
     for flag, value in (("--assets", args.assets), ("--baseline", args.baseline), ("--work-dir", args.work_dir)):
         if value:
             argv += [flag, str(value)]
-    return argv
+    return argv + (["--retrain"] if args.retrain else [])
 
 
 def run(args):
@@ -56,6 +58,7 @@ def run(args):
           f"{machine.assets_root or 'not set'}]\n{plan_table(plan(suite, profile, machine))}", flush=True)
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
                   work_dir=Path(args.work_dir) if args.work_dir else out / "work")
+    ctx.cache["mini_retrain"] = args.retrain
     result = run_suite(suite, profile, machine, ctx, command_line(args, profile))
     json_path = write_json_atomic(result, out / f"{suite.name}.json")
     page = render_suite(result, out)

@@ -22,3 +22,4 @@ class Context:
     seed: int = 0
     work_dir: Optional[Path] = None
     cache: dict = field(default_factory=dict)  # e.g. built models shared between cells of one run
+    provenance: dict = field(default_factory=dict)  # what measurements add to the result's provenance

@@ -1,0 +1,14 @@
+"""The mini reproduction's cells: every number comes from one measured run of bench.mini (models trained
+here, cached), looked up by row and metric."""
+from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
+                               METRIC_MINI_FID_VS_DIT, METRIC_SPEEDUP, METRIC_WIDTH_LATE_VS_EARLY)
+
+METRICS = (METRIC_FLOPS_RATIO, METRIC_ACCURACY, METRIC_MINI_FID_VS_DIT, METRIC_ACCURACY_VS_DIT,
+           METRIC_WIDTH_LATE_VS_EARLY, METRIC_INK_VS_BACKGROUND, METRIC_SPEEDUP)
+
+
+def measure(row, metric, ctx):
+    if metric not in METRICS:
+        raise ValueError(f"bench.measure.mini measures {', '.join(METRICS)}, not {metric!r}")
+    from bench import mini
+    return mini.measure_row(row, ctx)[metric]

@@ -1,0 +1,208 @@
+"""The mini reproduction: the paper's claims checked on real digits with models trained here on a CPU.
+
+    config.py   the recipe (data, model, budgets) and the cache key
+    build.py    the trained artifacts, cached: digit classifier, DiT, DyDiTs (through dydit.train)
+    evaluate.py one model measured: sampling, mini-FID, accuracy, FLOPs ratio, redundancy, figures' data
+    section.py  the report section: figures and the numbers behind the claims
+    figures.py  matplotlib figures
+
+`measure_row(row, ctx)` is what the suite's cells (bench/measure/mini.py) read: everything of one run is
+measured once and kept in ctx.cache, so seven cells of a row cost one evaluation.
+"""
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
+                               METRIC_MINI_FID_VS_DIT, METRIC_SPEEDUP, METRIC_WIDTH_LATE_VS_EARLY)
+from bench.mini.config import MiniConfig
+from dydit.fileio import write_json_atomic
+
+CACHE_KEY = "mini"
+SPEED_CALLS = 5  # model calls timed per path, spread over the schedule, at the suite's CFG batch
+SPEED_REPEATS = 3
+
+
+@dataclasses.dataclass
+class State:
+    """What one suite run has built and measured so far."""
+    config: MiniConfig
+    cache_dir: Path
+    retrain: bool
+    classifier: Path = None
+    classifier_info: dict = None
+    reference: dict = None  # held-out digits' classifier features
+    floor: float = None  # mini-FID of the training split vs held-out: what real digits score
+    models: dict = dataclasses.field(default_factory=dict)  # row name -> (model, build info)
+    measured: dict = dataclasses.field(default_factory=dict)  # row name -> evaluation dict
+
+
+def state(ctx, config=None) -> State:
+    """The run's State (ctx.cache), with the classifier and the reference features ready."""
+    if CACHE_KEY not in ctx.cache:
+        from bench.metrics import digits
+        from bench.mini import build
+        config = config or ctx.cache.get("mini_config") or MiniConfig()
+        cache_dir = Path(ctx.work_dir or "reports/work") / "mini-models"
+        s = State(config, cache_dir, bool(ctx.cache.get("mini_retrain")))
+        s.classifier, s.classifier_info = build.classifier(config, cache_dir, s.retrain)
+        extractor = digits.extractor(s.classifier)
+        heldout, _ = build.real_digits("heldout", config)
+        s.reference = digits.features(heldout, extractor)
+        ctx.cache[CACHE_KEY] = s
+        ctx.provenance["mini"] = {"config": dataclasses.asdict(config), "cache": str(cache_dir),
+                                  "classifier": {"path": str(s.classifier), **s.classifier_info}, "models": {}}
+    return ctx.cache[CACHE_KEY]
+
+
+def _sampling(row):
+    from bench.mini.evaluate import Sampling
+    s = row["sampler"]
+    if s["guided_channels"] is not None:
+        raise ValueError("the mini samples pixels: guide every channel (guided_channels = \"all\")")
+    return Sampling(s["name"], s["steps"], s["cfg_scale"], s["num_samples"], s["batch_size"], s["seed"])
+
+
+def _evaluate(s: State, row, model, model_key):
+    """Samples and measures one model, or loads that measurement (same model, sampling and code)."""
+    from bench.metrics import digits
+    from bench.mini import build, evaluate
+    sampling = _sampling(row)
+    if s.floor is None:  # as many real training digits as the models generate: FID's bias depends on N
+        train, _ = build.real_digits("train", s.config)
+        s.floor = digits.mini_fid(digits.features(train[:sampling.num_samples], digits.extractor(s.classifier)),
+                                  s.reference)
+    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), _code_digest())
+    cached = s.cache_dir / f"evaluation-{key}"
+    if (cached / "numbers.json").is_file():
+        return _load_evaluation(cached)
+    recorder = evaluate.Recorder(model)
+    start = time.perf_counter()
+    images, labels, pixels = evaluate.sample_digits(model, sampling, recorder)
+    out = {"seconds_sampling": time.perf_counter() - start, "images": images, "labels": labels,
+           "flops_ratio": evaluate.flops_ratio(model, recorder.calls),
+           **evaluate.quality(images, labels, digits.extractor(s.classifier), s.reference)}
+    if recorder.calls and recorder.calls[0][2] is not None:  # a DyDiT: what it skipped, and where
+        out["widths"] = evaluate.widths_per_step(model, recorder.calls)
+        out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
+        out["patch_flops"] = evaluate.patch_mlp_flops(model, recorder.calls, len(pixels)).numpy()
+        out["ink_vs_background"] = evaluate.ink_over_background(model, recorder.calls, pixels)
+    _save_evaluation(out, cached)
+    return out
+
+
+ARRAYS = ("images", "labels", "patch_flops")
+
+
+def _save_evaluation(ev, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {k: ev[k] for k in ARRAYS if k in ev}
+    if "widths" in ev:
+        arrays.update(zip(("width_steps", "width_heads", "width_groups"), ev["widths"]))
+    np.savez(folder / "arrays.npz", **arrays)
+    write_json_atomic({k: v for k, v in ev.items() if k not in ARRAYS and k != "widths"}, folder / "numbers.json")
+
+
+def _load_evaluation(folder):
+    ev = json.loads((folder / "numbers.json").read_text())
+    with np.load(folder / "arrays.npz") as f:
+        ev.update({k: f[k] for k in ARRAYS if k in f.files})
+        if "width_steps" in f.files:
+            ev["widths"] = (f["width_steps"], f["width_heads"], f["width_groups"])
+    ev["cached"] = str(folder)
+    return ev
+
+
+def _code_digest():
+    """What decides an evaluation besides the model and the sampling: the measuring code."""
+    from bench.mini import evaluate
+    from bench.metrics import digits
+    from dydit import fast, flops, sampling
+    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16] for m in (evaluate, digits, fast, flops,
+                                                                                    sampling)]
+
+
+def measure_row(row, ctx) -> dict:
+    """{metric: value} of one mini row, measuring (and building) what it needs once per run."""
+    from bench.mini import build
+    s = state(ctx)
+    if row["name"] in s.measured:
+        return s.measured[row["name"]]["metrics"]
+    dit_row = {**row, "name": "DiT-Mini", "model": s.config.model, "options": {}}
+    if "DiT-Mini" not in s.measured:
+        dit, info = build.dit(s.config, s.cache_dir, s.retrain)
+        s.models["DiT-Mini"] = (dit, info)
+        ctx.provenance["mini"]["models"]["DiT-Mini"] = info
+        ev = _evaluate(s, dit_row, dit, info["key"])
+        ctx.provenance["mini"]["sampling"] = dataclasses.asdict(_sampling(row))
+        ev["metrics"] = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"]}
+        s.measured["DiT-Mini"] = ev
+    if row["model"] == s.config.model:
+        return s.measured["DiT-Mini"]["metrics"]
+    lam = row["options"].get("flops_target")
+    if lam is None:
+        raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
+    model, info = build.dydit(s.config, lam, s.cache_dir, s.retrain)
+    s.models[row["name"]] = (model, info)
+    ctx.provenance["mini"]["models"][row["name"]] = info
+    ev = _evaluate(s, row, model, info["key"])
+    dit_ev = s.measured["DiT-Mini"]
+    ev["speed"] = speed(row, s.models["DiT-Mini"][0], model)
+    ev["metrics"] = {
+        METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
+        METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
+        METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"],
+        METRIC_WIDTH_LATE_VS_EARLY: ev["width_late_vs_early"], METRIC_INK_VS_BACKGROUND: ev["ink_vs_background"],
+        METRIC_SPEEDUP: ev["speed"]["dit"] / ev["speed"]["fast"]}
+    s.measured[row["name"]] = ev
+    return ev["metrics"]
+
+
+@torch.no_grad()
+def speed(row, dit, dydit) -> dict:
+    """s/image of DiT, the fast path and the masked path: model calls interleaved call by call at SPEED_CALLS
+    of the sampler's own timesteps, evenly spread, on the suite's CFG batch, scaled to the schedule's
+    length (the scheduler's own step is negligible next to a call). The FLOPs ratio of exactly those
+    calls is beside it, so realized = speed-up / FLOPs ratio."""
+    from bench.timing import interleaved_call_medians
+    from dydit import sampling
+    from dydit.fast import FastDyDiT
+    from dydit.flops import dit_macs, dynamic_macs
+    s = _sampling(row)
+    steps = sampling.sampler_timesteps(s.sampler, s.steps)[:: max(1, s.steps // SPEED_CALLS)]
+    batch = 2 * s.batch_size  # [cond; uncond]
+    x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size,
+                    generator=torch.Generator().manual_seed(s.seed))
+    num_classes = dydit.y_embedder.embedding_table.num_embeddings - 1
+    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
+    fast = FastDyDiT(dydit).prepare([float(t) for t in steps])
+    t_of = [torch.full((batch,), int(t)) for t in steps]
+    calls = {"dit": [lambda t=t: dit(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
+             "masked": [lambda t=t: dydit(x, t, y) for t in t_of]}
+    medians = interleaved_call_medians(calls, repeats=SPEED_REPEATS, warmup=1)
+    record_macs = []
+    for t in t_of:
+        record = []
+        fast(x, t, y, record=record)
+        record_macs.append(dynamic_macs(dydit, record).mean())
+    out = {name: seconds / (len(steps) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
+    out["calls_timed"], out["batch"] = len(steps), batch
+    out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
+    return out
+
+
+def numbers(ctx) -> dict:
+    """Everything measured in this run, for the report section (no arrays)."""
+    s = ctx.cache.get(CACHE_KEY)
+    if s is None:
+        return {}
+    keep = ("mini_fid", "accuracy", "flops_ratio", "width_late_vs_early", "ink_vs_background", "seconds_sampling")
+    return {name: {k: ev[k] for k in keep if k in ev} | ({"speed": ev["speed"]} if "speed" in ev else {})
+            for name, ev in s.measured.items()} | {"_floor": s.floor}
+
+

@@ -1,0 +1,97 @@
+"""The mini's trained artifacts, built once and cached: the digit classifier, the DiT, the DyDiTs.
+
+Each artifact lives in <cache>/<name>-<key>/ where the key hashes its config, the data and the code that
+trains it (MiniConfig.key); a finished artifact has `done.json`. A later run with the same key loads it
+(seconds); `retrain=True` rebuilds it. Training goes through dydit.train, the code path of a full-size run.
+"""
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from bench import data
+from bench.metrics import digits
+from bench.mini.config import MiniConfig
+from bench.mini.evaluate import to_uint8
+from dydit.checkpoints import load_checkpoint
+from dydit.fileio import write_json_atomic
+from dydit.models import create_model
+from dydit.train import TrainConfig, train
+
+DONE = "done.json"
+
+
+def _artifact(cache, name, key, retrain, build):
+    """Path of a finished artifact folder, building it (build(folder) -> info dict) when missing."""
+    folder = Path(cache) / f"{name}-{key}"
+    if retrain and folder.exists():
+        shutil.rmtree(folder)
+    if not (folder / DONE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        info = build(folder)
+        write_json_atomic({**info, "seconds": round(time.perf_counter() - start, 1), "key": key}, folder / DONE)
+    return folder, json.loads((folder / DONE).read_text())
+
+
+def real_digits(split, config: MiniConfig):
+    """(uint8 images (N, 16, 16, 1), labels (N,)) of a split of the digits."""
+    x, y = data.digits(split, config.data_seed).tensors
+    return to_uint8(x), y.numpy()
+
+
+def classifier(config: MiniConfig, cache, retrain=False):
+    """(weights path, info): the digit classifier trained on the training split; info has its held-out accuracy."""
+    def build(folder):
+        images, labels = real_digits("train", config)
+        model = digits.train_classifier(images, labels, digits.ClassifierConfig(epochs=config.classifier_epochs,
+                                                                                seed=config.seed))
+        torch.save(model.state_dict(), folder / "classifier.pt")
+        images, labels = real_digits("heldout", config)
+        feats = digits.features(images, digits.extractor(folder / "classifier.pt"))
+        return {"heldout_accuracy": digits.accuracy(feats, labels)}
+    folder, info = _artifact(cache, "classifier", config.key("classifier"), retrain, build)
+    return folder / "classifier.pt", info
+
+
+def _load(name, folder, info):
+    """The EMA weights of a finished training run, in eval mode."""
+    model = create_model(name)
+    load_checkpoint(model, folder / info["checkpoint"])  # a training checkpoint: its `ema` is loaded
+    return model.eval()
+
+
+def dit(config: MiniConfig, cache, retrain=False):
+    """(DiT-Mini in eval mode with its EMA weights, info), trained from scratch on the training digits."""
+    def build(folder):
+        run = TrainConfig(model=config.model, max_steps=config.dit_steps, global_batch_size=config.batch_size,
+                          lr=config.dit_lr, lr_warmup=config.dit_lr_warmup, lr_cosine=True, ema_decay=config.dit_ema,
+                          stratified_timesteps=config.stratified_timesteps, complete_loss=False, seed=config.seed,
+                          data="digits", precision="fp32", log_every=100, ckpt_every=config.dit_steps,
+                          device="cpu")
+        result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
+        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step}
+    folder, info = _artifact(cache, "dit", config.key("dit"), retrain, build)
+    return _load(config.model, folder, info), {**info, "folder": str(folder)}
+
+
+def dydit(config: MiniConfig, lam: float, cache, retrain=False):
+    """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT."""
+    _, dit_info = dit(config, cache, retrain=False)
+    steps = config.finetune_steps
+
+    def build(folder):
+        run = TrainConfig(model=config.dynamic_model, init_checkpoint=str(Path(dit_info["folder"]) /
+                                                                          dit_info["checkpoint"]),
+                          flops_ratio=lam, flops_hold=config.flops_hold,
+                          flops_warmup=round(steps * config.flops_warmup_fraction), max_steps=steps,
+                          global_batch_size=config.batch_size, lr=config.finetune_lr, ema_decay=config.finetune_ema,
+                          complete_loss=config.complete_model_loss, stratified_timesteps=config.stratified_timesteps,
+                          seed=config.seed, data="digits", precision="fp32", log_every=25, ckpt_every=steps,
+                          device="cpu")
+        result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
+        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "lambda": lam}
+    folder, info = _artifact(cache, f"dydit-{lam:g}", config.key("dydit", lam, dit_info["key"]), retrain, build)
+    return _load(config.dynamic_model, folder, info), {**info, "folder": str(folder)}

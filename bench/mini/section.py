@@ -1,0 +1,66 @@
+"""The mini report's section: the numbers behind the claims, judged where a check applies, and the figures
+(the paper's Fig. 5 and Fig. 6 on the mini models, FLOPs vs mini-FID, generated digits)."""
+import math
+from pathlib import Path
+
+from bench import mini
+from bench.mini import figures
+
+TITLE = "Mini reproduction: what the claims are made of"
+CLASSIFIER_MIN_ACCURACY = 0.95  # below this the classifier's features are not a fair judge of digits
+
+
+def _check(name, value, unit, ok, expected):
+    return {"name": name, "value": value, "unit": unit, "ok": bool(ok), "expected": expected}
+
+
+def _finite(name, value, unit=""):
+    return _check(name, value, unit, value is not None and math.isfinite(value), "finite")
+
+
+def run(ctx):
+    s = ctx.cache.get(mini.CACHE_KEY)
+    if s is None or not s.measured:
+        raise RuntimeError("no mini model was measured in this run (its cells were skipped or failed)")
+    out = Path(ctx.work_dir or "reports/work") / "mini-figures"
+    c = s.config
+    rows = [_check("digit classifier: accuracy on the 1,000 held-out real digits", s.classifier_info["heldout_accuracy"],
+                   "", s.classifier_info["heldout_accuracy"] >= CLASSIFIER_MIN_ACCURACY, f">= {CLASSIFIER_MIN_ACCURACY}")]
+    dit = s.measured.get("DiT-Mini")
+    rows.append(_check("mini-FID floor: 4,000 training digits vs the 1,000 held-out", s.floor, "",
+                       dit is None or s.floor < dit["mini_fid"], "below the DiT's mini-FID"))
+    figs, points = [], []
+    for name, ev in s.measured.items():
+        rows.append(_finite(f"{name}: mini-FID", ev["mini_fid"]))
+        rows.append(_finite(f"{name}: accuracy of generated digits", ev["accuracy"]))
+        rows.append(_finite(f"{name}: FLOPs over the sampling run / DiT's", ev["flops_ratio"]))
+        rows.append(_finite(f"{name}: sampling {len(ev['images'])} digits, seconds", ev["seconds_sampling"], "s"))
+        points.append((name, ev["flops_ratio"], ev["mini_fid"]))
+        slug = name.lower().replace(" ", "-").replace("λ=", "lambda")
+        figs.append({"title": f"{name}: generated digits (one row per class)",
+                     "path": str(figures.digit_grid(out / f"{slug}-digits.png", name, ev["images"], ev["labels"]))})
+        if "speed" in ev:
+            sp = ev["speed"]
+            for path in ("dit", "fast", "masked"):
+                rows.append(_finite(f"{name}: s/image, {path} path ({sp['calls_timed']} calls timed at batch "
+                                    f"{sp['batch']}, scaled to the schedule)", sp[path], "s/image"))
+            realized = (sp["dit"] / sp["fast"]) / sp["flops_ratio_timed"]
+            rows.append(_finite(f"{name}: realized = speed-up / FLOPs ratio of the timed calls", realized))
+        if "widths" in ev:
+            steps, heads, groups = ev["widths"]
+            figs.append({"title": f"{name}: active heads and MLP channel groups per block and step (Fig. 5)",
+                         "path": str(figures.widths_heatmaps(out / f"{slug}-widths.png", name, steps, heads, groups))})
+            grid = int(round(ev["patch_flops"].shape[1] ** 0.5))
+            figs.append({"title": f"{name}: MLP MACs per patch and step (Fig. 6), beside the digits",
+                         "path": str(figures.patch_flops(out / f"{slug}-patches.png", name, ev["patch_flops"],
+                                                         ev["images"], grid))})
+    figs.insert(0, {"title": "FLOPs vs mini-FID", "path": str(figures.flops_vs_fid(out / "flops-vs-fid.png", points,
+                                                                                  s.floor))})
+    dyn = [b for n, (_, b) in s.models.items() if n != "DiT-Mini"]
+    note = (f"Models trained here (cache {s.cache_dir}): DiT-Mini {c.dit_steps} steps at batch {c.batch_size}; "
+            f"each DyDiT fine-tuned {c.finetune_steps} steps ({100 * c.finetune_fraction:g} % of the DiT's) with "
+            f"the FLOPs loss. Sampling: {c.model} and the DyDiTs through the project's DDIM sampler with "
+            f"classifier-free guidance; the DyDiTs through FastDyDiT. Build times: "
+            + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())
+            + (" (cached: 0 s means loaded)" if dyn else "") + ".")
+    return {"title": TITLE, "note": note, "rows": rows, "figures": figs}
