@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from dydit.checkpoints import load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.fileio import atomic_write
-from dydit.models import MODELS, create_model
+from dydit.models import MODELS, DyDiT, create_model
 from dydit.sampling import LATENT_SCALE, load_vae
 from dydit.train_step import (NOISE, TERM_NAMES, VAE_NOISE, SeededItems, StepBatches, StepRandom,
                               TrainingObjective, flops_target, learning_rate, loss_terms, update_ema)
@@ -340,7 +340,10 @@ def _train(config, dataset, run_dir, resume, stop_after, progress, vae, rank, wo
                 if rank == 0:
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{mean['loss']:.4f}", flops=f"{mean['flops_ratio']:.3f}", lam=f"{lambda_t:.3f}")
+                shown = {"loss": f"{mean['loss']:.4f}"}
+                if isinstance(model, DyDiT):  # a DiT has no FLOPs target
+                    shown.update(flops=f"{mean['flops_ratio']:.3f}", lam=f"{lambda_t:.3f}")
+                bar.set_postfix(shown)
                 sums, count, tick = None, 0, now
             if step % config.ckpt_every == 0 or step == end:
                 if not all(torch.isfinite(p).all() for p in list(model.parameters()) + list(ema.parameters())):

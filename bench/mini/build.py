@@ -47,12 +47,14 @@ def classifier(config: MiniConfig, cache, retrain=False):
     def build(folder):
         images, labels = real_digits("train", config)
         model = digits.train_classifier(images, labels, digits.ClassifierConfig(epochs=config.classifier_epochs,
-                                                                                seed=config.seed))
+                                                                                seed=config.classifier_seed))
         torch.save(model.state_dict(), folder / "classifier.pt")
         images, labels = real_digits("heldout", config)
         feats = digits.features(images, digits.extractor(folder / "classifier.pt"))
         return {"heldout_accuracy": digits.accuracy(feats, labels)}
-    folder, info = _artifact(cache, "classifier", config.key("classifier"), retrain, build)
+    key = MiniConfig(data_seed=config.data_seed, classifier_epochs=config.classifier_epochs,
+                     classifier_seed=config.classifier_seed).key("classifier")  # whatever the models' config
+    folder, info = _artifact(cache, "classifier", key, retrain, build)
     return folder / "classifier.pt", info
 
 

@@ -28,7 +28,7 @@ class MiniConfig:
     dynamic_model: str = "DyDiT-Mini/2"
     seed: int = 0  # the DiT's training seed (NOTES.md: the two-seed spread used seeds 0 and 1)
     batch_size: int = 64
-    dit_steps: int = 5000
+    dit_steps: int = 6000
     dit_lr: float = 1e-3
     dit_lr_warmup: int = 300  # then cosine decay to 0
     dit_ema: float = 0.999
@@ -39,7 +39,8 @@ class MiniConfig:
     flops_warmup_fraction: float = 0.5  # of the fine-tune steps
     complete_model_loss: bool = True
     stratified_timesteps: bool = True
-    classifier_epochs: int = 8
+    classifier_epochs: int = 20
+    classifier_seed: int = 0  # not `seed`: models trained with other seeds are judged by the same classifier
 
     @property
     def finetune_steps(self) -> int:
