@@ -194,15 +194,3 @@ def speed(row, dit, dydit) -> dict:
     out["calls_timed"], out["batch"] = len(steps), batch
     out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
     return out
-
-
-def numbers(ctx) -> dict:
-    """Everything measured in this run, for the report section (no arrays)."""
-    s = ctx.cache.get(CACHE_KEY)
-    if s is None:
-        return {}
-    keep = ("mini_fid", "accuracy", "flops_ratio", "width_late_vs_early", "ink_vs_background", "seconds_sampling")
-    return {name: {k: ev[k] for k in keep if k in ev} | ({"speed": ev["speed"]} if "speed" in ev else {})
-            for name, ev in s.measured.items()} | {"_floor": s.floor}
-
-
