@@ -53,6 +53,7 @@ class SampleSpec:
     num_classes: int = 1000
     precision: str = sampling.DEFAULT_PRECISION  # tf32 (as DiT's sample_ddp.py) or fp32
     fast: bool = True  # DyDiT through FastDyDiT (skips compute) rather than the masked reference
+    deepcache_interval: int = 0  # N > 1: whole model at steps 0, N, 2N, ..., cached blocks between (dydit.deepcache)
 
     def __post_init__(self):
         self.steps = self.steps or sampling.SAMPLERS.get(self.sampler)
@@ -65,6 +66,8 @@ class SampleSpec:
             raise ValueError(f"unknown label mode {self.labels!r}; known: {', '.join(sampling.LABELS)}")
         if self.precision not in sampling.PRECISIONS:
             raise ValueError(f"precision must be fp32 or tf32, got {self.precision!r}")
+        if self.deepcache_interval < 0:
+            raise ValueError(f"deepcache_interval must be >= 0 (0 or 1: no cache), got {self.deepcache_interval}")
         if self.num < 1 or self.batch_size < 1:
             raise ValueError("num and batch_size must be positive")
 
@@ -119,7 +122,8 @@ def generate(model_fn, vae, spec, indices, device):
     labels = sampling.labels_for(indices, spec.seed, spec.labels, spec.num_classes)
     noise, generators = sampling.noise_for(indices, spec.seed, (4, spec.latent_size, spec.latent_size))
     latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), labels, spec.steps, generators,
-                                      spec.cfg_scale, spec.guided_channels, spec.num_classes)
+                                      spec.cfg_scale, spec.guided_channels, spec.num_classes,
+                                      spec.deepcache_interval)
     return sampling.decode_to_uint8(vae, latents), labels.numpy()
 
 

@@ -42,6 +42,7 @@ class SamplerConfig:
     batch_size: int = sampling.DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
     precision: str = sampling.DEFAULT_PRECISION  # of sampling: "tf32" (as DiT's sample_ddp.py) or "fp32"
     reference: str = "adm-ref-imagenet256"  # the asset FID, sFID, IS, precision, recall are computed against
+    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), whole model every N steps; 0: none
 
     def __post_init__(self):
         if self.steps is None:
@@ -290,7 +291,8 @@ def _sampler(c: _Checker, table, where, known_assets) -> dict:
     out = {}
     if "name" in raw:
         out["name"] = c.choices(raw, "name", list(SAMPLERS), where, what="sampler")
-    for key, minimum in (("steps", 1), ("num_samples", 1), ("batch_size", 1), ("seed", 0)):
+    for key, minimum in (("steps", 1), ("num_samples", 1), ("batch_size", 1), ("seed", 0),
+                         ("deepcache_interval", 0)):
         if key in raw:
             out[key] = c.number(raw, key, where, int, minimum=minimum)
     if "cfg_scale" in raw:

@@ -126,8 +126,9 @@ class FastDyDiT(nn.Module):
         return self
 
     @torch.no_grad()
-    def forward(self, x, t, y, widths: Optional[Widths] = None, token_masks=None, record=None):
+    def forward(self, x, t, y, widths: Optional[Widths] = None, token_masks=None, record=None, branches=None):
         """x (B, C, H, W), t (B,) one shared timestep, y (B,); widths/token_masks ((B, T) per block) override.
+        branches: a list that receives each block's pre-gate (attention, MLP) outputs (dydit.deepcache).
         With model.complete_model, the plain DiT path as DyDiT.forward (widths, masks, record unused)."""
         model = self.model
         if model.training or any(b.training or b.token_selection.training for b in model.blocks):
@@ -145,7 +146,7 @@ class FastDyDiT(nn.Module):
             heads, groups = widths[i]
             x = fast_block(block, x, c, widths[i], tokens, record,
                            self._sliced(block.attn, heads, sliced_attention_weights, always=True),
-                           self._sliced(block.mlp, groups, sliced_mlp_weights))
+                           self._sliced(block.mlp, groups, sliced_mlp_weights), branches)
         return model.unpatchify(model.final_layer(x, c))
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
@@ -222,17 +223,20 @@ def runs(indices: Sequence[int]) -> List[Tuple[int, int]]:
     return out
 
 
-def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=None, mlp_weights=None):
+def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=None, mlp_weights=None,
+               branches=None):
     """A DyDiT block on x (B, T, D) that computes only active heads, channel groups and tokens.
 
     attention_weights / mlp_weights: sliced_*_weights of the active heads / groups, if the caller
-    keeps them cached (otherwise attention slices per call and the MLP uses views)."""
+    keeps them cached (otherwise attention slices per call and the MLP uses views). branches: a list
+    that receives (attention, MLP) outputs before their gates, (B, T, D) each, skipped tokens 0."""
     heads, groups = widths
     H = block.attn.num_heads  # the MLP hidden is split into H channel groups
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
     # addcmul: modulate and gated residual in one pass each (x * (1 + scale) + shift; x + gate * out)
     h = torch.addcmul(shift_msa.unsqueeze(1), block.norm1(x), 1 + scale_msa.unsqueeze(1))
-    x = torch.addcmul(x, gate_msa.unsqueeze(1), active_attention(block.attn, h, heads, attention_weights))
+    attn = active_attention(block.attn, h, heads, attention_weights)
+    x = torch.addcmul(x, gate_msa.unsqueeze(1), attn)
 
     # token selection on the post-attention residual; the MLP runs on kept tokens only
     keep = block.token_selection.mlp_head(x).squeeze(-1) > 0 if tokens is None else tokens.bool()  # (B, T)
@@ -240,15 +244,23 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
         record.append(_record(block, heads, groups, keep))
     if bool(keep.all()):  # nothing skipped: no gather
         h = torch.addcmul(shift_mlp.unsqueeze(1), block.norm2(x), 1 + scale_mlp.unsqueeze(1))
-        return torch.addcmul(x, gate_mlp.unsqueeze(1), active_mlp(block.mlp, h, groups, H, mlp_weights))
+        mlp = active_mlp(block.mlp, h, groups, H, mlp_weights)
+        if branches is not None:
+            branches.append((attn, mlp))
+        return torch.addcmul(x, gate_mlp.unsqueeze(1), mlp)
     B, T, D = x.shape
     idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
     if idx.numel() == 0:
+        if branches is not None:
+            branches.append((attn, torch.zeros_like(x)))
         return x
     # per kept row, its sample's (shift, 1 + scale, gate): one gather instead of three
     shift, scale, gate = torch.stack([shift_mlp, 1 + scale_mlp, gate_mlp], 1).index_select(0, idx // T).unbind(1)
     rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
-    out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights).mul_(gate)
+    out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights)
+    if branches is not None:  # the pre-gate MLP output on the whole grid, 0 where a token was skipped
+        branches.append((attn, x.new_zeros(B * T, D).index_copy_(0, idx, out).reshape(B, T, D)))
+    out.mul_(gate)
     return x.reshape(B * T, D).index_add_(0, idx, out).reshape(B, T, D)  # x is this block's own tensor
 
 

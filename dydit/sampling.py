@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from dydit.deepcache import DeepCache
 from dydit.models import cfg_forward
 
 # DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
@@ -120,10 +121,15 @@ def guided_output(model_fn, z, t, y, cfg_scale, guided_channels=3, null_class=10
 
 @torch.no_grad()
 def sample_latents(model_fn, sampler, noise, labels, steps=None, generators=None, cfg_scale=1.5,
-                   guided_channels=3, null_class=1000):
-    """Runs a diffusers scheduler from noise (B, C, H, W) to clean latents, guided by labels (B,)."""
+                   guided_channels=3, null_class=1000, deepcache_interval=0):
+    """Runs a diffusers scheduler from noise (B, C, H, W) to clean latents, guided by labels (B,).
+
+    deepcache_interval N > 1: the model runs whole at steps 0, N, 2N, ... and from cached block outputs
+    in between (dydit.deepcache: model_fn must be a DiT, DyDiT or FastDyDiT); 0 or 1: no cache."""
+    if deepcache_interval > 1:
+        model_fn = DeepCache(model_fn, deepcache_interval)  # one per run: it keeps this batch's branches
     scheduler = make_scheduler(sampler, steps)
-    if hasattr(model_fn, "prepare"):  # FastDyDiT: width plan for exactly these timesteps
+    if hasattr(model_fn, "prepare"):  # FastDyDiT: width plan for exactly these timesteps; DeepCache: step 0
         model_fn.prepare([float(t) for t in scheduler.timesteps])
     device = noise.device
     z, y = noise * scheduler.init_noise_sigma, labels.to(device)

@@ -33,6 +33,9 @@ def register(subparsers):
     p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
     p.add_argument("--latent-size", type=int, default=32, help="latent side (32 -> 256 x 256 images)")
     p.add_argument("--precision", default=None, choices=list(sampling.PRECISIONS), help="default: tf32 on CUDA, else fp32")
+    p.add_argument("--deepcache-interval", type=int, default=0, metavar="N",
+                   help="DeepCache: the whole model at steps 0, N, 2N, ..., cached block outputs in between "
+                        "(dydit/deepcache.py); 0 or 1: no cache")
     p.add_argument("--masked", action="store_true", help="DyDiT: the masked reference path instead of FastDyDiT")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards per process")
@@ -66,7 +69,8 @@ def run(args):
         model=args.model, num=args.num_samples, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
         guided_channels=None if args.guided_channels == "all" else int(args.guided_channels), labels=args.labels,
         seed=args.seed, batch_size=args.batch_size, ckpt=ckpt, random_weights=args.random_weights, vae=vae,
-        latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked)
+        latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked,
+        deepcache_interval=args.deepcache_interval)
     path = sample.run(spec, args.out, max_shards=args.max_shards, device=args.device, progress=not args.no_progress,
                       timeout_minutes=args.dist_timeout)
     if path is not None:  # rank 0, all shards done

@@ -60,7 +60,8 @@ def seconds_per_image(row, ctx):
 
     def run(n_steps):
         generators = [sampling.index_generator(ctx.seed, i) for i in indices]
-        return sampling.sample_latents(model_fn, name, noise, labels, n_steps, generators, cfg, guided)
+        return sampling.sample_latents(model_fn, name, noise, labels, n_steps, generators, cfg, guided,
+                                       deepcache_interval=s["deepcache_interval"])
 
     vae = _vae(ctx, device)
     with tf32_mode(precision):
@@ -70,7 +71,7 @@ def seconds_per_image(row, ctx):
         vae_median, _ = median_seconds(lambda: sampling.decode_to_uint8(vae, latents), repeats=REPEATS, warmup=1,
                                        device=device) if vae is not None else (None, None)
     return {"s_per_image": median / batch, "seconds": times, "batch_size": batch, "steps": steps, "sampler": name,
-            "cfg_scale": cfg, "cfg_batched": cfg != 1.0, "guided_channels": guided, "precision": precision,
+            "cfg_scale": cfg, "cfg_batched": cfg != 1.0, "deepcache_interval": s["deepcache_interval"], "guided_channels": guided, "precision": precision,
             "repeats": REPEATS, "device": str(device), "weights": weights,
             "gpu": torch.cuda.get_device_name() if str(device).startswith("cuda") else None,
             "vae_s_per_image": None if vae_median is None else vae_median / batch}

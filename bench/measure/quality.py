@@ -36,18 +36,19 @@ def sample_spec(row, ckpt_path, vae_path):
     return SampleSpec(model=row["model"], num=s["num_samples"], sampler=s["name"], steps=s["steps"],
                       cfg_scale=s["cfg_scale"], guided_channels=s["guided_channels"], labels=s["labels"],
                       seed=s["seed"], batch_size=s["batch_size"], ckpt=str(ckpt_path), vae=str(vae_path),
-                      precision=s["precision"])
+                      precision=s["precision"], deepcache_interval=s["deepcache_interval"])
 
 
 def samples_dir(row, spec, ctx):
-    """<work_dir>/samples/<row>-<sampler><steps>-cfg<scale>-g<guided>-<labels>-n<N>-seed<seed>."""
+    """<work_dir>/samples/<row>-<sampler><steps>[-deepcache<N>]-cfg<scale>-g<guided>-<labels>-n<N>-seed<seed>."""
     # readable on purpose: a multi-GPU `torchrun ... bench sample --out` can fill it beforehand, and
     # run.json in it refuses any other setup (batch size, precision, checkpoint path included)
     slug = re.sub(r"[^a-z0-9.]+", "-", row["name"].lower()).strip("-")
     guided = "all" if spec.guided_channels is None else spec.guided_channels
     base = Path(ctx.work_dir) if ctx.work_dir else Path("artifacts")
-    return base / "samples" / (f"{slug}-{spec.sampler}{spec.steps}-cfg{spec.cfg_scale:g}-g{guided}-{spec.labels}"
-                               f"-n{spec.num}-seed{spec.seed}")
+    cache = f"-deepcache{spec.deepcache_interval}" if spec.deepcache_interval > 1 else ""
+    return base / "samples" / (f"{slug}-{spec.sampler}{spec.steps}{cache}-cfg{spec.cfg_scale:g}-g{guided}"
+                               f"-{spec.labels}-n{spec.num}-seed{spec.seed}")
 
 
 def _require(names, root):

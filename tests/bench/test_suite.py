@@ -107,7 +107,8 @@ def test_a_cells_sampler_is_suite_then_row_then_column_then_cell_with_the_defaul
     assert (params.batch_size, params.precision, params.labels) == (32, "tf32", "balanced")  # not the fid column's
     spec = row.spec(row.cells["fid"])["sampler"]  # what quality.py and latency.py read, every value given
     assert spec == fid.to_dict() and set(spec) == {"name", "steps", "cfg_scale", "guided_channels", "labels",
-                                                   "num_samples", "seed", "batch_size", "precision", "reference"}
+                                                   "num_samples", "seed", "batch_size", "precision", "reference",
+                                                   "deepcache_interval"}
     assert row.options == {"flops_target": 0.5} and suite.plots[0]["log_x"] is True
     all_channels = load_suite(write(tmp_path, RICH.replace("guided_channels = 3", 'guided_channels = "all"')))
     assert all_channels.rows[0].cells["fid"].sampler.guided_channels is None  # SampleSpec's "all four"
