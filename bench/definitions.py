@@ -18,6 +18,7 @@ METRIC_IS = "is"
 METRIC_PRECISION = "precision"
 METRIC_RECALL = "recall"
 METRIC_S_PER_IMAGE = "s_per_image"
+METRIC_S_PER_IMAGE_RATIO = "s_per_image_ratio"  # whole-loop s/image / DiT's without cache, one run, one device
 # the mini reproduction (bench/mini): its claims, measured on digits with models trained here
 METRIC_FLOPS_RATIO = "flops_ratio"  # dynamic FLOPs over the sampling run / the DiT's
 METRIC_ACCURACY = "accuracy"  # generated digits classified as the class they were conditioned on
@@ -61,6 +62,7 @@ METRICS = {
     METRIC_PRECISION: Metric("quality", "", QUALITY, HIGHER),
     METRIC_RECALL: Metric("quality", "", QUALITY, HIGHER),
     METRIC_S_PER_IMAGE: Metric("latency", "s/image", TIMING, LOWER),
+    METRIC_S_PER_IMAGE_RATIO: Metric("loop", "", TIMING, LOWER),
     METRIC_FLOPS_RATIO: Metric("mini", "", STATIC, EXACT),
     METRIC_ACCURACY: Metric("mini", "", QUALITY, HIGHER),
     METRIC_MINI_FID_VS_DIT: Metric("mini", "", QUALITY, LOWER),
@@ -71,10 +73,11 @@ METRICS = {
 }
 
 # measurement name -> module exposing measure(row, metric, ctx)
-MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini")}
+MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop")}
 
 # [[sections]] `measure` name -> the project's own module exposing run(ctx) (nothing else is imported)
-SECTIONS = {"pipeline-check": "bench.pipeline_check", "mini-report": "bench.mini.section"}
+SECTIONS = {"pipeline-check": "bench.pipeline_check", "mini-report": "bench.mini.section",
+            "loop-report": "bench.loop_section"}
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,9 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
     """Runs every cell and section of a suite -> the result dict written to reports/<suite>.json."""
     started = utc_now()
     pairs = list(suite.cells())
+    # what every measured cell will ask for, so a measurement can plan across cells (bench.measure.loop
+    # times all of a sampler's paths interleaved in one run)
+    ctx.cache["suite_cells"] = [(row.spec(cell), cell.metric, cell.measure) for row, cell in pairs if not cell.reference]
     cells = []
     with tqdm(pairs, desc=f"{suite.name} [{profile}]", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
         for row, cell in bar:

@@ -135,7 +135,7 @@ def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.01):
 #################################################################################
 
 def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=5, device="cpu",
-              seed=0, cache_gb=12.0, log=print) -> SpeedResult:
+              seed=0, cache_gb=2.0, log=print) -> SpeedResult:
     """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring.
 
     DiT is the same module with complete_model=True (the plain DiT block, routers not run): the same
@@ -196,3 +196,118 @@ def _device_name(device):
 
 def as_dict(result: SpeedResult) -> dict:
     return asdict(result)
+
+
+#################################################################################
+#                         Whole sampling loop (bench.loop_speed)                #
+#################################################################################
+
+@dataclass
+class LoopSpeedResult:
+    model: str
+    device: str
+    sampler: str
+    steps: int
+    batch: int
+    target_fraction: float
+    paths: dict  # name -> LoopTiming.to_dict() + flops_ratio, speedup, realized (against "DiT")
+    check: dict  # name -> whole-run check of the estimate (empty without --check)
+    vae: str
+    memory: dict  # model weights, per path sliced weights (+ CUDA call peaks), the process's peak RSS
+    note: str
+
+
+def shared_dit(dydit: DyDiT):
+    """A DiT whose parameters *are* the DyDiT's (no second copy in memory): the DiT path of the same weights."""
+    from dydit.models import DiT
+    dit = DiT(input_size=dydit.input_size, patch_size=dydit.patch_size, in_channels=dydit.in_channels,
+              hidden_size=dydit.hidden_size, depth=len(dydit.blocks), num_heads=dydit.num_heads,
+              mlp_ratio=dydit.mlp_ratio, num_classes=dydit.y_embedder.embedding_table.num_embeddings - 1,
+              learn_sigma=dydit.learn_sigma)
+    dit.load_state_dict({k: v for k, v in dydit.state_dict().items() if k in dit.state_dict()}, assign=True)
+    return dit.eval()
+
+
+def calibrated_dydit(model_name, fraction, timesteps, device="cpu", seed=0, log=print) -> DyDiT:
+    """A random-weight DyDiT whose routers are calibrated to `fraction` of DiT's FLOPs over `timesteps`."""
+    log(f"calibrating routers of {model_name} to {fraction:.3f} of DiT's FLOPs on {len(timesteps)} timesteps...")
+    dydit = standardized_dydit(model_name, timesteps, device, seed)
+    recalibrate(dydit, fraction, timesteps, seed)
+    return dydit
+
+
+def standardized_dydit(model_name, timesteps, device="cpu", seed=0) -> DyDiT:
+    """A random-weight DyDiT with standardised routers (offset 0: about half of everything on)."""
+    torch.manual_seed(seed)
+    dydit = randomize_(create_model(model_name), seed=seed).to(device).eval()
+    x, y = _one_input(dydit, seed)
+    standardize_routers(dydit, timesteps, x, y, seed)
+    return dydit
+
+
+def recalibrate(dydit: DyDiT, fraction, timesteps, seed=0) -> float:
+    """Moves the routers' one offset so the FLOPs over `timesteps` reach `fraction` again (e.g. on the
+    timesteps a sampler's timing will call); returns the fraction reached."""
+    x, y = _one_input(dydit, seed)
+    return calibrate(FastDyDiT(dydit, cache_bytes=0), timesteps, x, y, fraction)  # no slice cache: see run_speed
+
+
+def _one_input(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    device = model.pos_embed.device
+    x = torch.randn(1, model.in_channels, model.input_size, model.input_size, generator=g).to(device)
+    return x, torch.randint(0, 1000, (1,), generator=g).to(device)
+
+
+def timing_vae(device="cpu"):
+    """(decode(latents) callable, GMACs per image, description): the SD VAE's architecture; weights random
+    (a decoder's time does not depend on them)."""
+    from diffusers import AutoencoderKL
+
+    from bench.loop_speed import vae_decode_gmacs
+    from dydit.sampling import SD_VAE_CONFIG, decode_to_uint8
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**SD_VAE_CONFIG).to(device).eval()
+    return (lambda z: decode_to_uint8(vae, z)), vae_decode_gmacs(vae, 32), \
+        "sd-vae-ft-ema architecture, random weights (decode time does not depend on them)"
+
+
+def run_loop_speed(model_name="DyDiT-XL/2", fraction=0.5, sampler="ddim", steps=None, batch=1, calls=3,
+                   repeats=3, cache_gbs=(2.0,), deepcache=0, device="cpu", seed=0, check=False, vae=True,
+                   log=print) -> LoopSpeedResult:
+    """Whole-loop s/image of DiT and the DyDiT fast path (one per slice-cache budget), interleaved."""
+    from bench.loop_speed import LoopPath, check_estimate, picks, time_loops, width_cost
+    from dydit.sampling import sampler_timesteps
+    if not model_name.startswith("DyDiT-"):
+        raise ValueError(f"--model must be a DyDiT model (e.g. DyDiT-XL/2), got {model_name!r}")
+    timesteps = sampler_timesteps(sampler, steps)
+    log(f"calibrating routers of {model_name} to {fraction:.3f} of DiT's FLOPs on the calls that will be timed...")
+    dydit = standardized_dydit(model_name, schedule(10), device, seed)
+    idx = picks(len(timesteps), calls, 0, width_cost(FastDyDiT(dydit, cache_bytes=0), timesteps))
+    recalibrate(dydit, fraction, [timesteps[i] for i in idx], seed)
+    dit = shared_dit(dydit)
+    paths = [LoopPath("DiT", dit, deepcache)]
+    for gb in cache_gbs:
+        paths.append(LoopPath(f"DyDiT fast, cache {gb:g} GiB", FastDyDiT(dydit, int(gb * 2**30)), deepcache))
+    decode, decode_gmacs, vae_note = timing_vae(device) if vae else (None, 0.0, "not timed")
+    timings = time_loops(paths, sampler, steps, batch, calls=calls, repeats=repeats, decode=decode,
+                         decode_gmacs_per_image=decode_gmacs, device=device, seed=seed, log=log)
+    base = timings["DiT"]
+    out = {}
+    for name, t in timings.items():
+        ratio = t.gmacs_per_image / base.gmacs_per_image
+        speedup = base.s_per_image / t.s_per_image
+        out[name] = {**t.to_dict(), "flops_ratio": ratio, "speedup": speedup, "realized": speedup * ratio}
+    checked = {}
+    if check:
+        log(f"  checking the estimate against whole {sampler}-{len(timesteps)} runs...")
+        checked = check_estimate(paths, timings, repeats=2, decode=decode, device=device, seed=seed)
+    import resource
+    memory = {"model_weights_gib": sum(p.numel() * p.element_size() for p in dydit.parameters()) / 2**30,
+              "sliced_weights_gib": {n: p["sliced_weights_gib"] for n, p in out.items()},
+              "cuda_call_peak_gib": {n: p["call_peak_gib"] for n, p in out.items()},
+              "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    note = ("routers calibrated (random weights + one bisected bias offset), not a trained DyDiT; s/image "
+            "estimated from K timed calls per path on the schedule's own timesteps (bench/loop_speed.py)")
+    return LoopSpeedResult(model_name, _device_name(device), sampler, len(timesteps), batch, fraction, out,
+                           checked, vae_note, memory, note)

@@ -30,6 +30,14 @@ from dydit.fast import FastDyDiT
 from dydit.flops import Arch, outside_blocks_macs
 from dydit.models import DiT, DyDiT
 
+# the design in one paragraph, for reports (the module docstring says it in full)
+DESIGN = ("DeepCache (our design: no public code applies it to DiT): the whole model runs at sampling steps 0, N, "
+          "2N, ...; in between, every block reuses the attention and MLP outputs of the last full step *before* "
+          "their adaLN gates, and the gates, embedders and final layer run on the current t and y (a DyDiT's "
+          "routers do not run on a cached step; the reused outputs carry the last full step's heads, channel "
+          "groups and tokens). FLOPs of a cached step: patch embedding, timestep MLP, 2·D² gate MACs per block "
+          "and the final layer.")
+
 Branches = List[Tuple[torch.Tensor, torch.Tensor]]  # per block: (attention (N, T, D), MLP (N, T, D)), pre-gate
 
 
@@ -66,10 +74,14 @@ class DeepCache:
             self.model_fn.prepare(timesteps)
         return self
 
+    def next_is_full(self) -> bool:
+        """Whether the next call runs the whole model."""
+        return is_full_step(self.step, self.interval) or self.branches is None
+
     def __call__(self, x, t, y, **kwargs):
         """The next sampling step: full or cached by its index. kwargs (e.g. FastDyDiT's record) go to
         full steps; a cached step leaves a given `record` empty (no block ran)."""
-        full = is_full_step(self.step, self.interval) or self.branches is None
+        full = self.next_is_full()
         self.step += 1
         if full:
             self.full_steps += 1

@@ -7,8 +7,11 @@ The public DyDiT code multiplies by masks, so it runs every FLOP of DiT. Here:
 Width masks depend on t alone, so they are the same for the whole batch and both CFG halves: the plan
 for a schedule is computed once. Weights, measured on one DiT-XL block (CPU, batch 2):
 - contiguous copies of the active rows/columns (one GEMM per layer) run at the FLOPs-ideal time. They
-  are cached per (block, pattern) until `cache_bytes` is used up, with no eviction: a schedule cycles
-  through its patterns, where LRU would miss every time.
+  are cached per (block, pattern) within `cache_bytes` (default 2 GiB, so a GPU that holds the model,
+  the VAE and the batch has room), with no eviction: a schedule cycles through its patterns, where LRU
+  would miss every time. `prepare(timesteps)` picks which: the patterns the schedule uses most often
+  first, so what is cached does not depend on call order (and the sampled calls of
+  bench.loop_speed see the cache a whole run would).
 - past the budget, the MLP uses strided *views* of fc1/fc2 per contiguous run of active channel
   groups (GEMM takes them as they are; partial fc2 outputs summed): 0-15 % over ideal, cheaper than
   a copy per call. Attention copies per call: its narrow per-run GEMMs ran ~25 % over ideal.
@@ -28,6 +31,7 @@ from dydit.models import BlockMasks, DiTBlock, DyDiT, cfg_forward
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
 Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]
 
+DEFAULT_CACHE_BYTES = 2 << 30  # sliced weights kept beyond the model's own (bench speed --cache-gb: the curve)
 TRAIN_MODE_ERROR = ("FastDyDiT is an inference path: call model.eval() first (train mode drops labels at random "
                     "and samples Gumbel masks)")
 
@@ -98,7 +102,7 @@ class Stamp:
 class FastDyDiT(nn.Module):
     """Inference wrapper of a DyDiT that skips inactive heads, channel groups and tokens."""
 
-    def __init__(self, model: DyDiT, cache_bytes: int = 4 << 30):
+    def __init__(self, model: DyDiT, cache_bytes: int = DEFAULT_CACHE_BYTES):
         super().__init__()
         self.model = model
         self.in_channels = model.in_channels
@@ -108,6 +112,7 @@ class FastDyDiT(nn.Module):
         self._cache: Dict[tuple, Tuple[torch.Tensor, ...]] = {}  # (id(module), active) -> sliced weights
         self._stamps: Dict[int, Stamp] = {}  # id(module) -> the weights its cached slices were made from
         self._cached_bytes = 0
+        self._chosen: Optional[set] = None  # after prepare(): the (id(module), active) keys to cache
 
     @property
     def plan(self) -> Dict[float, Widths]:
@@ -117,12 +122,31 @@ class FastDyDiT(nn.Module):
         params += [p for b in model.blocks for router in (b.attn_rate, b.mlp_rate) for p in router.parameters()]
         if self._plan_stamp is None or not self._plan_stamp.matches(params):
             self._plan.clear()
+            self._chosen = None  # chosen for the old plan's patterns
             self._plan_stamp = Stamp(params)
         return self._plan
 
     def prepare(self, timesteps: Sequence[float]):
-        """Computes the width plan for a whole schedule at once (otherwise each new t is planned lazily)."""
-        self.plan.update(width_plan(self.model, timesteps))
+        """Computes the width plan for a whole schedule at once (otherwise each new t is planned lazily)
+        and chooses the slices to cache for it: most used first, within the budget."""
+        plan = self.plan
+        plan.update(width_plan(self.model, timesteps))
+        uses, size = {}, {}
+        for step in timesteps:
+            for block, (heads, groups) in zip(self.model.blocks, plan[float(step)]):
+                for module, active in ((block.attn, heads), (block.mlp, groups)):
+                    if len(active) < self.model.num_heads:
+                        key = (id(module), active)
+                        uses[key] = uses.get(key, 0) + 1
+                        size[key] = _slice_bound(module, active, self.model.num_heads)
+        chosen, total = set(), 0
+        for key in sorted(uses, key=lambda k: (-uses[k], size[k])):
+            if total + size[key] <= self.cache_bytes:
+                chosen.add(key)
+                total += size[key]
+        self._chosen = chosen
+        for key in [key for key in self._cache if key not in chosen]:  # slices of an earlier schedule
+            self._cached_bytes -= _nbytes(self._cache.pop(key))
         return self
 
     @torch.no_grad()
@@ -162,9 +186,8 @@ class FastDyDiT(nn.Module):
         key = (id(module), active)
         if key in self._cache:  # made from the current weights: _drop_stale_slices ran this call
             return self._cache[key]
-        # an upper bound of the copies' bytes (the output bias is counted, not copied); exact ones are booked
-        bound = sum(p.numel() * p.element_size() for p in module.parameters()) * len(active) // num_groups
-        fits = self._cached_bytes + bound <= self.cache_bytes
+        chosen = self._chosen is None or key in self._chosen
+        fits = chosen and self._cached_bytes + _slice_bound(module, active, num_groups) <= self.cache_bytes
         if not fits and not always:
             return None
         weights = make(module, active, num_groups)
@@ -192,6 +215,7 @@ class FastDyDiT(nn.Module):
         self._cache.clear()
         self._stamps.clear()
         self._cached_bytes = 0
+        self._chosen = None
         self._plan.clear()
 
     def _widths_for(self, t) -> Widths:
@@ -202,6 +226,11 @@ class FastDyDiT(nn.Module):
         if step not in plan:
             plan.update(width_plan(self.model, [step]))
         return plan[step]
+
+
+def _slice_bound(module, active, num_groups) -> int:
+    """An upper bound of a slice's bytes (the output bias is counted, not copied); exact ones are booked."""
+    return sum(p.numel() * p.element_size() for p in module.parameters()) * len(active) // num_groups
 
 
 def _nbytes(tensors) -> int:

@@ -1,37 +1,96 @@
-"""`python -m bench speed`: DiT vs DyDiT (fast and masked paths) over the calls of a short schedule."""
+"""`python -m bench speed`: DiT vs DyDiT, per model call (fast and masked paths) or over whole sampling loops."""
 import json
+import sys
+
+QUICK = dict(model="DyDiT-S/2", sampler="dpm-solver++", steps=10, calls=3, repeats=3, cache_gb="2")
 
 
 def register(subparsers):
     p = subparsers.add_parser("speed", help="time DiT vs DyDiT fast/masked paths; realized = speedup / FLOPs ratio")
     p.add_argument("--model", default="DyDiT-XL/2", help="a DyDiT model name (default: DyDiT-XL/2)")
     p.add_argument("--flops-fraction", type=float, default=0.5, help="target dynamic FLOPs / DiT FLOPs")
-    p.add_argument("--batch", type=int, default=2, help="batch size of each model call")
-    p.add_argument("--steps", type=int, default=10, help="K timesteps spread over [0, 1000)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats of the K calls (median reported)")
+    p.add_argument("--batch", type=int, default=None, help="images per call (default: 2 per call, 1 image per loop)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="per call: K timesteps spread over [0, 1000) (default 10); --loop: the sampler's steps")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (median reported; default 5, --loop 3)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-gb", type=float, default=12.0,
-                   help="budget of FastDyDiT's sliced-weight cache (past it: views / per-call slices)")
+    p.add_argument("--cache-gb", default=None,
+                   help="budget(s) of FastDyDiT's sliced-weight cache in GiB, comma-separated with --loop "
+                        "(one fast path each: the budget -> realized curve); default 2")
+    loop = p.add_argument_group("whole sampling loop (scheduler, CFG batch, VAE decode): bench/loop_speed.py")
+    loop.add_argument("--loop", action="store_true", help="time whole sampling loops instead of single calls")
+    loop.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm-solver++ (default ddim)")
+    loop.add_argument("--calls", type=int, default=3, help="full calls timed per path on the schedule's timesteps")
+    loop.add_argument("--deepcache", type=int, default=0, metavar="N", help="DeepCache interval of every path")
+    loop.add_argument("--check", action="store_true", help="also run whole loops and compare with the estimate")
+    loop.add_argument("--no-vae", action="store_true", help="leave the VAE decode out of the loop")
+    loop.add_argument("--quick", action="store_true",
+                      help=f"a CI check in ~1-2 min on a CPU: --loop --check with {QUICK}")
+    loop.add_argument("--min-realized", type=float, default=None,
+                      help="exit 1 when a fast path's realized speedup is below this (a CI gate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
-def run(args):
-    import sys
-
+def _device(args):
     import torch
-
-    from bench.speed import as_dict, run_speed
-    if args.repeats < 5:
-        raise SystemExit("error: --repeats must be at least 5 (the median of fewer is not a measurement)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # as DiT's sampling scripts
         torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def run(args):
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    r = run_speed(args.model, args.flops_fraction, args.batch, args.steps, args.repeats, device, args.seed,
-                  args.cache_gb, log)
+    if args.quick:
+        args.loop, args.check = True, True
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return run_loop(args, log) if args.loop else run_calls(args, log)
+
+
+def run_loop(args, log):
+    from dataclasses import asdict
+
+    from bench.speed import run_loop_speed
+    cache_gbs = [float(v) for v in (args.cache_gb or "2").split(",")]
+    r = run_loop_speed(args.model, args.flops_fraction, args.sampler, args.steps, args.batch or 1, args.calls,
+                       args.repeats or 3, cache_gbs, args.deepcache, _device(args), args.seed, args.check,
+                       not args.no_vae, log)
+    if args.json:
+        print(json.dumps(asdict(r)))
+    else:
+        print(f"{r.model} on {r.device}: whole {r.sampler}-{r.steps} loop, {r.batch} image(s) with CFG, "
+              f"routers calibrated to {r.target_fraction:g}; VAE: {r.vae}")
+        print(f"  {'path':<28} {'s/image':>9} {'FLOPs ratio':>12} {'speed-up':>9} {'realized':>9} {'slices GiB':>11}")
+        for name, p in r.paths.items():
+            print(f"  {name:<28} {p['s_per_image']:>9.3f} {p['flops_ratio']:>12.3f} {p['speedup']:>8.2f}x "
+                  f"{p['realized']:>9.3f} {p['sliced_weights_gib']:>11.2f}")
+        m = r.memory
+        print(f"  memory: model weights {m['model_weights_gib']:.2f} GiB (DiT and the fast paths share them); "
+              f"process peak RSS {m['process_peak_rss_gib']:.2f} GiB"
+              + (f"; CUDA call peaks {m['cuda_call_peak_gib']}" if any(m["cuda_call_peak_gib"].values()) else ""))
+        for name, c in r.check.items():
+            print(f"  check {name}: whole runs {c['measured_s_per_image']:.3f} s/image, estimate "
+                  f"{c['estimated_s_per_image']:.3f} ({c['rel_error']:+.1%})")
+        print(f"  note: {r.note}")
+    if args.min_realized is not None:
+        low = {n: p["realized"] for n, p in r.paths.items() if n != "DiT" and p["realized"] < args.min_realized}
+        if low:
+            print(f"FAIL: realized below {args.min_realized}: {low}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run_calls(args, log):
+    from bench.speed import as_dict, run_speed
+    repeats = args.repeats or 5
+    if repeats < 5:
+        raise SystemExit("error: --repeats must be at least 5 (the median of fewer is not a measurement)")
+    r = run_speed(args.model, args.flops_fraction, args.batch or 2, args.steps or 10, repeats, _device(args),
+                  args.seed, float(args.cache_gb or 2), log)
     if args.json:
         print(json.dumps(as_dict(r)))
         return 0

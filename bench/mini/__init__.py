@@ -21,6 +21,7 @@ import torch
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
                                METRIC_MINI_FID_VS_DIT, METRIC_SPEEDUP, METRIC_WIDTH_LATE_VS_EARLY)
 from bench.mini.config import MiniConfig
+from dydit.models import DyDiT
 from dydit.fileio import write_json_atomic
 
 CACHE_KEY = "mini"
@@ -65,7 +66,8 @@ def _sampling(row):
     s = row["sampler"]
     if s["guided_channels"] is not None:
         raise ValueError("the mini samples pixels: guide every channel (guided_channels = \"all\")")
-    return Sampling(s["name"], s["steps"], s["cfg_scale"], s["num_samples"], s["batch_size"], s["seed"])
+    return Sampling(s["name"], s["steps"], s["cfg_scale"], s["num_samples"], s["batch_size"], s["seed"],
+                    s["deepcache_interval"])
 
 
 def _evaluate(s: State, row, model, model_key):
@@ -81,13 +83,13 @@ def _evaluate(s: State, row, model, model_key):
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():
         return _load_evaluation(cached)
-    recorder = evaluate.Recorder(model)
+    recorder = evaluate.Recorder(model, sampling.deepcache_interval)
     start = time.perf_counter()
     images, labels, pixels = evaluate.sample_digits(model, sampling, recorder)
     out = {"seconds_sampling": time.perf_counter() - start, "images": images, "labels": labels,
            "flops_ratio": evaluate.flops_ratio(model, recorder.calls),
            **evaluate.quality(images, labels, digits.extractor(s.classifier), s.reference)}
-    if recorder.calls and recorder.calls[0][2] is not None:  # a DyDiT: what it skipped, and where
+    if isinstance(model, DyDiT) and sampling.deepcache_interval <= 1:  # what a DyDiT skipped, and where
         out["widths"] = evaluate.widths_per_step(model, recorder.calls)
         out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
         out["patch_flops"] = evaluate.patch_mlp_flops(model, recorder.calls, len(pixels)).numpy()
@@ -122,45 +124,82 @@ def _code_digest():
     """What decides an evaluation besides the model and the sampling: the measuring code."""
     from bench.mini import evaluate
     from bench.metrics import digits
-    from dydit import fast, flops, sampling
-    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16] for m in (evaluate, digits, fast, flops,
-                                                                                    sampling)]
+    from dydit import deepcache, fast, flops, sampling
+    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16]
+            for m in (evaluate, digits, fast, flops, sampling, deepcache)]
+
+
+def label(name: str, sampling) -> str:
+    """A measured model's name in this run: the row's, plus its sampler when not the mini's DDIM-50."""
+    extra = [] if (sampling.sampler, sampling.steps) == ("ddim", 50) else [f"{sampling.sampler}-{sampling.steps}"]
+    if sampling.deepcache_interval > 1 and "DeepCache" not in name:
+        extra.append(f"DeepCache {sampling.deepcache_interval}")
+    return " · ".join([name] + extra)
+
+
+def _model(s: State, ctx, row):
+    """(model, build info) of a row: the mini DiT, or the DyDiT fine-tuned to its options.flops_target."""
+    from bench.mini import build
+    lam = row["options"].get("flops_target")
+    name = "DiT-Mini" if row["model"] == s.config.model else f"DyDiT-Mini λ={lam}"
+    if name not in s.models:
+        if row["model"] == s.config.model:
+            s.models[name] = build.dit(s.config, s.cache_dir, s.retrain)
+        elif lam is None:
+            raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
+        else:
+            s.models[name] = build.dydit(s.config, lam, s.cache_dir, s.retrain)
+        ctx.provenance["mini"]["models"][name] = s.models[name][1]
+    return s.models[name]
+
+
+def trained_model(row, ctx):
+    """(model, build info) of a mini row, trained here (cached): what bench.measure.loop times."""
+    return _model(state(ctx), ctx, row)
 
 
 def measure_row(row, ctx) -> dict:
-    """{metric: value} of one mini row, measuring (and building) what it needs once per run."""
-    from bench.mini import build
+    """{metric: value} of one mini row under its cell's sampler (any sampler, DeepCache), measuring (and
+    building) what it needs once per run. "vs DiT" compares with the DiT under the same sampler, no cache."""
     s = state(ctx)
-    if row["name"] in s.measured:
-        return s.measured[row["name"]]["metrics"]
-    dit_row = {**row, "name": "DiT-Mini", "model": s.config.model, "options": {}}
-    if "DiT-Mini" not in s.measured:
-        dit, info = build.dit(s.config, s.cache_dir, s.retrain)
-        s.models["DiT-Mini"] = (dit, info)
-        ctx.provenance["mini"]["models"]["DiT-Mini"] = info
-        ev = _evaluate(s, dit_row, dit, info["key"])
-        ctx.provenance["mini"]["sampling"] = dataclasses.asdict(_sampling(row))
+    sampling = _sampling(row)
+    name = label(row["name"], sampling)
+    if name in s.measured:
+        return s.measured[name]["metrics"]
+    plain = {**row["sampler"], "deepcache_interval": 0}
+    dit_name = label("DiT-Mini", _sampling({"sampler": plain}))
+    if dit_name not in s.measured:
+        dit, info = _model(s, ctx, {**row, "model": s.config.model, "options": {}})
+        ev = _evaluate(s, {**row, "name": "DiT-Mini", "sampler": plain}, dit, info["key"])
+        ctx.provenance["mini"].setdefault("sampling", {})[dit_name] = dataclasses.asdict(_sampling({"sampler": plain}))
         ev["metrics"] = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"]}
-        s.measured["DiT-Mini"] = ev
-    if row["model"] == s.config.model:
-        return s.measured["DiT-Mini"]["metrics"]
-    lam = row["options"].get("flops_target")
-    if lam is None:
-        raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
-    model, info = build.dydit(s.config, lam, s.cache_dir, s.retrain)
-    s.models[row["name"]] = (model, info)
-    ctx.provenance["mini"]["models"][row["name"]] = info
-    ev = _evaluate(s, row, model, info["key"])
-    dit_ev = s.measured["DiT-Mini"]
-    ev["speed"] = speed(row, s.models["DiT-Mini"][0], model)
-    ev["metrics"] = {
-        METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
-        METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
-        METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"],
-        METRIC_WIDTH_LATE_VS_EARLY: ev["width_late_vs_early"], METRIC_INK_VS_BACKGROUND: ev["ink_vs_background"],
-        METRIC_SPEEDUP: ev["speed"]["dit"] / ev["speed"]["fast"]}
-    s.measured[row["name"]] = ev
-    return ev["metrics"]
+        s.measured[dit_name] = ev
+    dit_ev = s.measured[dit_name]
+    model, info = _model(s, ctx, row)
+    ev = dit_ev if name == dit_name else _evaluate(s, row, model, info["key"])
+    metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
+               METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
+               METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
+    if "width_late_vs_early" in ev:  # a DyDiT without DeepCache: where it skipped
+        metrics.update({METRIC_WIDTH_LATE_VS_EARLY: ev["width_late_vs_early"],
+                        METRIC_INK_VS_BACKGROUND: ev["ink_vs_background"]})
+    if name != dit_name:
+        s.measured[name] = {**ev, "metrics": metrics}
+    return metrics
+
+
+def speedup(row, ctx) -> float:
+    """DiT's s/image / the fast path's (bench.mini.speed), for a DyDiT row measured by measure_row."""
+    s = state(ctx)
+    measure_row(row, ctx)
+    ev = s.measured[label(row["name"], _sampling(row))]
+    if "speed" not in ev:
+        if row["options"].get("flops_target") is None or row["sampler"]["deepcache_interval"] > 1:
+            raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache (bench.measure.loop "
+                             "times DeepCache)")
+        ev["speed"] = speed(row, _model(s, ctx, {**row, "model": s.config.model, "options": {}})[0],
+                            _model(s, ctx, row)[0])
+    return ev["speed"]["dit"] / ev["speed"]["fast"]
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 
 from bench.metrics import digits
 from dydit import sampling
+from dydit.deepcache import DeepCache, cached_step_macs
 from dydit.fast import FastDyDiT
 from dydit.flops import Arch, dit_macs, dynamic_macs, mlp_macs
 from dydit.models import DyDiT
@@ -30,14 +31,18 @@ class Sampling:
     num_samples: int = 1000  # balanced: 100 per class
     batch_size: int = 500
     seed: int = 0
+    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps
 
 
 class Recorder:
-    """model_fn for the sampler: FastDyDiT (or a DiT) that keeps, per call, t and the masks it ran with."""
+    """model_fn for the sampler: FastDyDiT (or a DiT) that keeps, per call, t and the masks it ran with.
+    With DeepCache a cached step's record is empty: no block ran."""
 
-    def __init__(self, model):
+    def __init__(self, model, deepcache_interval=0):
         self.model = model
         self.fn = FastDyDiT(model) if isinstance(model, DyDiT) else model
+        if deepcache_interval > 1:
+            self.fn = DeepCache(self.fn, deepcache_interval)
         self.calls = []  # (first image, t, record) per call; record: BlockMasks per block of the [cond; uncond] batch
         self.offset = 0  # index of the first image of the batch being sampled
 
@@ -47,7 +52,8 @@ class Recorder:
 
     def __call__(self, x, t, y):
         if not isinstance(self.model, DyDiT):
-            self.calls.append((self.offset, int(t[0]), None))
+            cached = isinstance(self.fn, DeepCache) and not self.fn.next_is_full()
+            self.calls.append((self.offset, int(t[0]), [] if cached else None))
             return self.fn(x, t, y)
         record = []
         out = self.fn(x, t, y, record=record)
@@ -63,7 +69,7 @@ def to_uint8(x):
 @torch.no_grad()
 def sample_digits(model, s: Sampling, recorder=None):
     """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
-    model_fn = recorder or Recorder(model)
+    model_fn = recorder or Recorder(model, s.deepcache_interval)
     num_classes = model.y_embedder.embedding_table.num_embeddings - 1
     shape = (model.in_channels, model.input_size, model.input_size)
     images, labels, pixels = [], [], []
@@ -85,11 +91,12 @@ def sample_digits(model, s: Sampling, recorder=None):
 #################################################################################
 
 def flops_ratio(model, calls) -> float:
-    """Dynamic MACs over the run (per sample and call, routers counted) / the static DiT's MACs."""
-    if not isinstance(model, DyDiT):
-        return 1.0
-    per_call = [dynamic_macs(model, record).mean() for _, _, record in calls]
-    return float(torch.stack(per_call).mean()) / dit_macs(model)
+    """MACs over the run (per sample and call: a DyDiT's dynamic ones, routers counted; a DeepCache'd step's
+    as dydit.deepcache counts it, recorded as []) / the static DiT's MACs."""
+    static = dit_macs(model)
+    per_call = [cached_step_macs(model) if record == [] else static if record is None
+                else float(dynamic_macs(model, record).mean()) for _, _, record in calls]
+    return float(np.mean(per_call)) / static
 
 
 def widths_per_step(model, calls):

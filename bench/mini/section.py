@@ -1,6 +1,7 @@
 """The mini report's section: the numbers behind the claims, judged where a check applies, and the figures
 (the paper's Fig. 5 and Fig. 6 on the mini models, FLOPs vs mini-FID, generated digits)."""
 import math
+import re
 from pathlib import Path
 
 from bench import mini
@@ -36,7 +37,7 @@ def run(ctx):
         rows.append(_finite(f"{name}: FLOPs over the sampling run / DiT's", ev["flops_ratio"]))
         rows.append(_finite(f"{name}: sampling {len(ev['images'])} digits, seconds", ev["seconds_sampling"], "s"))
         points.append((name, ev["flops_ratio"], ev["mini_fid"]))
-        slug = name.lower().replace(" ", "-").replace("λ=", "lambda")
+        slug = re.sub(r"[^a-z0-9.]+", "-", name.lower().replace("λ=", "lambda")).strip("-")
         figs.append({"title": f"{name}: generated digits (one row per class)",
                      "path": str(figures.digit_grid(out / f"{slug}-digits.png", name, ev["images"], ev["labels"]))})
         if "speed" in ev:

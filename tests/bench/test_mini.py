@@ -1,6 +1,7 @@
 """The mini reproduction end to end on a tiny budget (a few training steps, a few digits): every cell
 gets a number, the section its checks and figures, and a second run reuses every trained model."""
 import json
+import re
 
 import pytest
 
@@ -37,10 +38,10 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
     (section,) = result["sections"]
     assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 6, section["note"]
     mini = result["provenance"]["measurements"]["mini"]
-    assert mini["config"]["dit_steps"] == 4 and mini["sampling"]["num_samples"] == 20
+    assert mini["config"]["dit_steps"] == 4 and next(iter(mini["sampling"].values()))["num_samples"] == 20
     assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5"}
     page = render_suite(json.loads(json.dumps(result)), tmp_path / "reports")
-    assert "mini_dit-mini-digits.png" in page.read_text() and (tmp_path / "reports" / "mini_flops-vs-fid.png").is_file()
+    assert re.search(r"mini_dit-mini[a-z0-9-]*-digits\.png", page.read_text()) and (tmp_path / "reports" / "mini_flops-vs-fid.png").is_file()
 
     # warm: every model and evaluation comes from the cache, nothing trains
     from dydit import train
@@ -48,3 +49,35 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
     again, _ = run(tmp_path, suite)
     measured = {(c["row"], c["column"]): c["measured"] for c in result["cells"] if c["column"] != "speedup"}
     assert measured == {(c["row"], c["column"]): c["measured"] for c in again["cells"] if c["column"] != "speedup"}
+
+
+def tiny_table(tmp_path, name):
+    text = (SUITES_DIR / name).read_text(encoding="utf-8")
+    for steps, few in (("250", 5), ("50", 4), ("20", 3), ("10", 2)):  # distinct: one timing run per sampler
+        text = text.replace(f"steps = {steps}", f"steps = {few}")
+    text = text.replace("num_samples = 500\n", "num_samples = 20\n").replace("batch_size = 250", "batch_size = 10")
+    return load_suite(write(tmp_path, text, name))
+
+
+def test_tiny_tables_4_and_18_on_the_mini_models(tmp_path):
+    """Tables 4 and 18 on the (tiny) mini models: quality per sampler / DeepCache interval against the DiT,
+    every path timed in one run per sampler, the loop section judged."""
+    results = {}
+    for name in ("table4-mini.toml", "table18-mini.toml"):
+        result, ctx = run(tmp_path, tiny_table(tmp_path, name))
+        for cell in result["cells"]:
+            assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
+        (section,) = result["sections"]
+        assert section["status"] in ("pass", "fail") and section["rows"], section["note"]
+        results[name] = result, ctx
+    t4, ctx4 = results["table4-mini.toml"]
+    assert len(t4["provenance"]["measurements"]["loop_speed"]) == 4  # one timing run per sampler
+    sampled = ctx4.cache["mini"].measured
+    assert {"DiT-Mini · ddpm-5", "DyDiT-Mini λ=0.5 · dpm-solver++-3"} <= set(sampled)
+    t18, ctx18 = results["table18-mini.toml"]
+    (loop,) = t18["provenance"]["measurements"]["loop_speed"]
+    assert {"DiT, DeepCache 5", "DyDiT-Mini/2 λ=0.5, DeepCache 3"} <= set(loop["paths"])
+    names = " | ".join(r["name"] for r in t18["sections"][0]["rows"])
+    assert "compose" in names and "without cache" in names
+    cached = ctx18.cache["mini"].measured["DiT-Mini, DeepCache 2 · ddim-4"]
+    assert cached["flops_ratio"] < 0.75, "half the steps cached: far fewer MACs"

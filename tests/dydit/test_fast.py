@@ -341,3 +341,40 @@ def test_complete_model_runs_the_dit_path(model):
         out, out_cfg = fast(x, t, y), fast.forward_with_cfg(x, t, y, cfg_scale=1.5)
     assert rel_err(dynamic, ref) > 1e-3, "the routers should skip something"
     assert rel_err(out, ref) <= 1e-6 and rel_err(out_cfg, ref_cfg) <= 1e-6
+
+
+def test_prepare_caches_the_schedules_most_used_patterns_within_the_budget_whatever_the_call_order(model):
+    """With a plan, what is cached is chosen by use over the schedule (not first come), within the budget."""
+    m = calibrated_routers(model, seed=5)
+    steps = [float(s) for s in range(999, 0, -37)]  # 27 timesteps: patterns repeat between neighbours
+    x, _, y = inputs()
+    unlimited = FastDyDiT(m, cache_bytes=1 << 40).prepare(steps)
+    uses = {}
+    for s in steps:
+        for i, widths in enumerate(unlimited.plan[s]):
+            for layer, active in zip(("attn", "mlp"), widths):
+                if len(active) < m.num_heads:
+                    uses[(i, layer, active)] = uses.get((i, layer, active), 0) + 1
+    assert max(uses.values()) > 1 and min(uses.values()) == 1, "the test needs patterns used more and less often"
+    budget = live_bytes_of_all(unlimited, steps, x, y) // 3
+    cached = []
+    for order in (steps, steps[::-1]):
+        fast = FastDyDiT(m, cache_bytes=budget).prepare(steps)
+        with torch.no_grad():
+            for s in order:
+                fast(x, torch.full((2,), s), y)
+        assert 0 < fast._cached_bytes <= budget
+        keys = {(i, layer, active) for i, b in enumerate(m.blocks) for layer, module in (("attn", b.attn), ("mlp", b.mlp))
+                for (mid, active) in fast._cache if mid == id(module)}
+        cached.append(keys)
+    assert cached[0] == cached[1], "the cached patterns must not depend on the call order"
+    left_out = [uses[k] for k in uses if k not in cached[0]]
+    assert max(uses, key=uses.get) in cached[0] and left_out, "the most used pattern first; the budget leaves some out"
+    assert sum(uses[k] for k in cached[0]) / len(cached[0]) > sum(left_out) / len(left_out)
+
+
+def live_bytes_of_all(fast, steps, x, y):
+    with torch.no_grad():
+        for s in steps:
+            fast(x, torch.full((2,), s), y)
+    return fast._cached_bytes

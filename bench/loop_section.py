@@ -1,0 +1,116 @@
+"""The report section of the whole-loop timings (Tables 4 and 18): what each ratio is made of, judged.
+
+Rows, per timed sampler setup and path: realized = speed-up / FLOPs ratio over the whole loop (model
+calls with CFG + VAE decode), against the paper's own realized at XL λ=0.5 (1.73× faster at 2.05× fewer
+FLOPs: 0.84, the scaling table); and, on the shortest schedule timed, the estimate against whole runs.
+"""
+import math
+
+from bench.measure.loop import DIT
+
+PAPER_REALIZED = 1.73 / (118.69 / 57.88)  # DyDiT-XL λ=0.5: speed-up over the FLOPs ratio (scaling table)
+DEEPCACHE_2_MAX = 0.55  # interval 2 runs half the steps whole: at most 0.55 of the same model without cache
+COMPOSE_TOLERANCE = 0.10  # |ratio with both / (DyDiT's ratio x DeepCache's ratio on DiT) - 1|
+ESTIMATE_TOLERANCE = 0.10  # |estimate / whole runs - 1|: the per-call estimate of s/image is checked to this
+CHECK_SAMPLER, CHECK_STEPS = "dpm-solver++", 10  # the shortest schedule of the paper's tables: whole runs are cheap
+
+
+def run(ctx):
+    runs = ctx.cache.get("loop_runs", {})
+    if not runs:
+        return {"title": "Whole sampling loops", "note": "no loop timing ran (every ratio cell was skipped)",
+                "rows": [{"name": "loop timings ran", "value": 0, "unit": "", "ok": False, "expected": "≥ 1"}]}
+    rows = []
+    for run_ in runs.values():
+        rows += realized_rows(run_) + deepcache_rows(run_)
+    rows += check_rows(ctx, runs)
+    note = ("s/image on this machine are estimates from timed calls on each schedule's own timesteps "
+            "(bench/loop_speed.py), checked here against whole runs of the shortest schedule. Weights: "
+            + "; ".join(f"{k}: {v}" for k, v in next(iter(runs.values()))["weights"].items())
+            + f". VAE: {next(iter(runs.values()))['vae']}.")
+    if any(_split(name)[1] for r in runs.values() for name in r["paths"]):
+        from dydit.deepcache import DESIGN
+        note += " " + DESIGN
+    return {"title": "Whole sampling loops: realized speed-up and the estimate check", "note": note, "rows": rows}
+
+
+def _row(name, value, ok, expected):
+    return {"name": name, "value": round(value, 3), "unit": "", "ok": bool(ok), "expected": expected}
+
+
+def _split(name):
+    """'X, DeepCache N' -> ('X', N); 'X' -> ('X', 0)."""
+    base, _, n = name.partition(", DeepCache ")
+    return base, int(n) if n else 0
+
+
+def realized_rows(run_) -> list:
+    """Realized speed-up of every DyDiT path without DeepCache: judged against the paper's at full size;
+    on the mini models (fixed per-call work weighs more there) shown, checked finite."""
+    label = f"{run_['setup']['name']}-{run_['paths'][DIT]['steps']}"
+    dit = run_["paths"][DIT]
+    rows = []
+    for name, p in run_["paths"].items():
+        if name == DIT or _split(name)[1]:
+            continue
+        text = (f"{label} · {name}: realized (speed-up {1 / p['ratio']:.2f}× at FLOPs ratio {p['flops_ratio']:.3f}; "
+                f"{p['s_per_image']:.3g} s/image here, DiT {dit['s_per_image']:.3g}; slices {p['sliced_weights_gib']:.2f} GiB)")
+        if "-Mini/" in name:
+            rows.append(_row(text, p["realized"], math.isfinite(p["realized"]), "finite (mini: shown)"))
+        else:
+            rows.append(_row(text, p["realized"], p["realized"] >= PAPER_REALIZED,
+                             f"≥ {PAPER_REALIZED:.2f} (the paper's, XL λ=0.5)"))
+    return rows
+
+
+def deepcache_rows(run_) -> list:
+    """DeepCache: interval 2 against the same model without cache; DyDiT + DeepCache against the product."""
+    paths, rows = run_["paths"], []
+    label = f"{run_['setup']['name']}-{paths[DIT]['steps']}"
+    for name, p in paths.items():
+        base, n = _split(name)
+        if not n or base not in paths:
+            continue
+        own = p["s_per_image"] / paths[base]["s_per_image"]
+        if n == 2:
+            rows.append(_row(f"{label} · {name}: s/image ÷ {base} without cache", own, own <= DEEPCACHE_2_MAX,
+                             f"≤ {DEEPCACHE_2_MAX}"))
+        dit_n = f"{DIT}, DeepCache {n}"
+        if base != DIT and dit_n in paths:
+            product = paths[base]["ratio"] * paths[dit_n]["ratio"]
+            rel = p["ratio"] / product - 1
+            rows.append(_row(f"{label} · {name}: the speed-ups compose — ratio {p['ratio']:.3f} vs {base}'s "
+                             f"{paths[base]['ratio']:.3f} × DiT's with DeepCache {n} {paths[dit_n]['ratio']:.3f} "
+                             f"= {product:.3f} (relative difference)", rel, abs(rel) <= COMPOSE_TOLERANCE,
+                             f"|·| ≤ {COMPOSE_TOLERANCE:g}"))
+    return rows
+
+
+def check_rows(ctx, runs) -> list:
+    """The estimate against whole runs of the shortest schedule, for DiT and the suite's last DyDiT path
+    (with DeepCache where the suite has it): the 10-step DPM-Solver++ run of the suite if it timed one,
+    else one timed here with the first setup's CFG and batch."""
+    from bench.loop_speed import LoopTiming, check_estimate, time_loops
+    key = next(iter(runs))
+    setup = runs[key]["setup"]
+    paths = ctx.cache["loop_paths"][key]
+    check = [paths[0], paths[-1]]  # DiT without cache; the last DyDiT path
+    short = [k for k, r in runs.items() if (r["setup"]["name"], r["setup"]["steps"]) == (CHECK_SAMPLER, CHECK_STEPS)]
+    decode, decode_gmacs, _ = ctx.cache[("loop_vae", str(ctx.device))]
+    if short:
+        estimates = {name: LoopTiming(**{k: v for k, v in p.items() if k in LoopTiming.__dataclass_fields__})
+                     for name, p in runs[short[0]]["paths"].items()}
+        check = [paths[0], ctx.cache["loop_paths"][short[0]][-1]]
+    else:
+        from bench.measure.loop import CALLS, REPEATS
+        estimates = time_loops(check, CHECK_SAMPLER, CHECK_STEPS, setup["batch_size"], setup["cfg_scale"],
+                               setup["guided_channels"], CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed)
+    checked = check_estimate(check, estimates, repeats=2, cfg_scale=setup["cfg_scale"],
+                             guided_channels=setup["guided_channels"], decode=decode, device=ctx.device, seed=ctx.seed)
+    ctx.provenance["loop_speed_check"] = checked
+    rows = []
+    for name, c in checked.items():
+        rows.append(_row(f"estimate vs whole {CHECK_SAMPLER}-{CHECK_STEPS} runs · {name} "
+                         f"({c['estimated_s_per_image']:.3g} vs {c['measured_s_per_image']:.3g} s/image)",
+                         c["rel_error"], abs(c["rel_error"]) <= ESTIMATE_TOLERANCE, f"|·| ≤ {ESTIMATE_TOLERANCE:g}"))
+    return rows

@@ -1,0 +1,179 @@
+"""Whole-loop s/image: the estimate's accounting, the estimate against whole runs on a work clock (no
+wall-clock assertions: speed is measured in benchmarks), and the Table 4/18 measurement through the runner."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from bench import loop_section, timing
+from bench.loop_speed import LoopPath, check_estimate, picks, step_counts, time_loops
+from bench.measure.base import Context
+from bench.results import ERROR, PASS, SKIPPED
+from bench.runner import AUTO, run_suite
+from bench.speed import calibrated_dydit, schedule, shared_dit
+from bench.suite import load_suite
+from dydit.deepcache import cached_step_macs
+from dydit.fast import FastDyDiT
+from dydit.flops import dit_macs
+from tests.bench.runner_helpers import machine, write
+
+
+class WorkClock(TorchFunctionMode):
+    """A deterministic clock: it advances by the MACs of every linear layer and attention that runs."""
+    now = 0.0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.linear:
+            x, w = args[0], args[1]
+            WorkClock.now += x.numel() / x.shape[-1] * w.shape[0] * w.shape[1]
+        elif func is F.scaled_dot_product_attention:
+            q, k = args[0], args[1]
+            WorkClock.now += q.numel() * k.shape[-2] * 2
+        return out
+
+
+@pytest.fixture
+def work_clock(monkeypatch):
+    """Every timing of bench.timing reads the work clock instead of the wall clock."""
+    def time_once(fn, device="cpu"):
+        start = WorkClock.now
+        fn()
+        return WorkClock.now - start
+    monkeypatch.setattr(timing, "time_once", time_once)
+    with WorkClock():
+        yield
+
+
+@pytest.fixture(scope="module")
+def dydit():
+    return calibrated_dydit("DyDiT-S/8", 0.5, schedule(10), log=lambda *a: None)
+
+
+def test_picks_and_step_counts():
+    assert picks(50, 3) == [0, 24, 49] and picks(50, 3, interval=5) == [0, 20, 45]
+    assert picks(4, 10) == [0, 1, 2, 3]
+    # by cost: steps ordered 1, 3, 5, 2, 0, 4; the medians of two strata of three are steps 3 and 0
+    assert picks(6, 2, cost=[5, 1, 4, 2, 6, 3]) == [0, 3]
+    assert step_counts(250, 0) == (250, 0) and step_counts(250, 2) == (125, 125) and step_counts(250, 3) == (84, 166)
+
+
+def test_estimate_adds_up_its_parts(dydit):
+    paths = [LoopPath("DiT", shared_dit(dydit)), LoopPath("fast", FastDyDiT(dydit)),
+             LoopPath("fast+cache", FastDyDiT(dydit), deepcache=3)]
+    out = time_loops(paths, "ddim", 12, batch=2, calls=3, repeats=1, decode=lambda z: z * 2,
+                     decode_gmacs_per_image=1.5, log=lambda *a: None)
+    for t in out.values():
+        total = t.full_steps * t.full_call_s + t.cached_steps * t.cached_call_s + t.loop_s + t.decode_s
+        assert t.s_per_image == pytest.approx(total / 2)
+        assert t.gmacs_per_image == pytest.approx(t.model_gmacs_per_image + 1.5)
+    assert out["DiT"].model_gmacs_per_image == pytest.approx(2 * 12 * dit_macs(dydit) / 1e9)  # CFG: 2 rows/image
+    cached = out["fast+cache"]
+    assert (cached.full_steps, cached.cached_steps) == (4, 8)
+    per_full = (cached.model_gmacs_per_image * 1e9 / 2 - 8 * cached_step_macs(dydit)) / 4
+    assert per_full < 0.8 * dit_macs(dydit), "the calibrated DyDiT's full calls skip compute"
+
+
+@pytest.mark.parametrize("sampler,steps,interval", [("ddpm", 60, 0), ("ddim", 50, 3), ("dpm-solver++", 25, 2)])
+def test_estimate_matches_whole_runs_on_a_work_clock(work_clock, dydit, sampler, steps, interval):
+    """The method for long schedules (K calls on the schedule's own timesteps x steps + the loop's own work)
+    against whole runs of every step, with time = the work done: exact for DiT, within the suites'
+    stated tolerance for a DyDiT whose width changes with t."""
+    paths = [LoopPath("DiT", shared_dit(dydit), interval), LoopPath("fast", FastDyDiT(dydit), interval)]
+    estimates = time_loops(paths, sampler, steps, batch=1, calls=5, repeats=1, log=lambda *a: None)
+    checked = check_estimate(paths, estimates, repeats=1)
+    assert checked["DiT"]["rel_error"] == pytest.approx(0.0, abs=1e-9)
+    assert abs(checked["fast"]["rel_error"]) <= loop_section.ESTIMATE_TOLERANCE, checked["fast"]
+    assert checked["fast"]["measured_s_per_image"] < 0.8 * checked["DiT"]["measured_s_per_image"]
+
+
+SUITE = """
+[suite]
+name = "loop-tiny"
+title = "tiny loop suite"
+
+[suite.sampler]
+cfg_scale = 1.5
+
+[[columns]]
+key = "ratio"
+label = "s/image ÷ DiT's"
+metric = "s_per_image_ratio"
+unit = ""
+measure = "loop"
+profiles = ["smoke", "full"]
+sampler = { name = "dpm-solver++", steps = 10, batch_size = 1 }
+tolerance = { window = [-1.0, 0.005], why = "at or below" }
+
+[[rows]]
+name = "DiT-S/8, DeepCache 2"
+model = "DiT-S/8"
+sampler = { deepcache_interval = 2 }
+cells = { ratio = 0.55 }
+
+[[rows]]
+name = "DyDiT-S/8 λ=0.5"
+model = "DyDiT-S/8"
+options = { flops_target = 0.5 }
+cells = { ratio = 0.9 }
+
+[[rows]]
+name = "DyDiT-S/8 λ=0.5, DeepCache 2"
+model = "DyDiT-S/8"
+options = { flops_target = 0.5 }
+sampler = { deepcache_interval = 2 }
+cells = { ratio = 0.5 }
+
+[[sections]]
+title = "Whole sampling loops"
+measure = "loop-report"
+profiles = ["smoke", "full"]
+"""
+
+
+def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE, "loop.toml"))
+    ctx = Context(work_dir=tmp_path / "work")
+    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")  # the SD VAE's decode takes seconds
+    result = run_suite(suite, AUTO, machine(tmp_path), ctx)
+    cells = {c["row"]: c for c in result["cells"]}
+    assert all(c["status"] not in (ERROR, SKIPPED) for c in cells.values()), cells
+    (run_,) = result["provenance"]["measurements"]["loop_speed"]
+    assert set(run_["paths"]) == {"DiT", "DiT, DeepCache 2", "DyDiT-S/8 λ=0.5", "DyDiT-S/8 λ=0.5, DeepCache 2"}
+    for row, path in (("DiT-S/8, DeepCache 2", "DiT, DeepCache 2"), ("DyDiT-S/8 λ=0.5", "DyDiT-S/8 λ=0.5")):
+        p = run_["paths"][path]
+        assert cells[row]["measured"] == pytest.approx(p["s_per_image"] / run_["paths"]["DiT"]["s_per_image"])
+    assert 0.3 < run_["paths"]["DyDiT-S/8 λ=0.5"]["flops_ratio"] < 0.8
+    (section,) = result["sections"]
+    names = " | ".join(r["name"] for r in section["rows"])
+    assert section["status"] in (PASS, "fail") and "compose" in names and "estimate vs whole" in names
+    assert "realized" in names and "s/image ÷ DiT without cache" in names
+
+
+def test_a_dydit_row_without_lambda_is_an_error_and_no_dydit_is_a_skip(tmp_path):
+    text = SUITE.replace('options = { flops_target = 0.5 }\ncells = { ratio = 0.9 }', 'cells = { ratio = 0.9 }')
+    suite = load_suite(write(tmp_path, text, "loop.toml"))
+    ctx = Context(work_dir=tmp_path / "work")
+    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")
+    result = run_suite(suite, AUTO, machine(tmp_path), ctx)
+    assert {c["status"] for c in result["cells"]} == {ERROR}  # one setup: its run fails for every cell
+    assert "flops_target" in result["cells"][0]["reason"]
+    only_dit = SUITE.split("[[rows]]\nname = \"DyDiT")[0]
+    result = run_suite(load_suite(write(tmp_path, only_dit + '\n', "dit.toml")), AUTO, machine(tmp_path), ctx)
+    assert result["cells"][0]["status"] == SKIPPED and "no DyDiT row" in result["cells"][0]["reason"]
+
+
+def test_speed_cli_loop_mode_reports_consistent_ratios(tmp_path):
+    import json
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "bench", "speed", "--loop", "--model", "DyDiT-S/8", "--sampler", "ddim",
+                           "--steps", "6", "--calls", "2", "--repeats", "1", "--cache-gb", "0,1", "--no-vae", "--json",
+                           "--min-realized", "0.0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert set(r["paths"]) == {"DiT", "DyDiT fast, cache 0 GiB", "DyDiT fast, cache 1 GiB"}
+    for p in r["paths"].values():
+        assert p["realized"] == pytest.approx(p["speedup"] * p["flops_ratio"])
+    assert r["paths"]["DyDiT fast, cache 0 GiB"]["sliced_weights_gib"] == 0
