@@ -156,8 +156,10 @@ def time_loops(paths: List[LoopPath], sampler: str, steps: Optional[int] = None,
     k = max(len(v) for v in timed.values())
     counts = {name: len(v) for name, v in timed.items()}
     timed = {name: v + [v[-1]] * (k - len(v)) for name, v in timed.items()}
-    log(f"  {sampler}-{S}: {k} calls x {len(timed)} paths, interleaved, median of {repeats} (+1 warm-up)...")
-    medians = interleaved_call_medians(timed, repeats=repeats, warmup=1, device=device)
+    # no warm-up round: the first round (kernels, allocator, FastDyDiT's slices) is one of the repeats, which the
+    # median leaves out when it is the slow one; at least 3 repeats for that reason
+    log(f"  {sampler}-{S}: {k} calls x {len(timed)} paths, interleaved, median of {max(3, repeats)}...")
+    medians = interleaved_call_medians(timed, repeats=max(3, repeats), warmup=0, device=device)
     per_call = {name: medians[name][0] / k for name in timed}  # padded calls repeat real ones: mean unchanged
 
     # the loop's own work, with a model whose call costs nothing

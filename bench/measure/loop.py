@@ -101,7 +101,7 @@ def run_setup(sampler: dict, ctx, log=print) -> dict:
         if calibrate and id(model) not in calibrated:
             _calibrate(model, r["options"]["flops_target"], sampler, ctx, log)
             calibrated.add(id(model))
-        first = first or model
+        first = model if first is None else first
         paths.append(LoopPath(name, FastDyDiT(model), r["sampler"]["deepcache_interval"]))
     dit = shared_dit(first)
     intervals = {r["sampler"]["deepcache_interval"] for r in rows if not is_dydit(r)}
@@ -120,6 +120,7 @@ def run_setup(sampler: dict, ctx, log=print) -> dict:
     decode_times[sampler["batch_size"]] = next(iter(timings.values())).decode_s
     base = timings[DIT]
     ctx.cache.setdefault("loop_paths", {})[key] = paths  # the report section checks the estimate on them
+    ctx.cache["loop_last_setup"] = key  # calibrated routers are set for this setup now
     out = {"setup": json.loads(key), "vae": vae_note, "paths": {}, "weights": {DIT: "the DyDiT's weights, DiT path"},
            "timed_with": [p.name for p in paths]}
     out["weights"].update(weights)

@@ -55,7 +55,7 @@ def tiny_table(tmp_path, name):
     text = (SUITES_DIR / name).read_text(encoding="utf-8")
     for steps, few in (("250", 5), ("50", 4), ("20", 3), ("10", 2)):  # distinct: one timing run per sampler
         text = text.replace(f"steps = {steps}", f"steps = {few}")
-    text = text.replace("num_samples = 500\n", "num_samples = 20\n").replace("batch_size = 250", "batch_size = 10")
+    text = text.replace("num_samples = 250\n", "num_samples = 20\n").replace("batch_size = 250", "batch_size = 10")
     return load_suite(write(tmp_path, text, name))
 
 
