@@ -11,7 +11,10 @@ from bench.measure.loop import DIT
 PAPER_REALIZED = 1.73 / (118.69 / 57.88)  # DyDiT-XL λ=0.5: speed-up over the FLOPs ratio (scaling table)
 DEEPCACHE_2_MAX = 0.55  # interval 2 runs half the steps whole: at most 0.55 of the same model without cache
 COMPOSE_TOLERANCE = 0.10  # |ratio with both / (DyDiT's ratio x DeepCache's ratio on DiT) - 1|
-ESTIMATE_TOLERANCE = 0.10  # |estimate / whole runs - 1|: the per-call estimate of s/image is checked to this
+# |estimate / whole runs - 1|. The method is exact for DiT on a work clock (tests/bench/test_loop.py) and within
+# 10 % for a DyDiT; on this shared 2-core VM the two timing procedures (interleaved calls, whole runs) also
+# differ by up to 11 % for DiT (NOTES.md): 15 % covers both.
+ESTIMATE_TOLERANCE = 0.15
 CHECK_SAMPLER, CHECK_STEPS = "dpm-solver++", 10  # the shortest schedule of the paper's tables: whole runs are cheap
 
 

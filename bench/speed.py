@@ -98,6 +98,7 @@ def set_offset(model: DyDiT, offset: float):
     for block, base in zip(model.blocks, model.router_base):
         for router, b in zip(_router_biases(block), base):
             router.bias.copy_(b + offset)
+    model.router_offset = offset
 
 
 @torch.no_grad()
@@ -116,9 +117,9 @@ def run_fraction(fast: FastDyDiT, timesteps, x, y) -> float:
     return total / static
 
 
-def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.01):
+def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.01, bracket=(-6.0, 6.0)):
     """Bisection on the router offset so the run's FLOPs fraction reaches `fraction`; returns it."""
-    lo, hi = -6.0, 6.0
+    lo, hi = bracket
     achieved = None
     for _ in range(iters):
         mid = (lo + hi) / 2
@@ -249,7 +250,13 @@ def recalibrate(dydit: DyDiT, fraction, timesteps, seed=0) -> float:
     """Moves the routers' one offset so the FLOPs over `timesteps` reach `fraction` again (e.g. on the
     timesteps a sampler's timing will call); returns the fraction reached."""
     x, y = _one_input(dydit, seed)
-    return calibrate(FastDyDiT(dydit, cache_bytes=0), timesteps, x, y, fraction)  # no slice cache: see run_speed
+    fast = FastDyDiT(dydit, cache_bytes=0)  # no slice cache: see run_speed
+    previous = getattr(dydit, "router_offset", None)
+    if previous is not None:  # start around the last offset (another sampler's calls): fewer steps
+        reached = calibrate(fast, timesteps, x, y, fraction, bracket=(previous - 1.0, previous + 1.0))
+        if abs(reached - fraction) < 0.01:
+            return reached
+    return calibrate(fast, timesteps, x, y, fraction)
 
 
 def _one_input(model, seed):

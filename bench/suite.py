@@ -54,7 +54,9 @@ class SamplerConfig:
 
 SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 # a row's `options`: what it says about the model beyond its name (DyDiT's FLOPs target lambda)
-OPTIONS = ("flops_target",)
+# flops_fraction: what calibrated routers (no checkpoint) are calibrated to, the dynamic / static FLOPs the
+# paper measured for this λ (DyDiT-XL λ=0.5: 57.88 / 118.69); default: flops_target
+OPTIONS = ("flops_target", "flops_fraction")
 
 
 class SuiteError(ValueError):
@@ -373,6 +375,7 @@ def _options(c, table, where):
     options = c.get(table, "options", dict, where, default={})
     c.only(options, OPTIONS, f"{where}: options")
     c.number(options, "flops_target", f"{where}: options", above=0, maximum=1)
+    c.number(options, "flops_fraction", f"{where}: options", above=0, maximum=1)
     return dict(options)
 
 

@@ -20,7 +20,7 @@ between full steps) and learning-to-cache (reuse sub-layer outputs *before* the 
 A DeepCache lives for one sampling run of one batch (dydit.sampling makes one per call): `prepare`
 (called by the sampler with the schedule) restarts its step count and forgets the kept branches.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -38,7 +38,9 @@ DESIGN = ("DeepCache (our design: no public code applies it to DiT): the whole m
           "groups and tokens). FLOPs of a cached step: patch embedding, timestep MLP, 2·D² gate MACs per block "
           "and the final layer.")
 
-Branches = List[Tuple[torch.Tensor, torch.Tensor]]  # per block: (attention (N, T, D), MLP (N, T, D)), pre-gate
+# per block, pre-gate: (attention (N, T, D), MLP (N, T, D)); FastDyDiT gives the MLP's of kept tokens only,
+# as (row indices of the flattened (N*T, D), outputs (M, D)), so neither step writes a dense copy
+Branches = List[Tuple[torch.Tensor, Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]]]
 
 
 def cached_step_macs(model: DiT) -> int:
@@ -117,13 +119,17 @@ class DeepCache:
             raise ValueError(f"the kept branches are for a batch of {tuple(self.branches[0][0].shape)}, this "
                              f"step's tokens are {tuple(x.shape)}: one DeepCache serves one batch's run")
         silu_c = F.silu(c)
-        D = model.hidden_size
+        N, T, D = x.shape
         for block, (attn, mlp) in zip(model.blocks, self.branches):
             linear = block.adaLN_modulation[-1]  # rows: shift, scale, gate (msa), shift, scale, gate (mlp)
             gate_msa = F.linear(silu_c, linear.weight[2 * D:3 * D], linear.bias[2 * D:3 * D])
             gate_mlp = F.linear(silu_c, linear.weight[5 * D:], linear.bias[5 * D:])
             x = torch.addcmul(x, gate_msa.unsqueeze(1), attn)
-            x = torch.addcmul(x, gate_mlp.unsqueeze(1), mlp)
+            if isinstance(mlp, tuple):  # kept tokens only: add their gated rows
+                idx, rows = mlp
+                x = x.reshape(N * T, D).index_add(0, idx, rows * gate_mlp.index_select(0, idx // T)).reshape(N, T, D)
+            else:
+                x = torch.addcmul(x, gate_mlp.unsqueeze(1), mlp)
         return model.unpatchify(model.final_layer(x, c))
 
 

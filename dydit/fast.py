@@ -258,7 +258,8 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
 
     attention_weights / mlp_weights: sliced_*_weights of the active heads / groups, if the caller
     keeps them cached (otherwise attention slices per call and the MLP uses views). branches: a list
-    that receives (attention, MLP) outputs before their gates, (B, T, D) each, skipped tokens 0."""
+    that receives (attention, MLP) outputs before their gates: attention (B, T, D); the MLP's (B, T, D),
+    or (row indices of the flattened (B*T, D), outputs (M, D)) when tokens were skipped."""
     heads, groups = widths
     H = block.attn.num_heads  # the MLP hidden is split into H channel groups
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
@@ -281,15 +282,17 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
     if idx.numel() == 0:
         if branches is not None:
-            branches.append((attn, torch.zeros_like(x)))
+            branches.append((attn, (idx, x.new_zeros(0, D))))
         return x
     # per kept row, its sample's (shift, 1 + scale, gate): one gather instead of three
     shift, scale, gate = torch.stack([shift_mlp, 1 + scale_mlp, gate_mlp], 1).index_select(0, idx // T).unbind(1)
     rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
     out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights)
-    if branches is not None:  # the pre-gate MLP output on the whole grid, 0 where a token was skipped
-        branches.append((attn, x.new_zeros(B * T, D).index_copy_(0, idx, out).reshape(B, T, D)))
-    out.mul_(gate)
+    if branches is not None:  # the pre-gate MLP output of the kept rows only: (rows of (B*T, D), outputs)
+        branches.append((attn, (idx, out)))
+        out = out * gate
+    else:
+        out.mul_(gate)
     return x.reshape(B * T, D).index_add_(0, idx, out).reshape(B, T, D)  # x is this block's own tensor
 
 

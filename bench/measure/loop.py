@@ -64,7 +64,8 @@ def _dydit(row, ctx, log):
             models[key] = (model.eval().to(ctx.device), f"{row['checkpoint']} ({status.path}): trained routers", False)
         else:
             model = standardized_dydit(row["model"], schedule(CALIBRATION_STEPS), ctx.device, ctx.seed)
-            models[key] = (model, f"random weights, routers calibrated to {lam:g} of DiT's FLOPs on each "
+            fraction = row["options"].get("flops_fraction", lam)
+            models[key] = (model, f"random weights, routers calibrated to {fraction:.4g} of DiT's FLOPs on each "
                                   f"sampler's timed calls (no {row.get('checkpoint') or 'checkpoint'} here)", True)
     return models[key]
 
@@ -99,7 +100,8 @@ def run_setup(sampler: dict, ctx, log=print) -> dict:
     for name, r in sorted(dydit_rows.items()):
         model, weights[name], calibrate = _dydit(r, ctx, log)
         if calibrate and id(model) not in calibrated:
-            _calibrate(model, r["options"]["flops_target"], sampler, ctx, log)
+            options = r["options"]
+            _calibrate(model, options.get("flops_fraction", options["flops_target"]), sampler, ctx, log)
             calibrated.add(id(model))
         first = model if first is None else first
         paths.append(LoopPath(name, FastDyDiT(model), r["sampler"]["deepcache_interval"]))

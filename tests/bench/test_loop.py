@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bench import loop_section, timing
+from bench import timing
 from bench.loop_speed import LoopPath, check_estimate, picks, step_counts, time_loops
 from bench.measure.base import Context
 from bench.results import ERROR, PASS, SKIPPED
@@ -78,13 +78,13 @@ def test_estimate_adds_up_its_parts(dydit):
 @pytest.mark.parametrize("sampler,steps,interval", [("ddpm", 60, 0), ("ddim", 50, 3), ("dpm-solver++", 25, 2)])
 def test_estimate_matches_whole_runs_on_a_work_clock(work_clock, dydit, sampler, steps, interval):
     """The method for long schedules (K calls on the schedule's own timesteps x steps + the loop's own work)
-    against whole runs of every step, with time = the work done: exact for DiT, within the suites'
-    stated tolerance for a DyDiT whose width changes with t."""
+    against whole runs of every step, with time = the work done: exact for DiT, within 10 % for a DyDiT
+    whose width changes with t (the suites' wall-clock check allows 15 %: bench/loop_section.py)."""
     paths = [LoopPath("DiT", shared_dit(dydit), interval), LoopPath("fast", FastDyDiT(dydit), interval)]
     estimates = time_loops(paths, sampler, steps, batch=1, calls=5, repeats=1, log=lambda *a: None)
     checked = check_estimate(paths, estimates, repeats=1)
     assert checked["DiT"]["rel_error"] == pytest.approx(0.0, abs=1e-9)
-    assert abs(checked["fast"]["rel_error"]) <= loop_section.ESTIMATE_TOLERANCE, checked["fast"]
+    assert abs(checked["fast"]["rel_error"]) <= 0.10, checked["fast"]  # the method's own error, no timing noise
     assert checked["fast"]["measured_s_per_image"] < 0.8 * checked["DiT"]["measured_s_per_image"]
 
 

@@ -1,6 +1,7 @@
 """Sharded, resumable sampling (bench/sample.py): the same images from 1 process, from 2 torchrun ranks and
 from a run killed after its first shard and restarted; the ADM-format result and its checks."""
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -121,3 +122,16 @@ def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch
         main([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sample.RANDOM_VAE])
     with pytest.raises(SystemExit, match="vae-ft-ema .* is missing: put it at"):
         main([*base, "--random-weights", "--assets", str(tmp_path)])
+
+
+def test_deepcache_interval_is_part_of_the_run_and_changes_the_images(reference, tmp_path):
+    """`bench sample --deepcache-interval 2`: cached steps change the images; the folder records the interval
+    and refuses to be resumed without it."""
+    assert main(["sample", *ARGS, "--deepcache-interval", "2", "--out", str(tmp_path)]) == 0
+    cached = images(tmp_path / "samples.npz")
+    assert cached.shape == reference["images"].shape and not np.array_equal(cached, reference["images"])
+    assert json.loads((tmp_path / "run.json").read_text())["spec"]["deepcache_interval"] == 2
+    with pytest.raises(ValueError, match="deepcache_interval: 2 -> 0"):
+        sample.run(SPEC, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="deepcache_interval must be >= 0"):
+        sample.SampleSpec(model="DiT-S/8", num=2, deepcache_interval=-1)
