@@ -1,4 +1,6 @@
 """Sessions: `nox -l` lists them. GPU-only work is never in the default set."""
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -44,14 +46,51 @@ def reproduce_table18(session):
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
 
 
+def run_suites(session, suites):
+    """`bench run` of each suite with the session's posargs; --retrain (the mini's trained models) goes to
+    the first mini suite only, so the models are rebuilt once."""
+    retrained = False
+    for suite in suites:
+        args = list(session.posargs)
+        if "--retrain" in args and (retrained or suite not in MINI_SUITES):
+            args.remove("--retrain")
+        retrained = retrained or ("--retrain" in args)
+        session.run("python", "-m", "bench", "run", suite, "--out", "reports", *args)
+
+
 @nox.session(name="reproduce-mini", python=PYTHON)
 def reproduce_mini(session):
     """The paper's claims on MNIST digits with models trained here on a CPU (cached; --retrain rebuilds):
     the mini reproduction, then Tables 4 and 18 on its models."""
     install(session, "[mini]")
-    for i, suite in enumerate(MINI_SUITES):  # --retrain rebuilds the models once, for the first suite
-        args = session.posargs if i == 0 else [a for a in session.posargs if a != "--retrain"]
-        session.run("python", "-m", "bench", "run", suite, "--out", "reports", *args)
+    run_suites(session, MINI_SUITES)
+
+
+@nox.session(name="reproduce-all", python=PYTHON)
+def reproduce_all(session):
+    """Every suite of suites/ (paper tables, then the mini ones), one reports/index.html; posargs go to each
+    run (e.g. `-- --profile full` on a GPU runner with DYDIT_ASSETS set)."""
+    install(session, "[mini]")
+    first = ["suites/table1.toml", "suites/table4.toml", "suites/table18.toml", *MINI_SUITES]
+    others = sorted(str(p) for p in Path("suites").glob("*.toml") if str(p) not in first and p.name != "assets.toml")
+    run_suites(session, first + others)
+    session.run("python", "-m", "bench", "report", "--out", "reports")
+
+
+@nox.session(python=PYTHON)
+def gate(session):
+    """The GPU runner's regression gate: reports/ against baselines/<this hardware's fingerprint>/ (exit 1 on a
+    regression). `-- accept` stores reports/ as the new baseline instead."""
+    install(session)
+    action = session.posargs[0] if session.posargs else "check"
+    session.run("python", "-m", "bench", "baseline", action, "--reports", "reports", "--baselines", "baselines")
+
+
+@nox.session(python=PYTHON)
+def assets(session):
+    """Which assets of suites/assets.toml are present under $DYDIT_ASSETS (and where to get the others)."""
+    install(session)
+    session.run("python", "-m", "bench", "assets")
 
 
 @nox.session(python=PYTHON)

@@ -3,7 +3,7 @@ import argparse
 import importlib
 
 # subcommand modules, in the order `--help` lists them
-COMMANDS = ["info", "speed", "sample", "evaluate", "assets", "ls", "validate", "run", "report", "compare", "train"]
+COMMANDS = ["info", "speed", "sample", "evaluate", "assets", "ls", "validate", "run", "report", "compare", "baseline", "train"]
 
 
 def build_parser():

@@ -130,16 +130,32 @@ def render_suite(result: dict, out_dir, env=None) -> Path:
     return path
 
 
+MAX_NAMED = 4  # failing cells named in the index's summary of a suite; the rest are counted
+
+
+def claims_summary(result: dict) -> str:
+    """Which of the suite's judged cells and sections held here, in one line for the index."""
+    judged = [c for c in result["cells"] if c["status"] in (PASS, FAIL)]
+    failed = [f"{c['row']} / {c['column']}" for c in judged if c["status"] == FAIL]
+    text = f"{len(judged) - len(failed)} of {len(judged)} judged cells held"
+    if failed:
+        more = f" and {len(failed) - MAX_NAMED} more" if len(failed) > MAX_NAMED else ""
+        text += f"; not: {', '.join(failed[:MAX_NAMED])}{more}"
+    sections = [f"{s['title']}: {s['status']}" for s in result.get("sections", [])]
+    return text + (f". Sections: {'; '.join(sections)}" if sections else "")
+
+
 def index_frame(results: List[dict]) -> pd.DataFrame:
-    """One line per suite: its last run, profile, device, commit and counts per status."""
+    """One line per suite: its last run, profile, device, commit, counts per status and what held."""
     lines = []
     for r in results:
         git = r["provenance"].get("git", {})
         commit = (git.get("commit") or "")[:10] + (" (dirty)" if git.get("dirty") else "")
         lines.append({"suite": r["suite"], "title": r["title"], "page": f"{r['suite']}.html",
                       "finished": r["provenance"].get("finished", ""), "profile": r["profile"],
-                      "device": r["provenance"].get("device", ""), "commit": commit or "—", **r["counts"]})
-    columns = ["suite", "title", "page", "finished", "profile", "device", "commit", *STATUSES]
+                      "device": r["provenance"].get("device", ""), "commit": commit or "—", **r["counts"],
+                      "summary": claims_summary(r)})
+    columns = ["suite", "title", "page", "finished", "profile", "device", "commit", *STATUSES, "summary"]
     return pd.DataFrame(lines, columns=columns).sort_values("suite", kind="stable")
 
 

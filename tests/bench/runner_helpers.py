@@ -7,7 +7,8 @@ import types
 from bench import definitions
 from bench.runner import Machine
 
-MY_COMMANDS = ("bench.cli.ls", "bench.cli.validate", "bench.cli.run", "bench.cli.report", "bench.cli.compare")
+MY_COMMANDS = ("bench.cli.ls", "bench.cli.validate", "bench.cli.run", "bench.cli.report", "bench.cli.compare",
+               "bench.cli.baseline")
 
 # Valid: one reproduced row with a checkpoint, one cited row. Malformed variants are edits of this text.
 MINI = '''\

@@ -82,6 +82,15 @@ def test_index_lists_every_suite_with_counts_and_links(tmp_path, monkeypatch):
     n = result["counts"]
     assert n == {"pass": 7, "fail": 1, "skipped": 22, "error": 0, "reference": 53}
     assert f">{2 * n['reference']}</th>" in html  # totals over both suites
+    assert "7 of 8 judged cells held; not: DiT-L / params" in html  # what held, per suite
+
+
+def test_the_index_summary_names_failed_cells_and_sections():
+    from bench.report.render import claims_summary
+    cells = [{"row": f"r{i}", "column": "c", "status": "fail"} for i in range(6)]
+    cells += [{"row": "ok", "column": "c", "status": "pass"}, {"row": "s", "column": "c", "status": "skipped"}]
+    text = claims_summary({"cells": cells, "sections": [{"title": "Loops", "status": "fail"}]})
+    assert text == "1 of 7 judged cells held; not: r0 / c, r1 / c, r2 / c, r3 / c and 2 more. Sections: Loops: fail"
 
 
 def test_report_command_rerenders_from_json(tmp_path, monkeypatch, capsys):

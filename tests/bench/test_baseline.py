@@ -1,0 +1,71 @@
+"""The GPU runner's regression gate: reports/ against baselines/<fingerprint>/ (bench/baseline.py)."""
+import copy
+import json
+
+import pytest
+
+from bench import baseline
+from bench.measure.base import Context
+from bench.results import write_json_atomic
+from bench.runner import run_suite
+from bench.suite import load_suite
+from tests.bench.runner_helpers import FAKE_SUITE, cli, install_fake, machine, write
+
+VALUES = {"one": 1.0, "two": 2.0, "three": 3.0}
+
+
+@pytest.fixture
+def run_result(tmp_path, monkeypatch):
+    install_fake(monkeypatch, lambda row, metric, ctx: VALUES[row["name"]] if metric == "fake" else 2.0)
+    return run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
+
+
+def reports_with(tmp_path, result, name="reports"):
+    folder = tmp_path / name
+    folder.mkdir()
+    write_json_atomic(result, folder / f"{result['suite']}.json")
+    (folder / "notes.json").write_text(json.dumps({"not": "a result"}))  # ignored
+    return folder
+
+
+def cell(result, row, column="a"):
+    return next(c for c in result["cells"] if (c["row"], c["column"]) == (row, column))
+
+
+def test_accept_then_check_passes_and_a_planted_regression_fails(tmp_path, run_result, capsys):
+    baselines = tmp_path / "baselines"
+    assert cli("baseline", "accept", "--reports", reports_with(tmp_path, run_result), "--baselines", baselines) == 0
+    (stored,) = baselines.glob("*/*.json")
+    assert stored.parent.name == baseline.fingerprint(run_result) and "torch" in stored.parent.name
+
+    same = reports_with(tmp_path, copy.deepcopy(run_result), "same")
+    assert cli("baseline", "check", "--reports", same, "--baselines", baselines) == 0
+
+    worse = copy.deepcopy(run_result)
+    cell(worse, "two").update(status="fail", measured=2.5, reason="outside")
+    capsys.readouterr()
+    assert cli("baseline", "check", "--reports", reports_with(tmp_path, worse, "worse"), "--baselines", baselines) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION two / a: status pass -> fail" in out and "1 regression(s)" in out
+
+
+def test_a_planted_improvement_passes(tmp_path, run_result, capsys):
+    baselines = tmp_path / "baselines"
+    worse = copy.deepcopy(run_result)
+    cell(worse, "two").update(status="fail", measured=2.5, reason="outside")
+    baseline.accept(reports_with(tmp_path, worse, "old"), baselines)  # the baseline was the worse run
+    assert cli("baseline", "check", "--reports", reports_with(tmp_path, run_result), "--baselines", baselines) == 0
+    assert "improved   two / a: status fail -> pass" in capsys.readouterr().out
+
+
+def test_another_fingerprint_is_not_compared_and_missing_baselines_are_named(tmp_path, run_result, capsys):
+    baselines = tmp_path / "baselines"
+    other = copy.deepcopy(run_result)
+    other["provenance"]["device"] = "NVIDIA H100 80GB HBM3"
+    cell(other, "two").update(status="fail", measured=9.0)
+    baseline.accept(reports_with(tmp_path, other, "h100"), baselines)
+    reports = reports_with(tmp_path, run_result)
+    assert cli("baseline", "check", "--reports", reports, "--baselines", baselines) == 0  # nothing of this machine
+    assert "no baseline" in capsys.readouterr().out
+    assert cli("baseline", "check", "--reports", reports, "--baselines", baselines, "--require") == 1
+    assert cli("baseline", "check", "--reports", tmp_path / "nothing", "--baselines", baselines) == 2
