@@ -10,8 +10,7 @@ from bench.results import write_json_atomic
 from bench.runner import run_suite
 from bench.suite import load_suite
 from tests.bench.runner_helpers import FAKE_SUITE, cli, install_fake, machine, write
-
-VALUES = {"one": 1.0, "two": 2.0, "three": 3.0}
+from tests.bench.test_compare import VALUES, cell
 
 
 @pytest.fixture
@@ -26,10 +25,6 @@ def reports_with(tmp_path, result, name="reports"):
     write_json_atomic(result, folder / f"{result['suite']}.json")
     (folder / "notes.json").write_text(json.dumps({"not": "a result"}))  # ignored
     return folder
-
-
-def cell(result, row, column="a"):
-    return next(c for c in result["cells"] if (c["row"], c["column"]) == (row, column))
 
 
 def test_accept_then_check_passes_and_a_planted_regression_fails(tmp_path, run_result, capsys):
