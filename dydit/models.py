@@ -409,9 +409,13 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
 #################################################################################
 
 # name: (depth, hidden_size, num_heads). "Mini" is the mini reproduction's model (a CPU trains it on
-# 16 x 16 one-channel digits of ten classes: its defaults below); the rest are DiT's sizes.
-_SIZES = {"Mini": (4, 128, 4), "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-_SIZE_DEFAULTS = {"Mini": dict(input_size=16, in_channels=1, num_classes=10)}
+# 16 x 16 one-channel digits of ten classes: its defaults below); "Mini-32" and "Mini-64" are its
+# narrower siblings for the scaling mini (same depth; 4 heads each, so the width routers choose among
+# as many groups at every size); the rest are DiT's sizes.
+_SIZES = {"Mini": (4, 128, 4), "Mini-64": (4, 64, 4), "Mini-32": (4, 32, 4),
+          "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+_MINI_DEFAULTS = dict(input_size=16, in_channels=1, num_classes=10)
+_SIZE_DEFAULTS = {"Mini": _MINI_DEFAULTS, "Mini-64": _MINI_DEFAULTS, "Mini-32": _MINI_DEFAULTS}
 
 
 def _factory(model_class, size, patch_size):

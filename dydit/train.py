@@ -61,6 +61,8 @@ class TrainConfig:
     flops_warmup: int = 5000
     complete_loss: bool = True  # DyDiT: add the complete model's diffusion loss
     complete_loss_until: Optional[int] = None  # ... only before this step (the two-stage lambda=0.5 recipe)
+    routers: str = "all"  # DyDiT: which routers learn; "width" (TDW only) / "token" (SDT only) freeze the
+    # other kind at its init, which keeps every head, channel group or token (the paper's ablation)
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
     # optimisation
     max_steps: int = 150_000
@@ -95,12 +97,14 @@ class TrainConfig:
                   ("lr", self.lr > 0), ("ema_decay", 0.0 <= self.ema_decay <= 1.0),
                   ("grad_clip", self.grad_clip is None or self.grad_clip > 0),
                   ("log_every", self.log_every > 0), ("ckpt_every", self.ckpt_every > 0),
-                  ("precision", self.precision in ("fp32", "tf32"))]
+                  ("precision", self.precision in ("fp32", "tf32")),
+                  ("routers", self.routers in ROUTERS)]
         for name, ok in checks:
             if not ok:
                 raise TrainError(f"bad {name}: {getattr(self, name)!r}")
 
 
+ROUTERS = ("all", "width", "token")  # TrainConfig.routers
 RUN_ONLY = ("log_every", "ckpt_every", "num_workers", "device")
 
 # The paper's recipes as overrides of TrainConfig (ALI train.py and its scripts; DiT's train.py).
@@ -117,12 +121,26 @@ PRESETS = {
                          global_batch_size=256, ema_decay=0.9999, stratified_timesteps=True, complete_loss=True,
                          complete_loss_until=30_000),
 }
+# DiT-S/B and DyDiT-S/B (the scaling table): the paper gives only the lengths (DiT-S 5M and DiT-B 1.6M
+# steps, pre-trained elsewhere; fine-tuning S 50k, B 100k); the rest follows DiT's and DyDiT-XL lambda=0.7's
+# recipes. No DiT-S/B weights are public: a DyDiT-S/B run takes --init-checkpoint (a dit-s / dit-b run's).
+SCALING_LAMBDAS = (0.9, 0.8, 0.7, 0.5, 0.4, 0.3)
+for _size, _steps, _finetune in (("s", 5_000_000, 50_000), ("b", 1_600_000, 100_000)):
+    PRESETS[f"dit-{_size}"] = dict(PRESETS["dit-xl"], model=f"DiT-{_size.upper()}/2", max_steps=_steps)
+    for _lam in SCALING_LAMBDAS:
+        PRESETS[f"dydit-{_size}-{_lam:g}"] = dict(PRESETS["dydit-xl-0.7"], model=f"DyDiT-{_size.upper()}/2",
+                                                   init_checkpoint=None, flops_ratio=_lam, max_steps=_finetune)
 PRESET_NOTES = {
     "dit-xl": "DiT-XL/2 from scratch (DiT's train.py: AdamW lr 1e-4, batch 256, EMA 0.9999; 7M steps)",
     "dydit-xl-0.7": "DyDiT-XL/2 lambda 0.7 from DiT-XL-2-256x256.pt: lr 2.5e-5, clip 50, FLOPs warm-up 5000, "
                     "150k steps, batch 256, EMA 0.9999, stratified t, complete-model loss",
     "dydit-xl-0.5": "DyDiT-XL/2 lambda 0.5, two stages in one run: lr 1e-4, clip 200, FLOPs warm-up 1000; "
                     "steps 0-30k with the complete-model loss, then to 200k without it",
+    **{f"dit-{size}": f"DiT-{size.upper()}/2 from scratch, DiT's recipe, {steps} steps (the scaling table's baseline)"
+       for size, steps in (("s", "5M"), ("b", "1.6M"))},
+    **{f"dydit-{size}-{lam:g}": f"DyDiT-{size.upper()}/2 lambda {lam:g} from your DiT-{size.upper()}/2 checkpoint "
+                                f"(--init-checkpoint): {steps} steps, otherwise dydit-xl-0.7's recipe"
+       for size, steps in (("s", "50k"), ("b", "100k")) for lam in SCALING_LAMBDAS},
 }
 
 
@@ -267,6 +285,13 @@ def _train(config, dataset, run_dir, resume, stop_after, progress, vae, rank, wo
                          "set num_classes")
     if config.init_checkpoint and state is None:
         load_checkpoint(model, config.init_checkpoint)
+    if config.routers != "all":
+        if not isinstance(model, DyDiT):
+            raise TrainError(f"routers={config.routers!r} is a DyDiT ablation; {config.model} has no routers")
+        frozen = ("token_selection",) if config.routers == "width" else ("attn_rate", "mlp_rate")
+        for block in model.blocks:
+            for name in frozen:
+                getattr(block, name).requires_grad_(False)
     model.to(device)
     ema = deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,

@@ -22,6 +22,7 @@ HELP = {
     "flops_warmup": "... then linear from 1 to lambda over these steps",
     "complete_loss": "add the complete model's diffusion loss (DyDiT)",
     "complete_loss_until": "stop the complete-model loss at this step",
+    "routers": "DyDiT: which routers learn: all, width (TDW only) or token (SDT only); the others keep everything",
     "stratified_timesteps": "timesteps from the four quarters of [0, 1000) in turn (official DyDiT)",
     "global_batch_size": "global batch, split evenly over the torchrun ranks",
     "lr_warmup": "linear learning-rate warm-up steps",

@@ -58,6 +58,11 @@ def classifier(config: MiniConfig, cache, retrain=False):
     return folder / "classifier.pt", info
 
 
+def size_name(model: str) -> str:
+    """"DyDiT-Mini-32/2" -> "mini-32": an artifact folder's model part."""
+    return model.split("/")[0].split("-", 1)[1].lower()
+
+
 def _load(name, folder, info):
     """The EMA weights of a finished training run, in eval mode."""
     model = create_model(name)
@@ -75,12 +80,13 @@ def dit(config: MiniConfig, cache, retrain=False):
                           device="cpu")
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step}
-    folder, info = _artifact(cache, "dit", config.key("dit"), retrain, build)
+    folder, info = _artifact(cache, f"dit-{size_name(config.model)}", config.key("dit"), retrain, build)
     return _load(config.model, folder, info), {**info, "folder": str(folder)}
 
 
-def dydit(config: MiniConfig, lam: float, cache, retrain=False):
-    """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT."""
+def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all"):
+    """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT;
+    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train.TrainConfig.routers)."""
     _, dit_info = dit(config, cache, retrain=False)
     steps = config.finetune_steps
 
@@ -92,8 +98,11 @@ def dydit(config: MiniConfig, lam: float, cache, retrain=False):
                           global_batch_size=config.batch_size, lr=config.finetune_lr, ema_decay=config.finetune_ema,
                           complete_loss=config.complete_model_loss, stratified_timesteps=config.stratified_timesteps,
                           seed=config.seed, data="digits", precision="fp32", log_every=25, ckpt_every=steps,
-                          device="cpu")
+                          device="cpu", routers=routers)
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
-        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "lambda": lam}
-    folder, info = _artifact(cache, f"dydit-{lam:g}", config.key("dydit", lam, dit_info["key"]), retrain, build)
+        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "lambda": lam,
+                "routers": routers}
+    parts = ("dydit", lam, dit_info["key"]) + (() if routers == "all" else (routers,))
+    name = f"dydit-{size_name(config.dynamic_model)}-{lam:g}" + ("" if routers == "all" else f"-{routers}")
+    folder, info = _artifact(cache, name, config.key(*parts), retrain, build)
     return _load(config.dynamic_model, folder, info), {**info, "folder": str(folder)}

@@ -215,3 +215,23 @@ def test_training_does_not_touch_the_callers_rng(tmp_path):
     before = torch.random.get_rng_state()
     train(tiny(max_steps=1), RandomLatents(), tmp_path, progress=False)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("routers, frozen, learning", [("width", "token_selection", "attn_rate"),
+                                                       ("token", "attn_rate", "token_selection")])
+def test_the_ablation_freezes_the_other_routers_at_keep_everything(routers, frozen, learning, tmp_path):
+    """TDW only / SDT only: the frozen routers end as they began (keep all); the others learn."""
+    start = create_model("DyDiT-Mini/2", input_size=8).state_dict()
+    result = train(tiny(routers=routers, max_steps=3), RandomLatents(), tmp_path, progress=False)
+    after = result.model.state_dict()
+    for name in start:
+        if f".{frozen}." in name:
+            assert torch.equal(after[name], start[name]), name
+    assert any(not torch.equal(after[n], start[n]) for n in start if f".{learning}." in n)
+
+
+def test_the_ablation_needs_a_dydit(tmp_path):
+    with pytest.raises(TrainError, match="routers='width' is a DyDiT ablation"):
+        train(tiny(model="DiT-Mini/2", routers="width"), RandomLatents(), tmp_path)
+    with pytest.raises(TrainError, match="bad routers"):
+        train(tiny(routers="heads"), RandomLatents(), tmp_path)
