@@ -43,6 +43,7 @@ class Asset:
     files: Tuple[AssetFile, ...]
     source: str
     note: str = ""
+    make: str = ""  # the command that makes it, where no public file exists (e.g. a `bench train` preset)
 
     @property
     def path(self):
@@ -77,7 +78,7 @@ def load_manifest(path=None):
         if not files:
             raise ValueError(f"{path}: asset {name!r} lists no files")
         assets[name] = Asset(name, entry.get("description", ""), files, entry.get("source", ""),
-                             entry.get("note", ""))
+                             entry.get("note", ""), entry.get("make", ""))
     return assets
 
 
@@ -111,7 +112,7 @@ def cached_sha256(path, root):
 
 def _where(asset, root):
     forms = " or ".join(str(Path(root) / f.path) if root else f"<assets>/{f.path}" for f in asset.files)
-    return f"{forms}; get it from {asset.source}"
+    return f"{forms}; get it from {asset.source}" + (f"; make it: {asset.make}" if asset.make else "")
 
 
 def check_asset(name, root, manifest=None):

@@ -19,6 +19,7 @@ METRIC_PRECISION = "precision"
 METRIC_RECALL = "recall"
 METRIC_S_PER_IMAGE = "s_per_image"
 METRIC_S_PER_IMAGE_RATIO = "s_per_image_ratio"  # whole-loop s/image / DiT's without cache, one run, one device
+METRIC_REALIZED = "realized"  # speed-up / FLOPs reduction over the whole loop (DiT's / the path's, one run)
 # the mini reproduction (bench/mini): its claims, measured on digits with models trained here
 METRIC_FLOPS_RATIO = "flops_ratio"  # dynamic FLOPs over the sampling run / the DiT's
 METRIC_ACCURACY = "accuracy"  # generated digits classified as the class they were conditioned on
@@ -63,6 +64,7 @@ METRICS = {
     METRIC_RECALL: Metric("quality", "", QUALITY, HIGHER),
     METRIC_S_PER_IMAGE: Metric("latency", "s/image", TIMING, LOWER),
     METRIC_S_PER_IMAGE_RATIO: Metric("loop", "", TIMING, LOWER),
+    METRIC_REALIZED: Metric("loop", "", TIMING, HIGHER),
     METRIC_FLOPS_RATIO: Metric("mini", "", STATIC, EXACT),
     METRIC_ACCURACY: Metric("mini", "", QUALITY, HIGHER),
     METRIC_MINI_FID_VS_DIT: Metric("mini", "", QUALITY, LOWER),
@@ -77,7 +79,8 @@ MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "l
 
 # [[sections]] `measure` name -> the project's own module exposing run(ctx) (nothing else is imported)
 SECTIONS = {"pipeline-check": "bench.pipeline_check", "mini-report": "bench.mini.section",
-            "loop-report": "bench.loop_section"}
+            "loop-report": "bench.loop_section", "scaling-report": "bench.scaling_section",
+            "scaling-mini-report": "bench.mini.scaling_section"}
 
 
 @dataclass(frozen=True)

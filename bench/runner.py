@@ -56,7 +56,9 @@ class Machine:
                 from bench.assets import check_asset
                 status = check_asset(name, self.assets_root, self.manifest)
                 where = status.path or f"<assets>/{self.manifest[name].path}"
-                problem = None if status.status == "present" else f"{name} ({status.status}: {where})"
+                make = self.manifest[name].make
+                problem = None if status.status == "present" else \
+                    f"{name} ({status.status}: {where}" + (f"; no public file, make it: {make}" if make else "") + ")"
                 self._checked[name] = (problem, status.status, status.message)
         return self._checked[name]
 
@@ -234,6 +236,7 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
         for row, cell in bar:
             bar.set_postfix_str(f"{row.name} / {cell.column}", refresh=False)
             cells.append(run_cell(row, cell, profile, machine, ctx))
+    ctx.cache["suite_results"] = cells  # a section may draw the cells (bench.scaling_section's figure)
     sections = [run_section(s, profile, ctx, machine) for s in suite.sections]
     return {
         "schema": SCHEMA,

@@ -56,7 +56,10 @@ SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 # a row's `options`: what it says about the model beyond its name (DyDiT's FLOPs target lambda)
 # flops_fraction: what calibrated routers (no checkpoint) are calibrated to, the dynamic / static FLOPs the
 # paper measured for this λ (DyDiT-XL λ=0.5: 57.88 / 118.69); default: flops_target
-OPTIONS = ("flops_target", "flops_fraction")
+# routers (the mini's ablation, bench.mini): "all" (default), "width" (TDW only), "token" (SDT only) or
+# "random" (the all-model's counts of heads, groups and tokens, chosen at random)
+OPTIONS = ("flops_target", "flops_fraction", "routers")
+ROUTER_OPTIONS = ("all", "width", "token", "random")
 
 
 class SuiteError(ValueError):
@@ -376,6 +379,7 @@ def _options(c, table, where):
     c.only(options, OPTIONS, f"{where}: options")
     c.number(options, "flops_target", f"{where}: options", above=0, maximum=1)
     c.number(options, "flops_fraction", f"{where}: options", above=0, maximum=1)
+    c.choices(options, "routers", ROUTER_OPTIONS, f"{where}: options")
     return dict(options)
 
 

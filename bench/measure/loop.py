@@ -15,7 +15,7 @@ weights: decode time does not depend on them); the mini has none (it samples pix
 import json
 
 from bench import assets
-from bench.definitions import METRIC_S_PER_IMAGE_RATIO
+from bench.definitions import METRIC_REALIZED, METRIC_S_PER_IMAGE_RATIO
 from bench.measure.base import Skip
 
 DIT = "DiT"
@@ -24,9 +24,15 @@ CALIBRATION_STEPS = 10  # timesteps over [0, 1000) the routers are standardised 
 SLOTS = ("name", "steps", "cfg_scale", "guided_channels", "batch_size", "precision")
 
 
-def setup_key(sampler: dict) -> str:
-    """The sampler setup shared by the paths of one timing run (everything but DeepCache)."""
-    return json.dumps({k: sampler[k] for k in SLOTS}, sort_keys=True)
+def setup_key(spec: dict) -> str:
+    """The setup shared by the paths of one timing run: the sampler (everything but DeepCache) and the DiT
+    the paths are compared with (a suite of several sizes times each size against its own DiT)."""
+    return json.dumps({**{k: spec["sampler"][k] for k in SLOTS}, "dit": dit_of(spec["model"])}, sort_keys=True)
+
+
+def dit_of(model: str) -> str:
+    """'DyDiT-S/2' -> 'DiT-S/2': the static model a row is compared with."""
+    return model.removeprefix("Dy")
 
 
 def is_dydit(row: dict) -> bool:
@@ -82,14 +88,14 @@ def _calibrate(model, lam, sampler, ctx, log):
     log(f"  routers calibrated to λ={lam:g} on the {len(idx)} timed calls of {sampler['name']}-{len(ts)}: {reached:.3f}")
 
 
-def run_setup(sampler: dict, ctx, log=print) -> dict:
-    """Times every path of the suite with this sampler setup; {path: LoopTiming dict + ratio, ...}."""
+def run_setup(spec: dict, ctx, log=print) -> dict:
+    """Times every path of the suite with this row's setup; {path: LoopTiming dict + ratio, ...}."""
     from bench.loop_speed import LoopPath, time_loops
     from bench.speed import shared_dit, timing_vae
     from dydit.fast import FastDyDiT
-    key = setup_key(sampler)
-    rows = [spec for spec, metric, measure in ctx.cache.get("suite_cells", [])
-            if measure == "loop" and setup_key(spec["sampler"]) == key]
+    key, sampler = setup_key(spec), spec["sampler"]
+    rows = [cell for cell, metric, measure in ctx.cache.get("suite_cells", [])
+            if measure == "loop" and setup_key(cell) == key]
     names = [path_name(r) for r in rows]  # raises for a DyDiT row without its lambda
     dydit_rows = {name: r for name, r in zip(names, rows) if is_dydit(r)}
     if not dydit_rows:
@@ -137,15 +143,20 @@ def first_row_model(rows: dict) -> str:
     return next(iter(rows.values()))["model"]
 
 
+METRICS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
+
+
 def measure(row, metric, ctx):
-    if metric != METRIC_S_PER_IMAGE_RATIO:
-        raise ValueError(f"bench.measure.loop measures {METRIC_S_PER_IMAGE_RATIO!r}, not {metric!r}")
+    if metric not in METRICS:
+        raise ValueError(f"bench.measure.loop measures {', '.join(map(repr, METRICS))}, not {metric!r}")
     runs = ctx.cache.setdefault("loop_runs", {})
-    key = setup_key(row["sampler"])
+    key = setup_key(row)
     if key not in runs:
-        runs[key] = run_setup(row["sampler"], ctx)
+        runs[key] = run_setup(row, ctx)
         ctx.provenance.setdefault("loop_speed", []).append(runs[key])
     name = path_name(row)
     if name not in runs[key]["paths"]:
         raise ValueError(f"path {name!r} was not timed (timed: {', '.join(runs[key]['paths'])})")
-    return runs[key]["paths"][name]["ratio"]
+    if metric == METRIC_REALIZED and not is_dydit(row):
+        raise ValueError(f"row {row['name']!r}: realized speed-up is measured for DyDiT rows")
+    return runs[key]["paths"][name][METRICS[metric]]

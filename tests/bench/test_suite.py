@@ -2,7 +2,7 @@
 malformed files."""
 import pytest
 
-from bench.definitions import Tolerance
+from bench.definitions import SECTIONS, Tolerance
 from bench.suite import SUITES_DIR, SamplerConfig, SuiteError, load_suite, suite_files
 from tests.bench.runner_helpers import MINI, write
 
@@ -191,7 +191,7 @@ MALFORMED = {
                           "row 'DiT-XL', cell 'fid': sampler", "reference", "unknown asset 'adm-ref-imagenet512'"),
     # sections: only the project's own modules
     "section module path": ('measure = "pipeline-check"', 'measure = "os.path"', "section 1", "measure",
-                            "unknown section 'os.path' (known: pipeline-check, mini-report, loop-report)"),
+                            f"unknown section 'os.path' (known: {', '.join(SECTIONS)})"),
     "section of the right module by path": ('measure = "pipeline-check"', 'measure = "bench.pipeline_check"',
                                             "section 1", "measure", "unknown section"),
     # options, plots, lists, unavailable, cited cells
@@ -266,7 +266,7 @@ def test_validate_command_rejects_an_unknown_sampler_and_a_foreign_section_modul
     out = capsys.readouterr().out.splitlines()
     assert out == [f"error: {sampler}: [suite.sampler]: field 'name': unknown sampler 'no-such-sampler' "
                    "(known: ddpm, ddim, dpm-solver++)",
-                   f"error: {section}: section 1: field 'measure': unknown section 'os.path' (known: pipeline-check, mini-report, loop-report)"]
+                   f"error: {section}: section 1: field 'measure': unknown section 'os.path' (known: {', '.join(SECTIONS)})"]
 
 
 def test_suite_names_resolve_to_files():
