@@ -70,8 +70,9 @@ def _sampling(row):
                     s["deepcache_interval"])
 
 
-def _evaluate(s: State, row, model, model_key):
-    """Samples and measures one model, or loads that measurement (same model, sampling and code)."""
+def _evaluate(s: State, row, model, model_key, random_routing=False):
+    """Samples and measures one model, or loads that measurement (same model, sampling and code);
+    random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
     from bench.metrics import digits
     from bench.mini import build, evaluate
     sampling = _sampling(row)
@@ -83,13 +84,14 @@ def _evaluate(s: State, row, model, model_key):
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():
         return _load_evaluation(cached)
-    recorder = evaluate.Recorder(model, sampling.deepcache_interval)
+    recorder = evaluate.Recorder(model, sampling.deepcache_interval, random_routing_seed=sampling.seed if random_routing
+                                 else None)
     start = time.perf_counter()
     images, labels, pixels = evaluate.sample_digits(model, sampling, recorder)
     out = {"seconds_sampling": time.perf_counter() - start, "images": images, "labels": labels,
            "flops_ratio": evaluate.flops_ratio(model, recorder.calls),
            **evaluate.quality(images, labels, digits.extractor(s.classifier), s.reference)}
-    if isinstance(model, DyDiT) and sampling.deepcache_interval <= 1:  # what a DyDiT skipped, and where
+    if isinstance(model, DyDiT) and sampling.deepcache_interval <= 1 and not random_routing:  # what it skipped, where
         out["widths"] = evaluate.widths_per_step(model, recorder.calls)
         out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
         out["patch_flops"] = evaluate.patch_mlp_flops(model, recorder.calls, len(pixels)).numpy()
@@ -137,20 +139,55 @@ def label(name: str, sampling) -> str:
     return " · ".join([name] + extra)
 
 
+# options.routers of a DyDiT row: the paper's ablation (TDW only, SDT only, random routers at the same FLOPs)
+ROUTERS = {"all": "", "width": "TDW only", "token": "SDT only", "random": "random routers"}
+
+
+def config_for(s: State, model: str) -> MiniConfig:
+    """The recipe of a row's model size: the run's, with DiT-<size>/<p> and DyDiT-<size>/<p> (the scaling
+    mini's narrower widths; the mini's own DiT-Mini/2 gives the run's config unchanged)."""
+    size_patch = model.split("-", 1)[1]  # "Mini-32/2"
+    return dataclasses.replace(s.config, model=f"DiT-{size_patch}", dynamic_model=f"DyDiT-{size_patch}")
+
+
+def dit_name(model: str) -> str:
+    """'DyDiT-Mini-32/2' -> 'DiT-Mini-32': the name a row's DiT is measured under."""
+    return "DiT-" + model.split("/")[0].split("-", 1)[1]
+
+
+def _routers(row) -> str:
+    routers = row["options"].get("routers", "all")
+    if routers not in ROUTERS:
+        raise ValueError(f"row {row['name']!r}: options.routers must be one of {', '.join(ROUTERS)}, not {routers!r}")
+    return routers
+
+
 def _model(s: State, ctx, row):
-    """(model, build info) of a row: the mini DiT, or the DyDiT fine-tuned to its options.flops_target."""
+    """(model, build info) of a row: its size's DiT, or the DyDiT fine-tuned to its options.flops_target (with
+    options.routers: "width" / "token" trained with only those routers; "random" is the "all" model, whose
+    routing bench.mini.evaluate replaces by random choices of the same sizes)."""
     from bench.mini import build
-    lam = row["options"].get("flops_target")
-    name = "DiT-Mini" if row["model"] == s.config.model else f"DyDiT-Mini λ={lam}"
+    lam, routers = row["options"].get("flops_target"), _routers(row)
+    config = config_for(s, row["model"])
+    is_dit = row["model"] == config.model
+    trained = "all" if routers == "random" else routers
+    name = dit_name(row["model"]) if is_dit else " · ".join(
+        filter(None, [f"{dit_name(row['model']).replace('DiT-', 'DyDiT-')} λ={lam}", ROUTERS[trained]]))
     if name not in s.models:
-        if row["model"] == s.config.model:
-            s.models[name] = build.dit(s.config, s.cache_dir, s.retrain)
+        if is_dit:
+            s.models[name] = build.dit(config, s.cache_dir, s.retrain)
         elif lam is None:
             raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
         else:
-            s.models[name] = build.dydit(s.config, lam, s.cache_dir, s.retrain)
+            s.models[name] = build.dydit(config, lam, s.cache_dir, s.retrain, routers=trained)
         ctx.provenance["mini"]["models"][name] = s.models[name][1]
     return s.models[name]
+
+
+def measured(row, ctx):
+    """The evaluation of a row under its own sampler in this run, or None (not measured)."""
+    s = ctx.cache.get(CACHE_KEY)
+    return None if s is None else s.measured.get(label(row["name"], _sampling(row)))
 
 
 def trained_model(row, ctx):
@@ -167,23 +204,26 @@ def measure_row(row, ctx) -> dict:
     if name in s.measured:
         return s.measured[name]["metrics"]
     plain = {**row["sampler"], "deepcache_interval": 0}
-    dit_name = label("DiT-Mini", _sampling({"sampler": plain}))
-    if dit_name not in s.measured:
-        dit, info = _model(s, ctx, {**row, "model": s.config.model, "options": {}})
-        ev = _evaluate(s, {**row, "name": "DiT-Mini", "sampler": plain}, dit, info["key"])
-        ctx.provenance["mini"].setdefault("sampling", {})[dit_name] = dataclasses.asdict(_sampling({"sampler": plain}))
+    dit_model = config_for(s, row["model"]).model
+    base = label(dit_name(row["model"]), _sampling({"sampler": plain}))
+    if base not in s.measured:
+        dit, info = _model(s, ctx, {**row, "model": dit_model, "options": {}})
+        ev = _evaluate(s, {**row, "name": dit_name(row["model"]), "sampler": plain}, dit, info["key"])
+        ctx.provenance["mini"].setdefault("sampling", {})[base] = dataclasses.asdict(_sampling({"sampler": plain}))
         ev["metrics"] = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"]}
-        s.measured[dit_name] = ev
-    dit_ev = s.measured[dit_name]
+        s.measured[base] = ev
+    dit_ev = s.measured[base]
     model, info = _model(s, ctx, row)
-    ev = dit_ev if name == dit_name else _evaluate(s, row, model, info["key"])
+    random_routing = _routers(row) == "random"
+    ev = dit_ev if name == base else _evaluate(s, row, model, info["key"] + ("-random" if random_routing else ""),
+                                               random_routing)
     metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
                METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
                METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
     if "width_late_vs_early" in ev:  # a DyDiT without DeepCache: where it skipped
         metrics.update({METRIC_WIDTH_LATE_VS_EARLY: ev["width_late_vs_early"],
                         METRIC_INK_VS_BACKGROUND: ev["ink_vs_background"]})
-    if name != dit_name:
+    if name != base:
         s.measured[name] = {**ev, "metrics": metrics}
     return metrics
 
@@ -194,10 +234,12 @@ def speedup(row, ctx) -> float:
     measure_row(row, ctx)
     ev = s.measured[label(row["name"], _sampling(row))]
     if "speed" not in ev:
-        if row["options"].get("flops_target") is None or row["sampler"]["deepcache_interval"] > 1:
-            raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache (bench.measure.loop "
-                             "times DeepCache)")
-        ev["speed"] = speed(row, _model(s, ctx, {**row, "model": s.config.model, "options": {}})[0],
+        if row["options"].get("flops_target") is None or row["sampler"]["deepcache_interval"] > 1 \
+                or _routers(row) == "random":
+            raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache or random routing "
+                             "(bench.measure.loop times DeepCache)")
+        dit_model = config_for(s, row["model"]).model
+        ev["speed"] = speed(row, _model(s, ctx, {**row, "model": dit_model, "options": {}})[0],
                             _model(s, ctx, row)[0])
     return ev["speed"]["dit"] / ev["speed"]["fast"]
 

@@ -16,7 +16,7 @@ from dydit import sampling
 from dydit.deepcache import DeepCache, cached_step_macs
 from dydit.fast import FastDyDiT
 from dydit.flops import Arch, dit_macs, dynamic_macs, mlp_macs
-from dydit.models import DyDiT
+from dydit.models import BlockMasks, DyDiT
 
 EARLY, LATE = 250, 750  # claim 3 compares the mean width over t >= LATE with t < EARLY (the paper's Fig. 5)
 INK = 0.0  # a patch holds ink when its mean pixel in [-1, 1] is above mid-grey (MNIST ink is white)
@@ -34,13 +34,41 @@ class Sampling:
     deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps
 
 
+def shuffled(mask, generator, fixed=0):
+    """A 0/1 mask (N, K) with as many ones per row as `mask`, at random places; the first `fixed` columns kept."""
+    keep = mask[:, fixed:].sum(1, keepdim=True)
+    noise = torch.rand(mask[:, fixed:].shape, generator=generator)
+    rank = noise.argsort(1).argsort(1)  # a random permutation of 0..K-1 per row
+    return torch.cat([mask[:, :fixed], (rank < keep).to(mask.dtype)], dim=1)
+
+
+class RandomRouting:
+    """A DyDiT whose routers choose at random (the paper's ablation "random routers" at the same FLOPs): per
+    call, block and sample, as many heads, channel groups and tokens as its own routers choose, drawn at
+    random (head and group 0 stay on, as the routers keep them). The masked path runs twice per call."""
+
+    def __init__(self, model, seed):
+        self.model = model
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x, t, y, record=None):
+        learned = []
+        self.model(x, t, y, record=learned)
+        masks = [BlockMasks(shuffled(m.heads, self.generator, 1), shuffled(m.channels, self.generator, 1),
+                            shuffled(m.tokens, self.generator)) for m in learned]
+        return self.model(x, t, y, masks=masks, record=record)
+
+
 class Recorder:
     """model_fn for the sampler: FastDyDiT (or a DiT) that keeps, per call, t and the masks it ran with.
-    With DeepCache a cached step's record is empty: no block ran."""
+    With DeepCache a cached step's record is empty: no block ran. random_routing_seed: the DyDiT's routing
+    replaced by RandomRouting (the masked path)."""
 
-    def __init__(self, model, deepcache_interval=0):
+    def __init__(self, model, deepcache_interval=0, random_routing_seed=None):
         self.model = model
         self.fn = FastDyDiT(model) if isinstance(model, DyDiT) else model
+        if random_routing_seed is not None:
+            self.fn = RandomRouting(model, random_routing_seed)
         if deepcache_interval > 1:
             self.fn = DeepCache(self.fn, deepcache_interval)
         self.calls = []  # (first image, t, record) per call; record: BlockMasks per block of the [cond; uncond] batch

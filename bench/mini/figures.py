@@ -1,5 +1,5 @@
 """The mini report's figures (matplotlib, PNG files beside the report): the paper's Fig. 5 (active heads
-and channel groups per block and step), Fig. 6 (MLP FLOPs per patch), FLOPs vs mini-FID, digit grids."""
+and channel groups per block and step), Fig. 6 (MLP FLOPs per patch), FLOPs vs mini-FID, digit grids, the ablation's bars."""
 from pathlib import Path
 
 import matplotlib
@@ -79,4 +79,17 @@ def digit_grid(path, title, images, labels, per_class=8):
             if k < len(picks):
                 ax.imshow(images[picks[k]][..., 0], cmap="gray", vmin=0, vmax=255)
     fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def ablation_bars(path, bars):
+    """bars: [(label, mini-FID, FLOPs ratio)]: one bar per routing variant, its FLOPs ratio written on it."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    labels, fids, flops = zip(*bars)
+    drawn = ax.bar(labels, fids, color=[f"C{i}" for i in range(len(bars))])
+    for bar, f in zip(drawn, flops):
+        ax.annotate(f"FLOPs {f:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize=8)
+    ax.set(ylabel="mini-FID (lower is better)", title="Ablation at λ=0.5")
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

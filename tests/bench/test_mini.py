@@ -81,3 +81,32 @@ def test_tiny_tables_4_and_18_on_the_mini_models(tmp_path):
     assert "compose" in names and "without cache" in names
     cached = ctx18.cache["mini"].measured["DiT-Mini, DeepCache 2 · ddim-4"]
     assert cached["flops_ratio"] < 0.75, "half the steps cached: far fewer MACs"
+
+
+def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_claims(tmp_path):
+    """Two widths at λ=0.5 and the ablation (TDW only, SDT only, random routers), on a tiny budget."""
+    text = (SUITES_DIR / "scaling-mini.toml").read_text(encoding="utf-8")
+    head, *rows = text.split("[[rows]]")
+    keep = [r for r in rows if "Mini-64" not in r and ("λ=0.5" in r or "model = \"DiT-" in r)]
+    sections = rows[-1][rows[-1].index("[[sections]]"):]
+    text = head + "".join("[[rows]]" + r.split("[[sections]]")[0] for r in keep) + sections
+    text = text.replace("steps = 50\n", "steps = 4\n").replace("num_samples = 500\n", "num_samples = 20\n") \
+        .replace("batch_size = 250\n", "batch_size = 10\n")
+    result, ctx = run(tmp_path, load_suite(write(tmp_path, text, "scaling-mini.toml")))
+    for cell in result["cells"]:
+        assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
+    models = result["provenance"]["measurements"]["mini"]["models"]
+    assert set(models) == {"DiT-Mini-32", "DyDiT-Mini-32 λ=0.5", "DiT-Mini", "DyDiT-Mini λ=0.5",
+                           "DyDiT-Mini λ=0.5 · TDW only", "DyDiT-Mini λ=0.5 · SDT only"}
+    assert models["DyDiT-Mini λ=0.5 · SDT only"]["routers"] == "token"
+    measured = {name.removesuffix(" · ddim-4"): ev for name, ev in ctx.cache["mini"].measured.items()}
+    assert {"DiT-Mini-32", "DiT-Mini"} <= set(measured)  # each width's DyDiT against its own DiT
+    small = measured["DyDiT-Mini-32 λ=0.5"]
+    assert small["metrics"]["mini_fid_vs_dit"] == pytest.approx(small["mini_fid"] - measured["DiT-Mini-32"]["mini_fid"])
+    random = measured["DyDiT-Mini λ=0.5 · random routers"]
+    assert "widths" not in random and random["flops_ratio"] == pytest.approx(
+        measured["DyDiT-Mini λ=0.5"]["flops_ratio"], abs=0.02)  # the learned counts, drawn at random
+    (section,) = result["sections"]
+    names = " | ".join(r["name"] for r in section["rows"])
+    assert section["status"] in ("pass", "fail") and "λ=0.5: mini-FID" in names and "ablation: TDW + SDT" in names
+    assert len(section["figures"]) == 2
