@@ -44,6 +44,8 @@ def reproduce_table18(session):
 
 
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
+SCALING_SUITES = ("suites/scaling.toml", "suites/scaling-mini.toml")
+TRAINING_SUITES = (*MINI_SUITES, "suites/scaling-mini.toml")  # suites that train models here (--retrain)
 
 
 def run_suites(session, suites):
@@ -52,7 +54,7 @@ def run_suites(session, suites):
     retrained = False
     for suite in suites:
         args = list(session.posargs)
-        if "--retrain" in args and (retrained or suite not in MINI_SUITES):
+        if "--retrain" in args and (retrained or suite not in TRAINING_SUITES):
             args.remove("--retrain")
         retrained = retrained or ("--retrain" in args)
         session.run("python", "-m", "bench", "run", suite, "--out", "reports", *args)
@@ -66,12 +68,20 @@ def reproduce_mini(session):
     run_suites(session, MINI_SUITES)
 
 
+@nox.session(name="reproduce-scaling", python=PYTHON)
+def reproduce_scaling(session):
+    """The scaling figure: DiT-S/B/XL and DyDiT per λ (speed here; FID with checkpoints), then its mini
+    counterpart (three widths × λ, and the ablation; models trained here, cached; --retrain rebuilds)."""
+    install(session, "[mini]")
+    run_suites(session, SCALING_SUITES)
+
+
 @nox.session(name="reproduce-all", python=PYTHON)
 def reproduce_all(session):
     """Every suite of suites/ (paper tables, then the mini ones), one reports/index.html; posargs go to each
     run (e.g. `-- --profile full` on a GPU runner with DYDIT_ASSETS set)."""
     install(session, "[mini]")
-    first = ["suites/table1.toml", "suites/table4.toml", "suites/table18.toml", *MINI_SUITES]
+    first = ["suites/table1.toml", "suites/table4.toml", "suites/table18.toml", "suites/scaling.toml", *MINI_SUITES]
     others = sorted(str(p) for p in Path("suites").glob("*.toml") if str(p) not in first and p.name != "assets.toml")
     run_suites(session, first + others)
     session.run("python", "-m", "bench", "report", "--out", "reports")

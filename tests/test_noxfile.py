@@ -55,3 +55,12 @@ def test_reproduce_mini_runs_the_mini_and_its_tables(monkeypatch):
     noxfile.reproduce_mini(session)
     assert suites_run(session) == list(noxfile.MINI_SUITES)
     assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/mini.toml"]
+
+
+def test_reproduce_scaling_runs_both_scaling_suites_and_retrains_once(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    noxfile = load_noxfile(monkeypatch)
+    session = FakeSession(["--retrain"])
+    noxfile.reproduce_scaling(session)
+    assert suites_run(session) == ["suites/scaling.toml", "suites/scaling-mini.toml"]
+    assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/scaling-mini.toml"]
