@@ -30,6 +30,11 @@ def setup_key(spec: dict) -> str:
     return json.dumps({**{k: spec["sampler"][k] for k in SLOTS}, "dit": dit_of(spec["model"])}, sort_keys=True)
 
 
+def is_mini(model: str) -> bool:
+    """A model of the mini reproduction (DyDiT-Mini/2, DyDiT-Mini-32/2, ...): trained here, samples pixels."""
+    return model.split("-")[1].split("/")[0] == "Mini"
+
+
 def dit_of(model: str) -> str:
     """'DyDiT-S/2' -> 'DiT-S/2': the static model a row is compared with."""
     return model.removeprefix("Dy")
@@ -58,7 +63,7 @@ def _dydit(row, ctx, log):
     key = (row["model"], lam)
     if key not in models:
         status = assets.check_asset(row["checkpoint"], ctx.assets_root) if row.get("checkpoint") else None
-        if "-Mini/" in row["model"]:  # the mini reproduction's models, trained here
+        if is_mini(row["model"]):  # the mini reproduction's models, trained here
             from bench import mini
             model, info = mini.trained_model(row, ctx)
             models[key] = (model, f"trained here by the mini reproduction ({info['key']})", False)
@@ -116,7 +121,7 @@ def run_setup(spec: dict, ctx, log=print) -> dict:
     paths = [LoopPath(DIT if n <= 1 else f"{DIT}, DeepCache {n}", dit, n) for n in sorted({0, *intervals})] + paths
     vae_key = ("loop_vae", str(ctx.device))
     if vae_key not in ctx.cache:  # the mini samples pixels: no VAE
-        pixels = "-Mini/" in first_row_model(dydit_rows)
+        pixels = is_mini(first_row_model(dydit_rows))
         ctx.cache[vae_key] = (None, 0.0, "none: the mini samples pixels") if pixels else timing_vae(ctx.device)
     decode, decode_gmacs, vae_note = ctx.cache[vae_key]
     from bench.sample import precision
