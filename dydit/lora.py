@@ -1,0 +1,113 @@
+"""TD-LoRA: timestep-dynamic LoRA, for fine-tuning a DyDiT parameter-efficiently (DyDiT++).
+
+OUR DESIGN, after the paper's one-line description ("timestep-based dynamic LoRA"): the DyDiT++
+definition and code are not public. What we took from the nearest published designs we read:
+- TimeStep Master (Zhuang et al., 2025): several LoRA experts, mixed by a router that sees the timestep;
+- T-LoRA (Soboleva et al., 2025): the adapter's effective capacity depends on the timestep.
+Here every adapted linear layer W (qkv, proj, fc1, fc2 of each block) gets K LoRA experts of rank r:
+    y = W x + b + (alpha / r) * sum_k g_k(t) * B_k A_k x,   g(t) = softmax(R t_emb)  (per block, K gates)
+The gates come from the timestep embedding alone, like DyDiT's width routers, so for a given t the
+adapter is a fixed matrix: it merges into W per timestep, and the compute-skipping path slices A (input
+side) and B (output side) with the same heads / channel groups as W. B starts at zero: at init a
+TD-LoRA model computes exactly its base model. Trainable: the experts, their gates and DyDiT's routers;
+everything else is frozen.
+
+Modules are wrapped in place (`add_td_lora`), so the masked DyDiT runs them unchanged; the gates of a
+forward are set by a hook on the model's timestep embedder.
+"""
+import math
+
+import torch
+from torch import nn
+
+ADAPTED = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # per block: where DyDiT skips compute
+ROUTER_PARTS = ("attn_rate", "mlp_rate", "token_selection")  # DyDiT's routers: trained with the adapters
+
+
+class TDLoRALinear(nn.Module):
+    """A frozen nn.Linear plus K gated LoRA experts of rank r; `gates` (N, K) is set before each forward.
+    It has no `weight`: code that would read the base weight alone (and drop the adapter) fails loudly."""
+
+    def __init__(self, base: nn.Linear, rank: int, experts: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.rank, self.experts, self.scale = rank, experts, alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(experts * rank, base.in_features))  # experts stacked by rows
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, experts * rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as peft's LoRA A; B = 0: starts as the base
+        self.gates = None  # (N, K), from the block's gate router
+
+    @property
+    def in_features(self):
+        return self.base.in_features
+
+    @property
+    def out_features(self):
+        return self.base.out_features
+
+    def adapter(self, x, a=None, b=None):
+        """(alpha / r) * sum_k g_k B_k A_k x for x (N, ..., in); a / b: sliced A columns / B rows (fast path)."""
+        a = self.lora_a if a is None else a
+        b = self.lora_b if b is None else b
+        z = nn.functional.linear(x, a)  # (N, ..., K r)
+        shape = z.shape
+        z = z.reshape(shape[0], -1, self.experts, self.rank) * self.gates[:, None, :, None]
+        return nn.functional.linear(z.reshape(shape), b) * self.scale
+
+    def forward(self, x):
+        return self.base(x) + self.adapter(x)
+
+    def merged_weight(self, gates):
+        """W + (alpha / r) B diag(g) A for one sample's gates (K,): the fixed matrix of one timestep."""
+        g = gates.repeat_interleave(self.rank)
+        return self.base.weight + self.scale * (self.lora_b * g) @ self.lora_a
+
+
+class GateRouter(nn.Module):
+    """K expert gates of one block from the timestep embedding: softmax(R t_emb); R = 0 at init (even mix)."""
+
+    def __init__(self, hidden_size, experts):
+        super().__init__()
+        self.router = nn.Linear(hidden_size, experts)
+        nn.init.zeros_(self.router.weight)
+        nn.init.zeros_(self.router.bias)
+
+    def forward(self, t_emb):
+        return self.router(t_emb).softmax(-1)
+
+
+def add_td_lora(model, rank=4, experts=4, alpha=None):
+    """Wraps qkv / proj / fc1 / fc2 of every block of a DiT or DyDiT in TDLoRALinear (in place), adds a gate
+    router per block, freezes the base and returns the model. alpha defaults to the rank (scale 1)."""
+    alpha = float(rank if alpha is None else alpha)
+    model.requires_grad_(False)
+    model.td_lora_gates = nn.ModuleList(GateRouter(model.t_embedder.mlp[-1].out_features, experts)
+                                        for _ in model.blocks)
+    for block in model.blocks:
+        for path in ADAPTED:
+            parent_name, name = path.split(".")
+            parent = getattr(block, parent_name)
+            setattr(parent, name, TDLoRALinear(getattr(parent, name), rank, experts, alpha))
+    for part in ROUTER_PARTS:  # DyDiT's routers learn with the adapters
+        for block in model.blocks:
+            if hasattr(block, part):
+                getattr(block, part).requires_grad_(True)
+    model.td_lora_config = {"rank": rank, "experts": experts, "alpha": alpha}
+
+    def set_gates(module, inputs, t_emb):
+        for block, gate in zip(model.blocks, model.td_lora_gates):
+            g = gate(t_emb)
+            for layer in adapted_layers(block):
+                layer.gates = g
+    model.t_embedder.register_forward_hook(set_gates)
+    return model
+
+
+def adapted_layers(block):
+    """The TDLoRALinear layers of one block, in ADAPTED order."""
+    return [getattr(getattr(block, p.split(".")[0]), p.split(".")[1]) for p in ADAPTED]
+
+
+def trainable_parameters(model):
+    """{name: parameter} of what fine-tuning trains (requires_grad)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
