@@ -13,12 +13,15 @@ TD-LoRA model computes exactly its base model. Trainable: the experts, their gat
 everything else is frozen.
 
 Modules are wrapped in place (`add_td_lora`), so the masked DyDiT runs them unchanged; the gates of a
-forward are set by a hook on the model's timestep embedder.
+forward are set by the model's timestep embedder, wrapped to do so (GatedTimestepEmbedder).
 """
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from dydit.fileio import atomic_write, sha256_file
 
 ADAPTED = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # per block: where DyDiT skips compute
 ROUTER_PARTS = ("attn_rate", "mlp_rate", "token_selection")  # DyDiT's routers: trained with the adapters
@@ -76,6 +79,25 @@ class GateRouter(nn.Module):
         return self.router(t_emb).softmax(-1)
 
 
+class GatedTimestepEmbedder(nn.Module):
+    """The model's timestep embedder, which also sets every adapted layer's gates from the embedding it makes.
+    Blocks and gate routers are held by reference (the model owns them): a deepcopy of the model (the EMA)
+    maps them to its own copies, where a forward hook's closure would still point at the original."""
+
+    def __init__(self, embedder, blocks, routers):
+        super().__init__()
+        self.embedder = embedder
+        self._targets = [(adapted_layers(block), router) for block, router in zip(blocks, routers)]
+
+    def forward(self, t):
+        t_emb = self.embedder(t)
+        for layers, router in self._targets:
+            gates = router(t_emb)
+            for layer in layers:
+                layer.gates = gates
+        return t_emb
+
+
 def add_td_lora(model, rank=4, experts=4, alpha=None):
     """Wraps qkv / proj / fc1 / fc2 of every block of a DiT or DyDiT in TDLoRALinear (in place), adds a gate
     router per block, freezes the base and returns the model. alpha defaults to the rank (scale 1)."""
@@ -92,14 +114,8 @@ def add_td_lora(model, rank=4, experts=4, alpha=None):
         for block in model.blocks:
             if hasattr(block, part):
                 getattr(block, part).requires_grad_(True)
+    model.t_embedder = GatedTimestepEmbedder(model.t_embedder, model.blocks, model.td_lora_gates)
     model.td_lora_config = {"rank": rank, "experts": experts, "alpha": alpha}
-
-    def set_gates(module, inputs, t_emb):
-        for block, gate in zip(model.blocks, model.td_lora_gates):
-            g = gate(t_emb)
-            for layer in adapted_layers(block):
-                layer.gates = g
-    model.t_embedder.register_forward_hook(set_gates)
     return model
 
 
@@ -111,3 +127,42 @@ def adapted_layers(block):
 def trainable_parameters(model):
     """{name: parameter} of what fine-tuning trains (requires_grad)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+#################################################################################
+#                        Adapter checkpoints                                    #
+#################################################################################
+
+class AdapterError(ValueError):
+    """An adapter checkpoint that does not belong to this base or model; the message says why."""
+
+
+def save_adapter(model, path, base_checkpoint):
+    """Writes only the trainable tensors (adapters, gates, routers), the TD-LoRA config and the sha256 of the
+    base checkpoint they were trained on: {"adapter", "td_lora", "base_sha256", "base_name"}."""
+    state = {"adapter": {n: p.detach().cpu() for n, p in trainable_parameters(model).items()},
+             "td_lora": dict(model.td_lora_config), "base_sha256": sha256_file(base_checkpoint),
+             "base_name": Path(base_checkpoint).name}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_adapter(model, path, base_checkpoint):
+    """Loads an adapter checkpoint into a TD-LoRA model built on `base_checkpoint`'s weights; refuses a base
+    whose sha256 differs from the one the adapters were trained on, and a config or key set that differs."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    digest = sha256_file(base_checkpoint)
+    if digest != state["base_sha256"]:
+        raise AdapterError(f"{path} was trained on a base with sha256 {state['base_sha256']} "
+                           f"({state['base_name']}); {base_checkpoint} has sha256 {digest}")
+    if state["td_lora"] != model.td_lora_config:
+        raise AdapterError(f"{path} holds TD-LoRA {state['td_lora']}; the model has {model.td_lora_config}")
+    expected = set(trainable_parameters(model))
+    if set(state["adapter"]) != expected:
+        missing, extra = sorted(expected - set(state["adapter"])), sorted(set(state["adapter"]) - expected)
+        raise AdapterError(f"{path}: keys differ from the model's trainable ones (missing {missing[:3]}, "
+                           f"unexpected {extra[:3]})")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in state["adapter"].items():
+            params[name].copy_(value)
+    return model

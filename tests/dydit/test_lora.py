@@ -51,3 +51,39 @@ def test_gates_follow_the_timestep_of_each_sample():
         model(x, t, y)
     g = adapted_layers(model.blocks[0])[0].gates
     assert g.shape == (2, 3) and torch.allclose(g.sum(1), torch.ones(2)) and not torch.allclose(g[0], g[1])
+
+
+def test_an_adapter_checkpoint_holds_only_trainable_tensors_and_refuses_another_base(tmp_path):
+    import pytest
+    from dydit.lora import AdapterError, load_adapter, save_adapter
+    base = randomize_(create_model("DyDiT-Mini/2"), seed=0)
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    model = add_td_lora(copy.deepcopy(base), rank=2, experts=3)
+    for p in trainable_parameters(model).values():
+        torch.nn.init.normal_(p)
+    save_adapter(model, tmp_path / "adapter.pt", tmp_path / "base.pt")
+    saved = torch.load(tmp_path / "adapter.pt", weights_only=True)
+    assert set(saved["adapter"]) == set(trainable_parameters(model)) and not any(".base." in k for k in saved["adapter"])
+    fresh = load_adapter(add_td_lora(copy.deepcopy(base), rank=2, experts=3), tmp_path / "adapter.pt",
+                         tmp_path / "base.pt")
+    x, t, y = inputs()
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x, t, y), model.eval()(x, t, y))
+    torch.save(randomize_(create_model("DyDiT-Mini/2"), seed=1).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(AdapterError, match="trained on a base with sha256"):
+        load_adapter(add_td_lora(copy.deepcopy(base), rank=2, experts=3), tmp_path / "adapter.pt",
+                     tmp_path / "other.pt")
+    with pytest.raises(AdapterError, match="holds TD-LoRA"):
+        load_adapter(add_td_lora(copy.deepcopy(base), rank=4, experts=3), tmp_path / "adapter.pt",
+                     tmp_path / "base.pt")
+
+
+def test_a_deep_copy_sets_its_own_gates():
+    """The EMA is a deepcopy: its forward must gate its own layers, not the original's."""
+    model = add_td_lora(randomize_(create_model("DyDiT-Mini/2"), seed=0), rank=2, experts=3).eval()
+    twin = copy.deepcopy(model)
+    x, t, y = inputs()
+    with torch.no_grad():
+        twin(x, t, y)
+    assert adapted_layers(twin.blocks[0])[0].gates is not None
+    assert adapted_layers(model.blocks[0])[0].gates is None
