@@ -166,3 +166,38 @@ def load_adapter(model, path, base_checkpoint):
         for name, value in state["adapter"].items():
             params[name].copy_(value)
     return model
+
+
+#################################################################################
+#                     Static LoRA (peft): the baseline                          #
+#################################################################################
+
+def add_static_lora(model, rank=4, alpha=None):
+    """Plain LoRA of rank r on the same layers through peft (the baseline beside TD-LoRA), DyDiT's routers
+    trainable too, the rest frozen. Returns the model."""
+    import peft  # heavy (transformers): only where the baseline is used
+    model.requires_grad_(False)
+    config = peft.LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=0.0,
+                             target_modules=[p.split(".")[1] for p in ADAPTED])
+    peft.inject_adapter_in_model(config, model)
+    for part in ROUTER_PARTS:
+        for block in model.blocks:
+            if hasattr(block, part):
+                getattr(block, part).requires_grad_(True)
+    return model
+
+
+@torch.no_grad()
+def merge_static_lora(model):
+    """Merges every peft LoRA layer into its base nn.Linear and puts that Linear back (in place): a static
+    adapter costs nothing at inference, and the compute-skipping path slices the merged weights."""
+    from peft.tuners.lora import LoraLayer
+    for block in model.blocks:
+        for path in ADAPTED:
+            parent_name, name = path.split(".")
+            parent = getattr(block, parent_name)
+            layer = getattr(parent, name)
+            if isinstance(layer, LoraLayer):
+                layer.merge()
+                setattr(parent, name, layer.get_base_layer())
+    return model

@@ -87,3 +87,20 @@ def test_a_deep_copy_sets_its_own_gates():
         twin(x, t, y)
     assert adapted_layers(twin.blocks[0])[0].gates is not None
     assert adapted_layers(model.blocks[0])[0].gates is None
+
+
+def test_static_lora_trains_its_adapters_and_merges_into_the_base():
+    from dydit.lora import add_static_lora, merge_static_lora
+    model = add_static_lora(randomize_(create_model("DyDiT-Mini/2"), seed=0), rank=2).eval()
+    names = set(trainable_parameters(model))
+    assert any("lora_A" in n for n in names) and not any("base_layer" in n for n in names)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    x, t, y = inputs()
+    with torch.no_grad():
+        before = model(x, t, y)
+        merge_static_lora(model)
+        after = model(x, t, y)
+    assert type(model.blocks[0].attn.qkv) is torch.nn.Linear
+    assert torch.allclose(before, after, atol=1e-5)
