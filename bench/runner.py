@@ -230,13 +230,17 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
     pairs = list(suite.cells())
     # what every measured cell will ask for, so a measurement can plan across cells (bench.measure.loop
     # times all of a sampler's paths interleaved in one run)
-    ctx.cache["suite_cells"] = [(row.spec(cell), cell.metric, cell.measure) for row, cell in pairs if not cell.reference]
+    # (only cells that run in this profile here: a full-only cell must not be timed in smoke beside its setup)
+    ctx.cache["suite_cells"] = [(row.spec(cell), cell.metric, cell.measure) for row, cell in pairs
+                                if decide(cell, profile, machine).profile is not None]
     cells = []
     with tqdm(pairs, desc=f"{suite.name} [{profile}]", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
         for row, cell in bar:
             bar.set_postfix_str(f"{row.name} / {cell.column}", refresh=False)
             cells.append(run_cell(row, cell, profile, machine, ctx))
-    ctx.cache["suite_results"] = cells  # a section may draw the cells (bench.scaling_section's figure)
+    # a section may draw the cells (bench.scaling_section's figure): results, and each row's model and options
+    ctx.cache["suite_results"] = cells
+    ctx.cache["suite_rows"] = {row.name: row.spec(cell) for row, cell in pairs}
     sections = [run_section(s, profile, ctx, machine) for s in suite.sections]
     return {
         "schema": SCHEMA,

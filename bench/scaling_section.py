@@ -17,7 +17,7 @@ def size_of(model: str) -> str:
 
 def points(ctx):
     """[{size, lam, metric, paper, measured, status}] of every cell of the suite, λ = 1 for a DiT."""
-    specs = {spec["name"]: spec for spec, _, _ in ctx.cache.get("suite_cells", [])}
+    specs = ctx.cache.get("suite_rows", {})
     out = []
     for cell in ctx.cache.get("suite_results", []):
         spec = specs.get(cell["row"])

@@ -60,6 +60,8 @@ def _dydit(row, ctx, log):
     from bench.speed import schedule, standardized_dydit
     models = ctx.cache.setdefault("loop_models", {})
     lam = row["options"]["flops_target"]
+    if row["options"].get("routers", "all") != "all":
+        raise Skip("the loop timing runs the learned routers: a routers ablation is measured by bench.mini")
     key = (row["model"], lam)
     if key not in models:
         status = assets.check_asset(row["checkpoint"], ctx.assets_root) if row.get("checkpoint") else None

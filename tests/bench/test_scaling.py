@@ -149,3 +149,19 @@ def test_ablation_claims_order_both_before_either_before_random():
               "random": (25.0, 0.5, "r")}
     verdicts = [r["ok"] for r in ablation_checks(points)]
     assert verdicts == [True, True, True, False]  # SDT only (30) is not below random (25)
+
+
+def test_a_cell_that_does_not_run_here_is_not_timed_beside_one_that_does(tmp_path):
+    """A GPU-only ratio cell shares its setup with a CPU one: the CPU run must not load and time its model."""
+    text = SUITE.replace('model = "DyDiT-B/8"', 'model = "DyDiT-S/8"').replace('name = "DyDiT-B λ=0.5"',
+                                                                          'name = "DyDiT-S λ=0.3"')
+    text = text.replace('options = { flops_target = 0.5 }\ncells = { ratio = 0.59, realized = 0.88, fid = 12.92 }',
+                        'options = { flops_target = 0.3 }\ncells = { ratio = { paper = 0.5, device = "cuda" }, '
+                        'realized = { paper = 0.7, device = "cuda" } }')
+    ctx = Context(work_dir=tmp_path / "work")
+    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")
+    result = run_suite(load_suite(write(tmp_path, text)), AUTO, machine(tmp_path), ctx)
+    (run_,) = result["provenance"]["measurements"]["loop_speed"]
+    assert set(run_["paths"]) == {"DiT", "DyDiT-S/8 λ=0.5"}
+    skipped = [c for c in result["cells"] if c["row"] == "DyDiT-S λ=0.3"]
+    assert skipped and all(c["status"] == SKIPPED and "CUDA" in c["reason"] for c in skipped)
