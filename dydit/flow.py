@@ -46,14 +46,38 @@ def velocity_target(x1, noise):
     return x1 - noise
 
 
-def sample_t(n, generator=None, device=None):
-    """Training times, uniform on [0, 1) (SiT: train_eps = 0 for a velocity model on the linear path)."""
-    return torch.rand(n, generator=generator, device=device)
-
-
 def flow_loss(velocity, x1, noise):
     """Per-sample loss (N,): mean over every other dimension of (v_hat - (x1 - eps))^2 (SiT's mean_flat)."""
     return (velocity - velocity_target(x1, noise)).pow(2).flatten(1).mean(1)
+
+
+def sample_times(batch, generator, stratified=False, device=None):
+    """(batch,) training times in [0, 1): uniform, or stratified as DyDiT's timesteps are (sample i from
+    quarter i % 4 of [0, 1); i is the index in the global batch)."""
+    u = torch.rand(batch, generator=generator, device=device)
+    if not stratified:
+        return u
+    return ((torch.arange(batch, device=device) % 4) + u) / 4
+
+
+class FlowMatching:
+    """The flow-matching objective behind the trainer's interface (dydit.diffusion.GaussianDiffusion's):
+    q_sample draws x_t, losses_from_output gives the per-sample loss, sample_times the training times."""
+
+    def q_sample(self, x_start, t, noise):
+        return interpolate(x_start, noise, t)
+
+    def losses_from_output(self, model_output, x_start, x_t, t, noise):
+        """{"loss": (N,)}: the velocity MSE on the data channels (a model with extra output channels, e.g. a
+        learned sigma, would need its own objective: SiT has none)."""
+        if model_output.shape[1] != x_start.shape[1]:
+            raise ValueError(f"flow matching predicts a velocity of {x_start.shape[1]} channels; the model "
+                             f"outputs {model_output.shape[1]} (use a SiT-* model: no learned sigma)")
+        return {"loss": flow_loss(model_output, x_start, noise)}
+
+    @staticmethod
+    def sample_times(batch, generator, stratified=False, device=None):
+        return sample_times(batch, generator, stratified, device)
 
 
 def score_from_velocity(velocity, x, t):

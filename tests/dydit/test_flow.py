@@ -18,8 +18,15 @@ def test_interpolant_velocity_and_loss_are_sits():
     v_hat = torch.randn(3, 4, 2, 2, generator=g)
     expected = torch.stack([((v_hat[i] - (x1[i] - x0[i])) ** 2).mean() for i in range(3)])
     assert torch.allclose(flow.flow_loss(v_hat, x1, x0), expected)
-    t = flow.sample_t(10_000, torch.Generator().manual_seed(1))
+    t = flow.sample_times(10_000, torch.Generator().manual_seed(1))
     assert 0.0 <= float(t.min()) and float(t.max()) < 1.0 and abs(float(t.mean()) - 0.5) < 0.01
+    t = flow.sample_times(8, torch.Generator().manual_seed(1), stratified=True)
+    assert all(i % 4 <= 4 * float(v) < i % 4 + 1 for i, v in enumerate(t))
+    objective = flow.FlowMatching()
+    assert torch.equal(objective.q_sample(x1, x0, torch.full((3,), 0.25)), flow.interpolate(x1, x0, torch.full((3,), 0.25)))
+    assert torch.allclose(objective.losses_from_output(v_hat, x1, None, None, x0)["loss"], expected)
+    with pytest.raises(ValueError, match="SiT"):
+        objective.losses_from_output(torch.cat([v_hat, v_hat], 1), x1, None, None, x0)
 
 
 def test_score_from_velocity_is_sits_and_exact_for_a_gaussian():
