@@ -23,7 +23,7 @@ def test_interpolant_velocity_and_loss_are_sits():
     t = flow.sample_times(8, torch.Generator().manual_seed(1), stratified=True)
     assert all(i % 4 <= 4 * float(v) < i % 4 + 1 for i, v in enumerate(t))
     objective = flow.FlowMatching()
-    assert torch.equal(objective.q_sample(x1, x0, torch.full((3,), 0.25)), flow.interpolate(x1, x0, torch.full((3,), 0.25)))
+    assert torch.equal(objective.q_sample(x1, torch.full((3,), 0.25), x0), flow.interpolate(x1, x0, torch.full((3,), 0.25)))
     assert torch.allclose(objective.losses_from_output(v_hat, x1, None, None, x0)["loss"], expected)
     with pytest.raises(ValueError, match="SiT"):
         objective.losses_from_output(torch.cat([v_hat, v_hat], 1), x1, None, None, x0)
