@@ -36,7 +36,7 @@ class State:
     """What one suite run has built and measured so far."""
     config: MiniConfig
     cache_dir: Path
-    retrain: bool
+    retrain: object  # False, or rebuild what was built before this time (bench.mini.build._artifact)
     classifier: Path = None
     classifier_info: dict = None
     reference: dict = None  # held-out digits' classifier features
@@ -52,7 +52,7 @@ def state(ctx, config=None) -> State:
         from bench.mini import build
         config = config or ctx.cache.get("mini_config") or MiniConfig()
         cache_dir = Path(ctx.work_dir or "reports/work") / "mini-models"
-        s = State(config, cache_dir, bool(ctx.cache.get("mini_retrain")))
+        s = State(config, cache_dir, ctx.cache.get("mini_retrain") or False)
         s.classifier, s.classifier_info = build.classifier(config, cache_dir, s.retrain)
         extractor = digits.extractor(s.classifier)
         heldout, _ = build.real_digits("heldout", config)

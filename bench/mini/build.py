@@ -2,7 +2,8 @@
 
 Each artifact lives in <cache>/<name>-<key>/ where the key hashes its config, the data and the code that
 trains it (MiniConfig.key); a finished artifact has `done.json`. A later run with the same key loads it
-(seconds); `retrain=True` rebuilds it. Training goes through dydit.train, the code path of a full-size run.
+(seconds); `retrain=True` rebuilds it, and `retrain=<a time>` rebuilds it unless it was built after that time
+(one `reproduce-all -- --retrain` rebuilds a model several suites share once). Training goes through dydit.train, the code path of a full-size run.
 """
 import json
 import shutil
@@ -26,9 +27,11 @@ DONE = "done.json"
 def _artifact(cache, name, key, retrain, build):
     """Path of a finished artifact folder, building it (build(folder) -> info dict) when missing."""
     folder = Path(cache) / f"{name}-{key}"
-    if retrain and folder.exists():
+    done = folder / DONE
+    since = None if isinstance(retrain, bool) else float(retrain)
+    if retrain and folder.exists() and (since is None or not done.is_file() or done.stat().st_mtime < since):
         shutil.rmtree(folder)
-    if not (folder / DONE).is_file():
+    if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         info = build(folder)

@@ -118,3 +118,21 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_c
     names = " | ".join(r["name"] for r in section["rows"])
     assert section["status"] in ("pass", "fail") and "λ=0.5: mini-FID" in names and "ablation: TDW + SDT" in names
     assert len(section["figures"]) == 2
+
+
+def test_retrain_since_a_time_rebuilds_only_what_was_built_before_it(tmp_path):
+    """--retrain in one nox session: a model several suites share is rebuilt by the first, loaded by the rest."""
+    import time
+    from bench.mini.build import _artifact
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        return {}
+    _artifact(tmp_path, "m", "k", False, build)
+    since = time.time() + 1e-3
+    time.sleep(0.01)
+    _artifact(tmp_path, "m", "k", since, build)  # built before `since`: rebuilt
+    _artifact(tmp_path, "m", "k", since, build)  # built after it: loaded
+    _artifact(tmp_path, "m", "k", True, build)  # plain --retrain: always rebuilt
+    assert len(builds) == 3
