@@ -1,4 +1,5 @@
 """Sessions: `nox -l` lists them. GPU-only work is never in the default set."""
+import time
 from pathlib import Path
 
 import nox
@@ -49,15 +50,14 @@ TRAINING_SUITES = (*MINI_SUITES, "suites/scaling-mini.toml")  # suites that trai
 
 
 def run_suites(session, suites):
-    """`bench run` of each suite with the session's posargs; --retrain (the mini's trained models) goes to
-    the first mini suite only, so the models are rebuilt once."""
-    retrained = False
+    """`bench run` of each suite with the session's posargs; --retrain goes to the suites that train models,
+    with one DYDIT_RETRAIN_SINCE for the session, so a model several of them share is rebuilt once."""
+    env = {"DYDIT_RETRAIN_SINCE": str(time.time())}
     for suite in suites:
         args = list(session.posargs)
-        if "--retrain" in args and (retrained or suite not in TRAINING_SUITES):
+        if "--retrain" in args and suite not in TRAINING_SUITES:
             args.remove("--retrain")
-        retrained = retrained or ("--retrain" in args)
-        session.run("python", "-m", "bench", "run", suite, "--out", "reports", *args)
+        session.run("python", "-m", "bench", "run", suite, "--out", "reports", *args, env=env)
 
 
 @nox.session(name="reproduce-mini", python=PYTHON)

@@ -28,6 +28,8 @@ METRIC_ACCURACY_VS_DIT = "accuracy_vs_dit"  # this model's accuracy minus its Di
 METRIC_WIDTH_LATE_VS_EARLY = "width_late_vs_early"  # mean active width at t >= 750 minus at t < 250
 METRIC_INK_VS_BACKGROUND = "ink_vs_background"  # MLP FLOPs per ink patch / per background patch
 METRIC_SPEEDUP = "speedup"  # DiT's s/image / the fast path's, interleaved in one run
+METRIC_TRAINABLE_FRACTION = "trainable_fraction"  # parameters a fine-tuning trained / what full fine-tuning trains
+METRIC_MINI_FID_VS_FULL = "mini_fid_vs_full"  # an adapter fine-tune's mini-FID minus the full fine-tune's
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"
@@ -72,6 +74,8 @@ METRICS = {
     METRIC_WIDTH_LATE_VS_EARLY: Metric("mini", "", STATIC, EXACT),
     METRIC_INK_VS_BACKGROUND: Metric("mini", "", STATIC, EXACT),
     METRIC_SPEEDUP: Metric("mini", "x", TIMING, HIGHER),
+    METRIC_TRAINABLE_FRACTION: Metric("mini", "", STATIC, LOWER),
+    METRIC_MINI_FID_VS_FULL: Metric("mini", "", QUALITY, LOWER),
 }
 
 # measurement name -> module exposing measure(row, metric, ctx)

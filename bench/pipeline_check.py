@@ -63,13 +63,16 @@ def sampler_rows():
     from dydit import sampling
     from dydit.models import create_model, randomize_
     model = randomize_(create_model(MODEL, input_size=LATENT), std=0.01).eval()
+    velocity = randomize_(create_model(MODEL.replace("DiT-", "SiT-"), input_size=LATENT), std=0.01).eval()
     rows = []
     for name in sampling.SAMPLERS:
-        label = f"{name} ({STEPS} steps, CFG {CFG}, learned sigma): runs, finite latents; CPU s/image"
+        flow = name in sampling.FLOW_SAMPLERS  # a velocity model (SiT: no learned sigma)
+        label = (f"{name} ({STEPS} steps, CFG {CFG}, {'SiT velocity' if flow else 'learned sigma'}): runs, finite "
+                 f"latents; CPU s/image")
         noise, generators = sampling.noise_for(range(BATCH), 0, (4, LATENT, LATENT))
         start = time.perf_counter()
         try:
-            z = sampling.sample_latents(model, name, noise, sampling.labels_for(range(BATCH), 0), STEPS, generators,
+            z = sampling.sample_latents(velocity if flow else model, name, noise, sampling.labels_for(range(BATCH), 0), STEPS, generators,
                                         CFG)
         except Exception as e:  # a failing sampler fails the check; the others still run
             rows.append(check(f"{label} — {type(e).__name__}: {e}", None, "s/image", False, "runs"))

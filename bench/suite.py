@@ -58,8 +58,10 @@ SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 # paper measured for this λ (DyDiT-XL λ=0.5: 57.88 / 118.69); default: flops_target
 # routers (the mini's ablation, bench.mini): "all" (default), "width" (TDW only), "token" (SDT only) or
 # "random" (the all-model's counts of heads, groups and tokens, chosen at random)
-OPTIONS = ("flops_target", "flops_fraction", "routers")
+# adapter (the mini, DyDiT++): "none" (full fine-tuning, default), "lora" (static, peft) or "td-lora"
+OPTIONS = ("flops_target", "flops_fraction", "routers", "adapter")
 ROUTER_OPTIONS = ("all", "width", "token", "random")
+ADAPTER_OPTIONS = ("none", "lora", "td-lora")
 
 
 class SuiteError(ValueError):
@@ -380,6 +382,7 @@ def _options(c, table, where):
     c.number(options, "flops_target", f"{where}: options", above=0, maximum=1)
     c.number(options, "flops_fraction", f"{where}: options", above=0, maximum=1)
     c.choices(options, "routers", ROUTER_OPTIONS, f"{where}: options")
+    c.choices(options, "adapter", ADAPTER_OPTIONS, f"{where}: options")
     return dict(options)
 
 

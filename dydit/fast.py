@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from dydit.lora import TDLoRALinear
 from dydit.models import BlockMasks, DiTBlock, DyDiT, cfg_forward
 
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
@@ -287,7 +288,7 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     # per kept row, its sample's (shift, 1 + scale, gate): one gather instead of three
     shift, scale, gate = torch.stack([shift_mlp, 1 + scale_mlp, gate_mlp], 1).index_select(0, idx // T).unbind(1)
     rows = x.reshape(B * T, D).index_select(0, idx)  # (M, D)
-    out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights)
+    out = active_mlp(block.mlp, torch.addcmul(shift, block.norm2(rows), scale), groups, H, mlp_weights, idx // T)
     if branches is not None:  # the pre-gate MLP output of the kept rows only: (rows of (B*T, D), outputs)
         branches.append((attn, (idx, out)))
         out = out * gate
@@ -296,13 +297,38 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     return x.reshape(B * T, D).index_add_(0, idx, out).reshape(B, T, D)  # x is this block's own tensor
 
 
+#################################################################################
+#             Adapted layers (dydit.lora: TD-LoRA; static LoRA is merged)         #
+#################################################################################
+
+def _base(layer) -> nn.Linear:
+    """The nn.Linear whose weights are sliced: the layer, or a TD-LoRA layer's frozen base."""
+    return layer.base if isinstance(layer, TDLoRALinear) else layer
+
+
+def _adapted(layer, x, out, rows=None, cols=None, sample_of=None):
+    """out + a TD-LoRA layer's adapter on x, its B sliced to the output `rows` and its A to the input `cols`
+    (the active heads / groups); sample_of: x's rows' samples (gathered tokens) for their gates."""
+    if not isinstance(layer, TDLoRALinear):
+        return out
+    gates = None if sample_of is None else layer.gates.index_select(0, sample_of)
+    a = layer.lora_a if cols is None else layer.lora_a.index_select(1, cols)
+    b = layer.lora_b if rows is None else layer.lora_b.index_select(0, rows)
+    return out + layer.adapter(x, a, b, gates)
+
+
+def _head_indices(attn, heads):
+    """(qkv rows, proj columns) of the active heads."""
+    hd, D = attn.head_dim, attn.num_heads * attn.head_dim
+    cols = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads]).to(_base(attn.qkv).weight.device)
+    return torch.cat([cols + s * D for s in range(3)]), cols  # the q, k and v rows of those heads
+
+
 def sliced_attention_weights(attn, heads, num_heads=None):
     """(qkv weight, qkv bias, proj weight) of the active heads only, as contiguous copies."""
-    hd, D = attn.head_dim, attn.num_heads * attn.head_dim
-    cols = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads]).to(attn.qkv.weight.device)
-    rows = torch.cat([cols + s * D for s in range(3)])  # the q, k and v rows of those heads
-    return (attn.qkv.weight.index_select(0, rows), attn.qkv.bias.index_select(0, rows),
-            attn.proj.weight.index_select(1, cols))
+    rows, cols = _head_indices(attn, heads)
+    qkv, proj = _base(attn.qkv), _base(attn.proj)
+    return qkv.weight.index_select(0, rows), qkv.bias.index_select(0, rows), proj.weight.index_select(1, cols)
 
 
 def active_attention(attn, h, heads, weights=None):
@@ -312,34 +338,50 @@ def active_attention(attn, h, heads, weights=None):
     qkv_w, qkv_b, proj_w = weights if weights is not None else sliced_attention_weights(attn, heads)
     B, T, _ = h.shape
     k, hd = len(heads), attn.head_dim
-    qkv = F.linear(h, qkv_w, qkv_b).reshape(B, T, 3, k, hd).permute(2, 0, 3, 1, 4)
-    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, k, T, hd)
-    return F.linear(o.transpose(1, 2).reshape(B, T, k * hd), proj_w, attn.proj.bias)
+    adapted = isinstance(attn.qkv, TDLoRALinear)
+    rows, cols = _head_indices(attn, heads) if adapted else (None, None)
+    qkv = _adapted(attn.qkv, h, F.linear(h, qkv_w, qkv_b), rows=rows)
+    qkv = qkv.reshape(B, T, 3, k, hd).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, T, k * hd)  # (B, T, k hd)
+    return _adapted(attn.proj, o, F.linear(o, proj_w, _base(attn.proj).bias), cols=cols)
+
+
+def _group_indices(mlp, groups, num_groups):
+    """The hidden channels (fc1 rows, fc2 columns) of the active groups."""
+    size = mlp.fc1.out_features // num_groups
+    return torch.cat([torch.arange(g * size, (g + 1) * size) for g in groups]).to(_base(mlp.fc1).weight.device)
 
 
 def sliced_mlp_weights(mlp, groups, num_groups):
     """(fc1 weight, fc1 bias, fc2 weight) of the active channel groups only, as contiguous copies."""
-    size = mlp.fc1.out_features // num_groups
-    rows = torch.cat([torch.arange(g * size, (g + 1) * size) for g in groups]).to(mlp.fc1.weight.device)
-    return (mlp.fc1.weight.index_select(0, rows), mlp.fc1.bias.index_select(0, rows),
-            mlp.fc2.weight.index_select(1, rows))
+    rows = _group_indices(mlp, groups, num_groups)
+    fc1, fc2 = _base(mlp.fc1), _base(mlp.fc2)
+    return fc1.weight.index_select(0, rows), fc1.bias.index_select(0, rows), fc2.weight.index_select(1, rows)
 
 
-def active_mlp(mlp, h, groups, num_groups, weights=None):
+def active_mlp(mlp, h, groups, num_groups, weights=None, sample_of=None):
     """MLP over the active channel groups only, h (..., D) -> (..., D): one GEMM per layer on sliced
-    weights when given, else strided views of fc1/fc2 per contiguous run of groups (no copy)."""
-    if len(groups) == num_groups:
+    weights when given, else strided views of fc1/fc2 per contiguous run of groups (no copy).
+    sample_of: for gathered token rows h (M, D), each row's sample (a TD-LoRA adapter's gates)."""
+    fc1, fc2 = _base(mlp.fc1), _base(mlp.fc2)
+    adapted = isinstance(mlp.fc1, TDLoRALinear)
+    if len(groups) == num_groups and not adapted:
         return mlp(h)
-    if weights is not None:
-        fc1_w, fc1_b, fc2_w = weights
-        return F.linear(mlp.act(F.linear(h, fc1_w, fc1_b)), fc2_w, mlp.fc2.bias)
-    size = mlp.fc1.out_features // num_groups
+    if adapted or weights is not None:
+        if len(groups) == num_groups:
+            channels, fc1_w, fc1_b, fc2_w = None, fc1.weight, fc1.bias, fc2.weight
+        else:
+            channels = _group_indices(mlp, groups, num_groups)
+            fc1_w, fc1_b, fc2_w = weights if weights is not None else sliced_mlp_weights(mlp, groups, num_groups)
+        hidden = mlp.act(_adapted(mlp.fc1, h, F.linear(h, fc1_w, fc1_b), rows=channels, sample_of=sample_of))
+        return _adapted(mlp.fc2, hidden, F.linear(hidden, fc2_w, fc2.bias), cols=channels, sample_of=sample_of)
+    size = fc1.out_features // num_groups
     out = None
     for a, z in runs(groups):
         cols = slice(a * size, z * size)
-        part = F.linear(mlp.act(F.linear(h, mlp.fc1.weight[cols], mlp.fc1.bias[cols])), mlp.fc2.weight[:, cols])
+        part = F.linear(mlp.act(F.linear(h, fc1.weight[cols], fc1.bias[cols])), fc2.weight[:, cols])
         out = part if out is None else out + part
-    return out + mlp.fc2.bias
+    return out + fc2.bias
 
 
 def _record(block, heads, groups, keep) -> BlockMasks:

@@ -116,11 +116,16 @@ def sde_times(steps=None):
     return torch.linspace(0.0, 1.0 - SDE_LAST_STEP, steps or FLOW_SAMPLERS["flow-sde"])
 
 
+def _ode_times(scheduler):
+    """The model time of each of the scheduler's timesteps: 1 - sigma, in float32 as the model sees it."""
+    return 1.0 - scheduler.sigmas[:-1]
+
+
 def flow_timesteps(sampler, steps=None):
-    """The model times t in [0, 1] a flow sampler visits, in order (what a DyDiT width plan is made for)."""
-    if sampler == "flow-sde":
-        return [float(t) for t in sde_times(steps)]
-    return [1.0 - float(s) for s in make_flow_scheduler(sampler, steps).sigmas[:-1]]
+    """The model times t in [0, 1] a flow sampler visits, in order (what a DyDiT width plan is made for),
+    as the float32 values the model receives."""
+    times = sde_times(steps) if sampler == "flow-sde" else _ode_times(make_flow_scheduler(sampler, steps))
+    return [float(t) for t in times]
 
 
 @torch.no_grad()
@@ -138,10 +143,9 @@ def sample_flow(model_fn, sampler, noise, labels, steps=None, generators=None, c
 
     if sampler != "flow-sde":
         scheduler = make_flow_scheduler(sampler, steps)
-        for timestep in scheduler.timesteps:
-            sigma = float(timestep) / scheduler.config.num_train_timesteps
+        for timestep, t in zip(scheduler.timesteps, _ode_times(scheduler)):
             # diffusers' flow output is eps - x1 = -velocity, at sigma = 1 - t
-            x = scheduler.step(-velocity(x, 1.0 - sigma), timestep, x).prev_sample
+            x = scheduler.step(-velocity(x, float(t)), timestep, x).prev_sample
         return x
     if generators is not None and len(generators) != len(x):
         raise ValueError(f"{len(generators)} generators for {len(x)} images")

@@ -48,13 +48,15 @@ class TDLoRALinear(nn.Module):
     def out_features(self):
         return self.base.out_features
 
-    def adapter(self, x, a=None, b=None):
-        """(alpha / r) * sum_k g_k B_k A_k x for x (N, ..., in); a / b: sliced A columns / B rows (fast path)."""
+    def adapter(self, x, a=None, b=None, gates=None):
+        """(alpha / r) * sum_k g_k B_k A_k x for x (N, ..., in); a / b: sliced A columns / B rows, gates: one
+        row per x row (the fast path's gathered tokens), else the layer's (N, K)."""
         a = self.lora_a if a is None else a
         b = self.lora_b if b is None else b
+        gates = self.gates if gates is None else gates
         z = nn.functional.linear(x, a)  # (N, ..., K r)
         shape = z.shape
-        z = z.reshape(shape[0], -1, self.experts, self.rank) * self.gates[:, None, :, None]
+        z = z.reshape(shape[0], -1, self.experts, self.rank) * gates[:, None, :, None]
         return nn.functional.linear(z.reshape(shape), b) * self.scale
 
     def forward(self, x):

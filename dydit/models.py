@@ -428,20 +428,22 @@ def _factory(model_class, size, patch_size):
     return make
 
 
-def _sit_factory(size, patch_size):
-    make_dit = _factory(DiT, size, patch_size)
+def _sit_factory(model_class, size, patch_size):
+    make_dit = _factory(model_class, size, patch_size)
 
     def make(**kwargs):
         return make_dit(**{"learn_sigma": False, **kwargs})
-    make.__name__ = f"SiT_{size}_{patch_size}"
+    make.__name__ = f"{model_class.__name__.replace('DiT', 'SiT')}_{size}_{patch_size}"
     return make
 
 
 # "DiT-XL/2" -> factory; every size with patch 2/4/8, for DiT and DyDiT. SiT's backbone is DiT
 # without learned sigma (4 output channels); it differs in training and sampling (flow matching).
+# "DySiT" is DyDiT on SiT (DyDiT++): DyDiT's routers on SiT's backbone, trained with flow matching.
 MODELS = {f"{cls.__name__}-{size}/{p}": _factory(cls, size, p)
           for cls in (DiT, DyDiT) for size in _SIZES for p in (2, 4, 8)}
-MODELS.update({f"SiT-{size}/{p}": _sit_factory(size, p) for size in _SIZES for p in (2, 4, 8)})
+MODELS.update({f"{name}-{size}/{p}": _sit_factory(cls, size, p)
+               for name, cls in (("SiT", DiT), ("DySiT", DyDiT)) for size in _SIZES for p in (2, 4, 8)})
 
 
 def create_model(name, **kwargs):

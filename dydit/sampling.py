@@ -16,6 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from dydit.deepcache import DeepCache
+from dydit.flow import FLOW_SAMPLERS, flow_timesteps, sample_flow
 from dydit.models import cfg_forward
 
 # DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
@@ -23,8 +24,10 @@ NUM_TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 LATENT_SCALE = 0.18215  # SD VAE latents are scaled by this in DiT's training; divide before decoding
 
-# sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10)
-SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
+# sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10), then
+# the flow-matching samplers of a velocity model (SiT; dydit.flow): flow-euler, flow-heun, flow-sde
+DIFFUSION_SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
+SAMPLERS = {**DIFFUSION_SAMPLERS, **FLOW_SAMPLERS}
 LABELS = ("uniform", "balanced")
 PRECISIONS = ("fp32", "tf32")
 
@@ -68,7 +71,10 @@ def make_scheduler(sampler, steps=None):
 
 
 def sampler_timesteps(sampler, steps=None):
-    """The model timesteps a sampler will visit, in order (what a DyDiT width plan is computed for)."""
+    """The model timesteps a sampler will visit, in order (what a DyDiT width plan is computed for): integers
+    in [0, 1000) for a diffusion sampler, times in [0, 1] for a flow sampler."""
+    if sampler in FLOW_SAMPLERS:
+        return flow_timesteps(sampler, steps)
     return [int(t) for t in make_scheduler(sampler, steps).timesteps]
 
 
@@ -125,9 +131,12 @@ def sample_latents(model_fn, sampler, noise, labels, steps=None, generators=None
     """Runs a diffusers scheduler from noise (B, C, H, W) to clean latents, guided by labels (B,).
 
     deepcache_interval N > 1: the model runs whole at steps 0, N, 2N, ... and from cached block outputs
-    in between (dydit.deepcache: model_fn must be a DiT, DyDiT or FastDyDiT); 0 or 1: no cache."""
+    in between (dydit.deepcache: model_fn must be a DiT, DyDiT or FastDyDiT); 0 or 1: no cache.
+    A flow sampler (flow-euler, flow-heun, flow-sde) integrates a velocity model instead (dydit.flow)."""
     if deepcache_interval > 1:
         model_fn = DeepCache(model_fn, deepcache_interval)  # one per run: it keeps this batch's branches
+    if sampler in FLOW_SAMPLERS:
+        return sample_flow(model_fn, sampler, noise, labels, steps, generators, cfg_scale, guided_channels, null_class)
     scheduler = make_scheduler(sampler, steps)
     if hasattr(model_fn, "prepare"):  # FastDyDiT: width plan for exactly these timesteps; DeepCache: step 0
         model_fn.prepare([float(t) for t in scheduler.timesteps])

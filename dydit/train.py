@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 
 from dydit.checkpoints import load_checkpoint
 from dydit.diffusion import GaussianDiffusion
-from dydit.fileio import atomic_write
+from dydit.fileio import atomic_write, sha256_file
+from dydit.flow import FlowMatching
+from dydit.lora import add_static_lora, add_td_lora, trainable_parameters
 from dydit.models import MODELS, DyDiT, create_model
 from dydit.sampling import LATENT_SCALE, load_vae
 from dydit.train_step import (NOISE, TERM_NAMES, VAE_NOISE, SeededItems, StepBatches, StepRandom,
@@ -61,6 +63,11 @@ class TrainConfig:
     flops_warmup: int = 5000
     complete_loss: bool = True  # DyDiT: add the complete model's diffusion loss
     complete_loss_until: Optional[int] = None  # ... only before this step (the two-stage lambda=0.5 recipe)
+    objective: str = "diffusion"  # "diffusion": DDPM eps + VB (DiT, DyDiT); "flow": SiT's velocity flow matching
+    adapter: str = "none"  # "lora" (static, peft) or "td-lora" (dydit.lora): the base frozen, only adapters
+    # and routers train, and checkpoints hold only those plus the sha256 of init_checkpoint (the base)
+    adapter_rank: int = 4
+    adapter_experts: int = 4  # TD-LoRA's experts per layer
     routers: str = "all"  # DyDiT: which routers learn; "width" (TDW only) / "token" (SDT only) freeze the
     # other kind at its init, which keeps every head, channel group or token (the paper's ablation)
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
@@ -98,13 +105,19 @@ class TrainConfig:
                   ("grad_clip", self.grad_clip is None or self.grad_clip > 0),
                   ("log_every", self.log_every > 0), ("ckpt_every", self.ckpt_every > 0),
                   ("precision", self.precision in ("fp32", "tf32")),
-                  ("routers", self.routers in ROUTERS)]
+                  ("routers", self.routers in ROUTERS), ("objective", self.objective in OBJECTIVES),
+                  ("adapter", self.adapter in ADAPTERS), ("adapter_rank", self.adapter_rank > 0),
+                  ("adapter_experts", self.adapter_experts > 0)]
         for name, ok in checks:
             if not ok:
                 raise TrainError(f"bad {name}: {getattr(self, name)!r}")
+        if self.adapter != "none" and not self.init_checkpoint:
+            raise TrainError(f"adapter={self.adapter!r} fine-tunes a base: give init_checkpoint (its weights)")
 
 
 ROUTERS = ("all", "width", "token")  # TrainConfig.routers
+OBJECTIVES = ("diffusion", "flow")  # TrainConfig.objective
+ADAPTERS = ("none", "lora", "td-lora")  # TrainConfig.adapter
 RUN_ONLY = ("log_every", "ckpt_every", "num_workers", "device")
 
 # The paper's recipes as overrides of TrainConfig (ALI train.py and its scripts; DiT's train.py).
@@ -123,13 +136,21 @@ PRESETS = {
 }
 # DiT-S/B and DyDiT-S/B (the scaling table): the paper gives only the lengths (DiT-S 5M and DiT-B 1.6M
 # steps, pre-trained elsewhere; fine-tuning S 50k, B 100k); the rest follows DiT's and DyDiT-XL lambda=0.7's
-# recipes. No DiT-S/B weights are public: a DyDiT-S/B run takes --init-checkpoint (a dit-s / dit-b run's).
+# recipes. No DiT-S/B weights are public: a DyDiT-S/B run starts from the asset dit-s-2 / dit-b-2, which a
+# dit-s / dit-b run makes (suites/assets.toml says where it goes).
 SCALING_LAMBDAS = (0.9, 0.8, 0.7, 0.5, 0.4, 0.3)
 for _size, _steps, _finetune in (("s", 5_000_000, 50_000), ("b", 1_600_000, 100_000)):
     PRESETS[f"dit-{_size}"] = dict(PRESETS["dit-xl"], model=f"DiT-{_size.upper()}/2", max_steps=_steps)
     for _lam in SCALING_LAMBDAS:
         PRESETS[f"dydit-{_size}-{_lam:g}"] = dict(PRESETS["dydit-xl-0.7"], model=f"DyDiT-{_size.upper()}/2",
-                                                   init_checkpoint=None, flops_ratio=_lam, max_steps=_finetune)
+                                                   init_checkpoint=f"dit-{_size}-2", flops_ratio=_lam,
+                                                   max_steps=_finetune)
+# SiT-XL/2 (willisma/SiT train.py: AdamW lr 1e-4, batch 256, EMA 0.9999, flow matching, 7M steps) and DyDiT on
+# it (DyDiT++): DyDiT-XL's fine-tuning recipes with the flow-matching objective, from SiT-XL-2-256x256.pt.
+PRESETS["sit-xl"] = dict(PRESETS["dit-xl"], model="SiT-XL/2", objective="flow")
+for _lam in (0.7, 0.5):
+    PRESETS[f"dysit-xl-{_lam:g}"] = dict(PRESETS[f"dydit-xl-{_lam:g}"], model="DySiT-XL/2", objective="flow",
+                                          init_checkpoint="sit-xl-2")
 PRESET_NOTES = {
     "dit-xl": "DiT-XL/2 from scratch (DiT's train.py: AdamW lr 1e-4, batch 256, EMA 0.9999; 7M steps)",
     "dydit-xl-0.7": "DyDiT-XL/2 lambda 0.7 from DiT-XL-2-256x256.pt: lr 2.5e-5, clip 50, FLOPs warm-up 5000, "
@@ -138,9 +159,13 @@ PRESET_NOTES = {
                     "steps 0-30k with the complete-model loss, then to 200k without it",
     **{f"dit-{size}": f"DiT-{size.upper()}/2 from scratch, DiT's recipe, {steps} steps (the scaling table's baseline)"
        for size, steps in (("s", "5M"), ("b", "1.6M"))},
-    **{f"dydit-{size}-{lam:g}": f"DyDiT-{size.upper()}/2 lambda {lam:g} from your DiT-{size.upper()}/2 checkpoint "
-                                f"(--init-checkpoint): {steps} steps, otherwise dydit-xl-0.7's recipe"
+    **{f"dydit-{size}-{lam:g}": f"DyDiT-{size.upper()}/2 lambda {lam:g} from dit-{size}-2 (the assets' DiT-"
+                                f"{size.upper()}-2-256x256.pt, trained with --preset dit-{size}): {steps} steps, "
+                                f"otherwise dydit-xl-0.7's recipe"
        for size, steps in (("s", "50k"), ("b", "100k")) for lam in SCALING_LAMBDAS},
+    "sit-xl": "SiT-XL/2 from scratch with flow matching (SiT's train.py: lr 1e-4, batch 256, EMA 0.9999)",
+    **{f"dysit-xl-{lam:g}": f"DyDiT on SiT-XL/2 (DyDiT++), lambda {lam:g}, from SiT-XL-2-256x256.pt: "
+                            f"dydit-xl-{lam:g}'s recipe with the flow-matching objective" for lam in (0.7, 0.5)},
 }
 
 
@@ -172,10 +197,55 @@ def config_differences(saved: dict, config: TrainConfig) -> list:
 
 
 def save_training_checkpoint(path, model, ema, opt, config, step):
-    """{"model", "ema", "opt", "args", "step"}, written atomically (a crash leaves the previous files)."""
+    """{"model", "ema", "opt", "args", "step"}, written atomically (a crash leaves the previous files). An
+    adapter run keeps only the trained tensors of model and EMA, and "base_sha256" of its init_checkpoint."""
     state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
              "args": dataclasses.asdict(config), "step": step}
+    if config.adapter != "none":
+        trained = set(trainable_parameters(model))
+        state["model"] = {k: v for k, v in state["model"].items() if k in trained}
+        state["ema"] = {k: v for k, v in state["ema"].items() if k in trained}
+        state["base_sha256"] = sha256_file(config.init_checkpoint)
     atomic_write(path, lambda f: torch.save(state, f))
+
+
+def add_adapter(model, config: TrainConfig):
+    """The run's adapters (static LoRA or TD-LoRA) on the loaded base weights, then the routers ablation."""
+    if config.adapter == "td-lora":
+        add_td_lora(model, config.adapter_rank, config.adapter_experts)
+    elif config.adapter == "lora":
+        add_static_lora(model, config.adapter_rank)
+    if config.routers != "all":
+        if not isinstance(model, DyDiT):
+            raise TrainError(f"routers={config.routers!r} is a DyDiT ablation; {config.model} has no routers")
+        frozen = ("token_selection",) if config.routers == "width" else ("attn_rate", "mlp_rate")
+        for block in model.blocks:
+            for name in frozen:
+                getattr(block, name).requires_grad_(False)
+    return model
+
+
+def load_trained(path, model_kwargs=None, use_ema=True):
+    """A model from a training checkpoint of this trainer, adapter runs included (their base is
+    re-read from args.init_checkpoint and its sha256 checked). Returns the model in eval mode."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = TrainConfig(**{k: v for k, v in state["args"].items() if k in TrainConfig.__dataclass_fields__})
+    model = create_model(config.model, **(model_kwargs or {}))
+    if config.adapter == "none":
+        load_checkpoint(model, path)  # a training checkpoint: its `ema` is loaded
+        return model.eval()
+    digest = sha256_file(config.init_checkpoint)
+    if digest != state.get("base_sha256"):
+        raise TrainError(f"{path} was trained on a base with sha256 {state.get('base_sha256')}; "
+                         f"{config.init_checkpoint} now has sha256 {digest}")
+    load_checkpoint(model, config.init_checkpoint)
+    add_adapter(model, config)
+    weights = state["ema" if use_ema else "model"]
+    missing = set(trainable_parameters(model)) - set(weights)
+    if missing:
+        raise TrainError(f"{path} lacks trained tensors: {sorted(missing)[:3]}")
+    model.load_state_dict(weights, strict=False)
+    return model.eval()
 
 
 def _truncate_log(path, step):
@@ -283,23 +353,20 @@ def _train(config, dataset, run_dir, resume, stop_after, progress, vae, rank, wo
     if classes is not None and classes > model.y_embedder.num_classes:
         raise TrainError(f"the data have {classes} classes, the model {model.y_embedder.num_classes}: "
                          "set num_classes")
-    if config.init_checkpoint and state is None:
+    if config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always
         load_checkpoint(model, config.init_checkpoint)
-    if config.routers != "all":
-        if not isinstance(model, DyDiT):
-            raise TrainError(f"routers={config.routers!r} is a DyDiT ablation; {config.model} has no routers")
-        frozen = ("token_selection",) if config.routers == "width" else ("attn_rate", "mlp_rate")
-        for block in model.blocks:
-            for name in frozen:
-                getattr(block, name).requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # the adapters' initial A from the run's seed, as the model's
+        torch.manual_seed(config.seed)
+        add_adapter(model, config)
     model.to(device)
     ema = deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                             betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay)
     step, last = 0, None
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
+        strict = config.adapter == "none"  # an adapter run's checkpoint holds its trained tensors only
+        model.load_state_dict(state["model"], strict=strict)
+        ema.load_state_dict(state["ema"], strict=strict)
         opt.load_state_dict(state["opt"])
         step, last = state["step"], found[-1]
     end = config.max_steps if stop_after is None else min(config.max_steps, stop_after)
@@ -311,7 +378,8 @@ def _train(config, dataset, run_dir, resume, stop_after, progress, vae, rank, wo
     if step >= end:
         return TrainResult(model.train(), ema, step, run_dir, last)
 
-    objective = TrainingObjective(model, GaussianDiffusion(), config.flops_weight)
+    flow = config.objective == "flow"
+    objective = TrainingObjective(model, FlowMatching() if flow else GaussianDiffusion(), config.flops_weight)
     ddp = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else objective
     loader = DataLoader(SeededItems(dataset), batch_sampler=StepBatches(len(dataset), B, rows, config.seed, step, end),
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
@@ -327,7 +395,8 @@ def _train(config, dataset, run_dir, resume, stop_after, progress, vae, rank, wo
             draws = StepRandom(config.seed, step, rows, B, device)
             if vae is not None:
                 x = encode_images(vae, x, draws)
-            t = draws.timesteps(config.stratified_timesteps, objective.diffusion.num_timesteps)
+            t = draws.flow_times(config.stratified_timesteps) if flow else \
+                draws.timesteps(config.stratified_timesteps, objective.diffusion.num_timesteps)
             noise = draws.normal(x.shape[1:], NOISE)
             lr = learning_rate(step, config.lr, config.lr_warmup, config.lr_cosine, config.max_steps, config.min_lr)
             for group in opt.param_groups:

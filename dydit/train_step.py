@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from dydit.diffusion import GaussianDiffusion, sample_timesteps
 from dydit.flops import block_flops_ratio
+from dydit.flow import FlowMatching
 from dydit.models import DyDiT
 
 # random streams of one step
@@ -104,6 +105,11 @@ class StepRandom:
         t = sample_timesteps(self.global_batch, self.generator(TIMESTEPS), stratified, num_timesteps, self.device)
         return t[self.rows]
 
+    def flow_times(self, stratified):
+        """(local batch,) flow-matching times in [0, 1) (stratified by the global index)."""
+        t = FlowMatching.sample_times(self.global_batch, self.generator(TIMESTEPS), stratified, self.device)
+        return t[self.rows]
+
     def normal(self, shape, stream):
         """(local batch, *shape) standard normal noise."""
         full = torch.randn((self.global_batch, *shape), generator=self.generator(stream), device=self.device)
@@ -185,7 +191,7 @@ class TrainingObjective(nn.Module):
     (global-batch mean of F_dyn / F_static - lambda_t)^2 with the masks of the dynamic pass.
     """
 
-    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, flops_weight=2.0):
+    def __init__(self, model: nn.Module, diffusion, flops_weight=2.0):  # GaussianDiffusion or flow.FlowMatching
         super().__init__()
         self.model = model
         self.diffusion = diffusion
@@ -225,10 +231,12 @@ class TrainingObjective(nn.Module):
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float):
-    """ema <- decay * ema + (1 - decay) * model, every parameter (as DiT's train.py)."""
+    """ema <- decay * ema + (1 - decay) * model, every trained parameter (as DiT's train.py). A frozen one
+    (an adapter run's base) stays equal to the model's: averaging it would only add rounding."""
     ema_params = dict(ema.named_parameters())
     for name, param in model.named_parameters():
-        ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
+        if param.requires_grad:
+            ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
 
 
 def loss_terms(out: Dict[str, torch.Tensor], grad_norm) -> torch.Tensor:

@@ -16,8 +16,10 @@ class FakeSession:
     def install(self, *args):
         pass
 
-    def run(self, *args):
+    def run(self, *args, env=None):
         self.commands.append(list(args))
+        if env is not None:
+            self.env = env
 
 
 def load_noxfile(monkeypatch):
@@ -35,7 +37,7 @@ def suites_run(session):
     return [c[4] for c in session.commands if c[:4] == ["python", "-m", "bench", "run"]]
 
 
-def test_reproduce_all_runs_every_suite_once_and_retrains_the_mini_models_once(monkeypatch):
+def test_reproduce_all_runs_every_suite_once_and_retrains_each_trained_model_once(monkeypatch):
     monkeypatch.chdir(ROOT)
     noxfile = load_noxfile(monkeypatch)
     session = FakeSession(["--profile", "full", "--retrain"])
@@ -43,7 +45,8 @@ def test_reproduce_all_runs_every_suite_once_and_retrains_the_mini_models_once(m
     every = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "suites").glob("*.toml") if p.name != "assets.toml")
     assert sorted(suites_run(session)) == every and suites_run(session)[0] == "suites/table1.toml"
     retrained = [c[4] for c in session.commands if "--retrain" in c]
-    assert retrained == ["suites/mini.toml"]
+    assert retrained == list(noxfile.TRAINING_SUITES)  # one DYDIT_RETRAIN_SINCE: a shared model is rebuilt once
+    assert float(session.env["DYDIT_RETRAIN_SINCE"]) > 0
     assert all("--profile" in c for c in session.commands if c[:4] == ["python", "-m", "bench", "run"])
     assert session.commands[-1][:4] == ["python", "-m", "bench", "report"]
 
@@ -54,7 +57,7 @@ def test_reproduce_mini_runs_the_mini_and_its_tables(monkeypatch):
     session = FakeSession(["--retrain"])
     noxfile.reproduce_mini(session)
     assert suites_run(session) == list(noxfile.MINI_SUITES)
-    assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/mini.toml"]
+    assert [c[4] for c in session.commands if "--retrain" in c] == list(noxfile.MINI_SUITES)
 
 
 def test_reproduce_scaling_runs_both_scaling_suites_and_retrains_once(monkeypatch):
@@ -64,3 +67,4 @@ def test_reproduce_scaling_runs_both_scaling_suites_and_retrains_once(monkeypatc
     noxfile.reproduce_scaling(session)
     assert suites_run(session) == ["suites/scaling.toml", "suites/scaling-mini.toml"]
     assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/scaling-mini.toml"]
+    assert "DYDIT_RETRAIN_SINCE" in session.env

@@ -1,8 +1,12 @@
 """`python -m bench run SUITE`: runs a suite, writes reports/<suite>.json, renders the HTML report."""
+import os
 import sys
+import time
 from pathlib import Path
 
 from bench.suite import PROFILES
+
+RETRAIN_SINCE = "DYDIT_RETRAIN_SINCE"  # --retrain rebuilds models built before this time (seconds since epoch)
 
 
 def register(subparsers):
@@ -58,7 +62,9 @@ def run(args):
           f"{machine.assets_root or 'not set'}]\n{plan_table(plan(suite, profile, machine))}", flush=True)
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
                   work_dir=Path(args.work_dir) if args.work_dir else out / "work")
-    ctx.cache["mini_retrain"] = args.retrain
+    # --retrain: rebuild what was built before this run, or before $DYDIT_RETRAIN_SINCE (set by noxfile.py for
+    # a whole session, so that a model several suites share is rebuilt once)
+    ctx.cache["mini_retrain"] = float(os.environ.get(RETRAIN_SINCE, time.time())) if args.retrain else False
     result = run_suite(suite, profile, machine, ctx, command_line(args, profile))
     json_path = write_json_atomic(result, out / f"{suite.name}.json")
     page = render_suite(result, out)

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
-                               METRIC_MINI_FID_VS_DIT, METRIC_SPEEDUP, METRIC_WIDTH_LATE_VS_EARLY)
+                               METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL, METRIC_SPEEDUP,
+                               METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
+from dydit.flow import FLOW_SAMPLERS
 from bench.mini.config import MiniConfig
 from dydit.models import DyDiT
 from dydit.fileio import write_json_atomic
@@ -34,7 +36,7 @@ class State:
     """What one suite run has built and measured so far."""
     config: MiniConfig
     cache_dir: Path
-    retrain: bool
+    retrain: object  # False, or rebuild what was built before this time (bench.mini.build._artifact)
     classifier: Path = None
     classifier_info: dict = None
     reference: dict = None  # held-out digits' classifier features
@@ -50,7 +52,7 @@ def state(ctx, config=None) -> State:
         from bench.mini import build
         config = config or ctx.cache.get("mini_config") or MiniConfig()
         cache_dir = Path(ctx.work_dir or "reports/work") / "mini-models"
-        s = State(config, cache_dir, bool(ctx.cache.get("mini_retrain")))
+        s = State(config, cache_dir, ctx.cache.get("mini_retrain") or False)
         s.classifier, s.classifier_info = build.classifier(config, cache_dir, s.retrain)
         extractor = digits.extractor(s.classifier)
         heldout, _ = build.real_digits("heldout", config)
@@ -93,7 +95,8 @@ def _evaluate(s: State, row, model, model_key, random_routing=False):
            **evaluate.quality(images, labels, digits.extractor(s.classifier), s.reference)}
     if isinstance(model, DyDiT) and sampling.deepcache_interval <= 1 and not random_routing:  # what it skipped, where
         out["widths"] = evaluate.widths_per_step(model, recorder.calls)
-        out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
+        if sampling.sampler not in FLOW_SAMPLERS:  # claim 3 is stated on DDPM's t (noisy: t >= 750)
+            out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
         out["patch_flops"] = evaluate.patch_mlp_flops(model, recorder.calls, len(pixels)).numpy()
         out["ink_vs_background"] = evaluate.ink_over_background(model, recorder.calls, pixels)
     _save_evaluation(out, cached)
@@ -139,20 +142,28 @@ def label(name: str, sampling) -> str:
     return " · ".join([name] + extra)
 
 
-# options.routers of a DyDiT row: the paper's ablation (TDW only, SDT only, random routers at the same FLOPs)
+# options.routers of a DyDiT row: the paper's ablation (TDW only, SDT only, random routers at the same FLOPs);
+# options.adapter: DyDiT++'s parameter-efficient fine-tuning (static LoRA, TD-LoRA; "none": full)
 ROUTERS = {"all": "", "width": "TDW only", "token": "SDT only", "random": "random routers"}
+ADAPTERS = {"none": "", "lora": "LoRA", "td-lora": "TD-LoRA"}
+
+
+def family(model: str) -> str:
+    """'SiT' for SiT-* / DySiT-* (flow matching), else 'DiT'."""
+    return "SiT" if model.split("-", 1)[0] in ("SiT", "DySiT") else "DiT"
 
 
 def config_for(s: State, model: str) -> MiniConfig:
-    """The recipe of a row's model size: the run's, with DiT-<size>/<p> and DyDiT-<size>/<p> (the scaling
-    mini's narrower widths; the mini's own DiT-Mini/2 gives the run's config unchanged)."""
-    size_patch = model.split("-", 1)[1]  # "Mini-32/2"
-    return dataclasses.replace(s.config, model=f"DiT-{size_patch}", dynamic_model=f"DyDiT-{size_patch}")
+    """The recipe of a row's model: the run's, with its family's static and dynamic model of that size
+    (DiT-Mini-32/2 and DyDiT-Mini-32/2, SiT-Mini/2 and DySiT-Mini/2; DiT-Mini/2 gives the run's config)."""
+    size_patch, f = model.split("-", 1)[1], family(model)  # "Mini-32/2"
+    return dataclasses.replace(s.config, model=f"{f}-{size_patch}", dynamic_model=f"Dy{f}-{size_patch}")
 
 
 def dit_name(model: str) -> str:
-    """'DyDiT-Mini-32/2' -> 'DiT-Mini-32': the name a row's DiT is measured under."""
-    return "DiT-" + model.split("/")[0].split("-", 1)[1]
+    """'DyDiT-Mini-32/2' -> 'DiT-Mini-32', 'DySiT-Mini/2' -> 'SiT-Mini': the name a row's static model is
+    measured under."""
+    return f"{family(model)}-" + model.split("/")[0].split("-", 1)[1]
 
 
 def _routers(row) -> str:
@@ -167,19 +178,19 @@ def _model(s: State, ctx, row):
     options.routers: "width" / "token" trained with only those routers; "random" is the "all" model, whose
     routing bench.mini.evaluate replaces by random choices of the same sizes)."""
     from bench.mini import build
-    lam, routers = row["options"].get("flops_target"), _routers(row)
+    lam, routers, adapter = row["options"].get("flops_target"), _routers(row), row["options"].get("adapter", "none")
     config = config_for(s, row["model"])
     is_dit = row["model"] == config.model
     trained = "all" if routers == "random" else routers
     name = dit_name(row["model"]) if is_dit else " · ".join(
-        filter(None, [f"{dit_name(row['model']).replace('DiT-', 'DyDiT-')} λ={lam}", ROUTERS[trained]]))
+        filter(None, [f"Dy{dit_name(row['model'])} λ={lam}", ROUTERS[trained], ADAPTERS[adapter]]))
     if name not in s.models:
         if is_dit:
             s.models[name] = build.dit(config, s.cache_dir, s.retrain)
         elif lam is None:
             raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
         else:
-            s.models[name] = build.dydit(config, lam, s.cache_dir, s.retrain, routers=trained)
+            s.models[name] = build.dydit(config, lam, s.cache_dir, s.retrain, routers=trained, adapter=adapter)
         ctx.provenance["mini"]["models"][name] = s.models[name][1]
     return s.models[name]
 
@@ -220,9 +231,18 @@ def measure_row(row, ctx) -> dict:
     metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
                METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
                METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
-    if "width_late_vs_early" in ev:  # a DyDiT without DeepCache: where it skipped
-        metrics.update({METRIC_WIDTH_LATE_VS_EARLY: ev["width_late_vs_early"],
-                        METRIC_INK_VS_BACKGROUND: ev["ink_vs_background"]})
+    info = _model(s, ctx, row)[1]
+    if "trainable_parameters" in info:  # a fine-tuned DyDiT: what its fine-tuning trained
+        metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
+    if row["options"].get("adapter", "none") != "none":  # against the full fine-tune of the same lambda
+        full = {**row, "name": f"Dy{dit_name(row['model'])} λ={row['options']['flops_target']}",
+                "options": {"flops_target": row["options"]["flops_target"]}}
+        measure_row(full, ctx)  # measured once (or loaded) like any row
+        metrics[METRIC_MINI_FID_VS_FULL] = ev["mini_fid"] - s.measured[label(full["name"], sampling)]["mini_fid"]
+    if "ink_vs_background" in ev:  # a DyDiT without DeepCache: where it skipped
+        metrics[METRIC_INK_VS_BACKGROUND] = ev["ink_vs_background"]
+    if "width_late_vs_early" in ev:  # ... and when, on DDPM's timesteps
+        metrics[METRIC_WIDTH_LATE_VS_EARLY] = ev["width_late_vs_early"]
     if name != base:
         s.measured[name] = {**ev, "metrics": metrics}
     return metrics
@@ -263,7 +283,7 @@ def speed(row, dit, dydit) -> dict:
     num_classes = dydit.y_embedder.embedding_table.num_embeddings - 1
     y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
     fast = FastDyDiT(dydit).prepare([float(t) for t in steps])
-    t_of = [torch.full((batch,), int(t)) for t in steps]
+    t_of = [torch.full((batch,), t) for t in steps]  # int64 DDPM steps, float32 flow times
     calls = {"dit": [lambda t=t: dit(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
              "masked": [lambda t=t: dydit(x, t, y) for t in t_of]}
     medians = interleaved_call_medians(calls, repeats=SPEED_REPEATS, warmup=1)

@@ -2,7 +2,8 @@
 
 Each artifact lives in <cache>/<name>-<key>/ where the key hashes its config, the data and the code that
 trains it (MiniConfig.key); a finished artifact has `done.json`. A later run with the same key loads it
-(seconds); `retrain=True` rebuilds it. Training goes through dydit.train, the code path of a full-size run.
+(seconds); `retrain=True` rebuilds it, and `retrain=<a time>` rebuilds it unless it was built after that time
+(one `reproduce-all -- --retrain` rebuilds a model several suites share once). Training goes through dydit.train, the code path of a full-size run.
 """
 import json
 import shutil
@@ -15,10 +16,10 @@ from bench import data
 from bench.metrics import digits
 from bench.mini.config import MiniConfig
 from bench.mini.evaluate import to_uint8
-from dydit.checkpoints import load_checkpoint
 from dydit.fileio import write_json_atomic
+from dydit.lora import trainable_parameters
 from dydit.models import create_model
-from dydit.train import TrainConfig, train
+from dydit.train import TrainConfig, load_trained, train
 
 DONE = "done.json"
 
@@ -26,9 +27,11 @@ DONE = "done.json"
 def _artifact(cache, name, key, retrain, build):
     """Path of a finished artifact folder, building it (build(folder) -> info dict) when missing."""
     folder = Path(cache) / f"{name}-{key}"
-    if retrain and folder.exists():
+    done = folder / DONE
+    since = None if isinstance(retrain, bool) else float(retrain)
+    if retrain and folder.exists() and (since is None or not done.is_file() or done.stat().st_mtime < since):
         shutil.rmtree(folder)
-    if not (folder / DONE).is_file():
+    if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         info = build(folder)
@@ -63,11 +66,9 @@ def size_name(model: str) -> str:
     return model.split("/")[0].split("-", 1)[1].lower()
 
 
-def _load(name, folder, info):
-    """The EMA weights of a finished training run, in eval mode."""
-    model = create_model(name)
-    load_checkpoint(model, folder / info["checkpoint"])  # a training checkpoint: its `ema` is loaded
-    return model.eval()
+def _load(folder, info):
+    """The EMA weights of a finished training run (an adapter run's on its base), in eval mode."""
+    return load_trained(folder / info["checkpoint"])
 
 
 def dit(config: MiniConfig, cache, retrain=False):
@@ -76,33 +77,44 @@ def dit(config: MiniConfig, cache, retrain=False):
         run = TrainConfig(model=config.model, max_steps=config.dit_steps, global_batch_size=config.batch_size,
                           lr=config.dit_lr, lr_warmup=config.dit_lr_warmup, lr_cosine=True, ema_decay=config.dit_ema,
                           stratified_timesteps=config.stratified_timesteps, complete_loss=False, seed=config.seed,
+                          objective=config.objective,
                           data="digits", precision="fp32", log_every=100, ckpt_every=config.dit_steps,
                           device="cpu")
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step}
     folder, info = _artifact(cache, f"dit-{size_name(config.model)}", config.key("dit"), retrain, build)
-    return _load(config.model, folder, info), {**info, "folder": str(folder)}
+    return _load(folder, info), {**info, "folder": str(folder)}
 
 
-def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all"):
+def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
     """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT;
-    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train.TrainConfig.routers)."""
+    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train.TrainConfig.routers);
+    adapter="lora" / "td-lora": only adapters and routers train (DyDiT++'s parameter-efficient fine-tuning)."""
     _, dit_info = dit(config, cache, retrain=False)
     steps = config.finetune_steps
 
     def build(folder):
         run = TrainConfig(model=config.dynamic_model, init_checkpoint=str(Path(dit_info["folder"]) /
                                                                           dit_info["checkpoint"]),
-                          flops_ratio=lam, flops_hold=config.flops_hold,
+                          flops_ratio=lam, flops_hold=config.flops_hold, objective=config.objective,
+                          adapter=adapter, adapter_rank=config.adapter_rank, adapter_experts=config.adapter_experts,
                           flops_warmup=round(steps * config.flops_warmup_fraction), max_steps=steps,
-                          global_batch_size=config.batch_size, lr=config.finetune_lr, ema_decay=config.finetune_ema,
+                          global_batch_size=config.batch_size, ema_decay=config.finetune_ema,
+                          lr=config.finetune_lr if adapter == "none" else config.adapter_lr,
                           complete_loss=config.complete_model_loss, stratified_timesteps=config.stratified_timesteps,
                           seed=config.seed, data="digits", precision="fp32", log_every=25, ckpt_every=steps,
                           device="cpu", routers=routers)
+        start = time.perf_counter()
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
+        seconds = time.perf_counter() - start
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "lambda": lam,
-                "routers": routers}
-    parts = ("dydit", lam, dit_info["key"]) + (() if routers == "all" else (routers,))
-    name = f"dydit-{size_name(config.dynamic_model)}-{lam:g}" + ("" if routers == "all" else f"-{routers}")
+                "routers": routers, "adapter": adapter, "finetune_seconds": round(seconds, 1),
+                "trainable_parameters": sum(p.numel() for p in trainable_parameters(result.model).values()),
+                # what full fine-tuning trains: every parameter but the fixed sin-cos positional embedding
+                "parameters": sum(p.numel() for p in create_model(config.dynamic_model).parameters()
+                                  if p.requires_grad)}
+    extra = [x for x in (routers, adapter) if x not in ("all", "none")]
+    parts = ("dydit", lam, dit_info["key"], *extra)
+    name = "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra])
     folder, info = _artifact(cache, name, config.key(*parts), retrain, build)
-    return _load(config.dynamic_model, folder, info), {**info, "folder": str(folder)}
+    return _load(folder, info), {**info, "folder": str(folder)}

@@ -39,8 +39,16 @@ class MiniConfig:
     flops_warmup_fraction: float = 0.5  # of the fine-tune steps
     complete_model_loss: bool = True
     stratified_timesteps: bool = True
+    adapter_rank: int = 4  # static LoRA and TD-LoRA (DyDiT++'s parameter-efficient fine-tuning)
+    adapter_experts: int = 4  # TD-LoRA's experts per layer
+    adapter_lr: float = 2e-3  # adapters train few weights from zero: a larger step than full fine-tuning's
     classifier_epochs: int = 20
     classifier_seed: int = 0  # not `seed`: models trained with other seeds are judged by the same classifier
+
+    @property
+    def objective(self) -> str:
+        """The training objective of this recipe's models: flow matching for SiT / DySiT, else diffusion."""
+        return "flow" if self.model.startswith("SiT-") else "diffusion"
 
     @property
     def finetune_steps(self) -> int:

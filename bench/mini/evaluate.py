@@ -81,11 +81,11 @@ class Recorder:
     def __call__(self, x, t, y):
         if not isinstance(self.model, DyDiT):
             cached = isinstance(self.fn, DeepCache) and not self.fn.next_is_full()
-            self.calls.append((self.offset, int(t[0]), [] if cached else None))
+            self.calls.append((self.offset, float(t[0]), [] if cached else None))
             return self.fn(x, t, y)
         record = []
         out = self.fn(x, t, y, record=record)
-        self.calls.append((self.offset, int(t[0]), record))
+        self.calls.append((self.offset, float(t[0]), record))
         return out
 
 

@@ -19,7 +19,7 @@ TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifie
 def tiny_suite(tmp_path):
     text = (SUITES_DIR / "mini.toml").read_text(encoding="utf-8")
     text = text.replace("steps = 50\n", "steps = 4\n").replace("num_samples = 500\n", "num_samples = 20\n") \
-        .replace("batch_size = 250\n", "batch_size = 10\n")
+        .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }")
     return load_suite(write(tmp_path, text, "mini.toml"))
 
 
@@ -39,7 +39,15 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
     assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 6, section["note"]
     mini = result["provenance"]["measurements"]["mini"]
     assert mini["config"]["dit_steps"] == 4 and next(iter(mini["sampling"].values()))["num_samples"] == 20
-    assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5"}
+    assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5", "SiT-Mini", "DySiT-Mini λ=0.7",
+                                   "DySiT-Mini λ=0.5", "DyDiT-Mini λ=0.5 · LoRA", "DyDiT-Mini λ=0.5 · TD-LoRA"}
+    assert mini["models"]["DyDiT-Mini λ=0.5 · TD-LoRA"]["adapter"] == "td-lora"
+    cells = {(c["row"], c["column"]): c for c in result["cells"]}
+    for adapter in ("LoRA", "TD-LoRA"):  # parameter-efficient: a few % of the parameters train
+        assert 0 < cells[(f"DyDiT-Mini λ=0.5 · {adapter}", "trainable")]["measured"] < 0.2
+    assert cells[("DyDiT-Mini λ=0.5", "trainable")]["measured"] == 1.0
+    sit = result["provenance"]["measurements"]["mini"]["models"]["DySiT-Mini λ=0.5"]
+    assert sit["adapter"] == "none" and "sampling" in mini
     page = render_suite(json.loads(json.dumps(result)), tmp_path / "reports")
     assert re.search(r"mini_dit-mini[a-z0-9-]*-digits\.png", page.read_text()) and (tmp_path / "reports" / "mini_flops-vs-fid.png").is_file()
 
@@ -110,3 +118,21 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_c
     names = " | ".join(r["name"] for r in section["rows"])
     assert section["status"] in ("pass", "fail") and "λ=0.5: mini-FID" in names and "ablation: TDW + SDT" in names
     assert len(section["figures"]) == 2
+
+
+def test_retrain_since_a_time_rebuilds_only_what_was_built_before_it(tmp_path):
+    """--retrain in one nox session: a model several suites share is rebuilt by the first, loaded by the rest."""
+    import time
+    from bench.mini.build import _artifact
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        return {}
+    _artifact(tmp_path, "m", "k", False, build)
+    since = time.time() + 1e-3
+    time.sleep(0.01)
+    _artifact(tmp_path, "m", "k", since, build)  # built before `since`: rebuilt
+    _artifact(tmp_path, "m", "k", since, build)  # built after it: loaded
+    _artifact(tmp_path, "m", "k", True, build)  # plain --retrain: always rebuilt
+    assert len(builds) == 3

@@ -4,6 +4,7 @@ import pytest
 
 from bench.definitions import SECTIONS, Tolerance
 from bench.suite import SUITES_DIR, SamplerConfig, SuiteError, load_suite, suite_files
+from dydit.sampling import SAMPLERS
 from tests.bench.runner_helpers import MINI, write
 
 TABLE1 = SUITES_DIR / "table1.toml"
@@ -121,15 +122,15 @@ def test_sections_name_a_registered_module_and_get_its_import_path(tmp_path):
 
 
 def test_unavailable_cells_keep_their_status_and_say_why(tmp_path):
-    """SiT's sampler does not exist yet: its quality cells are skipped with that reason, not cited."""
+    """A row's `unavailable` skips that measurement's cells with its reason; SiT's row now samples with
+    SiT's SDE sampler (dydit.flow) and has none."""
     rows = {r.name: r for r in load_suite(TABLE1).rows}
     sit = rows["SiT-XL"]
     for key in ("fid", "sfid", "is", "precision", "recall"):
         cell = sit.cells[key]
         assert not cell.reference and cell.tolerance is not None and "sit-xl-2" in cell.assets
-        assert "SiT's SDE sampler" in cell.unavailable and "not implemented yet" in cell.unavailable
-    assert sit.cells["params"].unavailable == sit.cells["flops"].unavailable == ""
-    assert all(not c.unavailable for r in rows.values() if r.name != "SiT-XL" for c in r.cells.values())
+        assert not cell.unavailable and (cell.sampler.name, cell.sampler.steps) == ("flow-sde", 250)
+    assert all(not c.unavailable for r in rows.values() for c in r.cells.values())
     text = RICH.replace('options = {', 'unavailable = { quality = "no sampler yet" }\noptions = {', 1)
     row = load_suite(write(tmp_path, text)).rows[0]
     assert (row.cells["fid"].unavailable, row.cells["params"].unavailable) == ("no sampler yet", "")
@@ -170,7 +171,7 @@ MALFORMED = {
     "missing title": ('title = "Mini"\n', "", "[suite]", "title", "missing"),
     # sampler tables: only known fields, each typed and ranged, wherever they are written
     "unknown sampler": ('name = "ddpm"', 'name = "no-such-sampler"', "[suite.sampler]", "name",
-                        "unknown sampler 'no-such-sampler' (known: ddpm, ddim, dpm-solver++)"),
+                        f"unknown sampler 'no-such-sampler' (known: {', '.join(SAMPLERS)})"),
     "misspelt sampler field": ("steps = 250", "stpes = 250", "[suite.sampler]", "stpes", "unknown field"),
     "zero steps": ("steps = 250", "steps = 0", "[suite.sampler]", "steps", "must be >= 1, got 0"),
     "fractional steps": ("steps = 250", "steps = 2.5", "[suite.sampler]", "steps", "expected an integer, got float"),
@@ -265,7 +266,7 @@ def test_validate_command_rejects_an_unknown_sampler_and_a_foreign_section_modul
     assert cli("validate", sampler) == 1 and cli("validate", section) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [f"error: {sampler}: [suite.sampler]: field 'name': unknown sampler 'no-such-sampler' "
-                   "(known: ddpm, ddim, dpm-solver++)",
+                   f"(known: {', '.join(SAMPLERS)})",
                    f"error: {section}: section 1: field 'measure': unknown section 'os.path' (known: {', '.join(SECTIONS)})"]
 
 

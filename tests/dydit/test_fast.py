@@ -378,3 +378,27 @@ def live_bytes_of_all(fast, steps, x, y):
         for s in steps:
             fast(x, torch.full((2,), s), y)
     return fast._cached_bytes
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_equals_masked_with_td_lora(model, seed):
+    """TD-LoRA on: the fast path slices each adapter's A and B with its heads / channel groups and gates the
+    gathered tokens with their own sample's gates (random masks with the edge cases, and the cache off)."""
+    import copy
+    from dydit.lora import add_td_lora, trainable_parameters
+    m = add_td_lora(copy.deepcopy(model), rank=2, experts=3).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in trainable_parameters(m).items():
+            if "lora_" in name or "td_lora_gates" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    x, t, y = torch.randn(3, 4, 16, 16), torch.tensor([321.0, 321.0, 321.0]), torch.tensor([0, 5, 1000])
+    masks = random_masks(m, 3, seed=seed, edit=edge_cases)
+    with torch.no_grad():
+        ref = m(x, t, y, masks=masks)
+        base = model(x, t, y, masks=masks)
+        for cache in (0, 1 << 30):
+            out = FastDyDiT(m, cache_bytes=cache)(x, t, y, widths=widths_from_masks(masks),
+                                                  token_masks=[mk.tokens for mk in masks])
+            assert rel_err(out, ref) <= 1e-5
+    assert rel_err(ref, base) > 1e-3, "the adapters must change the output for the test to mean anything"

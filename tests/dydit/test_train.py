@@ -235,3 +235,59 @@ def test_the_ablation_needs_a_dydit(tmp_path):
         train(tiny(model="DiT-Mini/2", routers="width"), RandomLatents(), tmp_path)
     with pytest.raises(TrainError, match="bad routers"):
         train(tiny(routers="heads"), RandomLatents(), tmp_path)
+
+
+#################################################################################
+#                       DyDiT++: flow matching, adapters                         #
+#################################################################################
+
+def test_flow_matching_trains_a_dysit_with_the_flops_loss(tmp_path):
+    result = train(tiny(model="DySiT-Mini/2", objective="flow", max_steps=3), RandomLatents(), tmp_path,
+                   progress=False)
+    log = [__import__("json").loads(line) for line in (tmp_path / "log.jsonl").open()]
+    assert result.step == 3 and all(r["loss"] > 0 and r["flops_loss"] >= 0 for r in log)
+    with pytest.raises(ValueError, match="use a SiT"):  # a learned-sigma model has no velocity head
+        train(tiny(model="DyDiT-Mini/2", objective="flow", max_steps=1), RandomLatents(), tmp_path / "bad",
+              progress=False)
+
+
+@pytest.mark.parametrize("adapter", ["td-lora", "lora"])
+def test_an_adapter_run_keeps_the_base_and_saves_only_what_it_trains(adapter, tmp_path):
+    from dydit.fileio import sha256_file
+    from dydit.train import load_trained
+    base_path = tmp_path / "base.pt"
+    torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base_path)
+    base = torch.load(base_path, weights_only=True)
+    config = tiny(adapter=adapter, adapter_rank=2, adapter_experts=2, init_checkpoint=str(base_path), max_steps=3)
+    result = train(config, RandomLatents(), tmp_path / "run", progress=False)
+    for name, value in result.model.state_dict().items():  # frozen: the base's weights, bit for bit
+        plain = name.replace(".base_layer.", ".").replace(".base.", ".").replace("t_embedder.embedder.",
+                                                                                 "t_embedder.")
+        if plain in base and "rate" not in name and "token_selection" not in name:
+            assert torch.equal(value, base[plain]), name
+    saved = torch.load(result.checkpoint, weights_only=True)
+    assert saved["base_sha256"] == sha256_file(base_path)
+    assert not any(k.endswith("attn.qkv.base.weight") or "base_layer" in k for k in saved["model"])
+    loaded = load_trained(result.checkpoint, {"input_size": 8})
+    x, y, t = batch(loaded)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, y), result.ema(x, t, y))
+    torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict() | {"pos_embed": base["pos_embed"] + 1},
+               base_path)
+    with pytest.raises(TrainError, match="sha256"):
+        load_trained(result.checkpoint, {"input_size": 8})
+
+
+def test_an_adapter_run_resumes_bit_identically(tmp_path):
+    base_path = tmp_path / "base.pt"
+    torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base_path)
+    config = dict(adapter="td-lora", adapter_rank=2, adapter_experts=2, init_checkpoint=str(base_path))
+    whole = train(tiny(**config), RandomLatents(), tmp_path / "whole", progress=False)
+    train(tiny(**config), RandomLatents(), tmp_path / "cut", stop_after=2, progress=False)
+    resumed = train(tiny(**config), RandomLatents(), tmp_path / "cut", resume=True, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(tensors(whole).values(), tensors(resumed).values()))
+
+
+def test_an_adapter_needs_its_base():
+    with pytest.raises(TrainError, match="give init_checkpoint"):
+        tiny(adapter="td-lora").validate()
