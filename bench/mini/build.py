@@ -97,7 +97,8 @@ def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", a
         run = TrainConfig(model=config.dynamic_model, init_checkpoint=str(Path(dit_info["folder"]) /
                                                                           dit_info["checkpoint"]),
                           flops_ratio=lam, flops_hold=config.flops_hold, objective=config.objective,
-                          adapter=adapter, adapter_rank=config.adapter_rank, adapter_experts=config.adapter_experts,
+                          adapter=adapter, adapter_experts=config.adapter_experts,
+                          adapter_rank=config.adapter_rank * (config.adapter_experts if adapter == "lora" else 1),
                           flops_warmup=round(steps * config.flops_warmup_fraction), max_steps=steps,
                           global_batch_size=config.batch_size, ema_decay=config.finetune_ema,
                           lr=config.finetune_lr if adapter == "none" else config.adapter_lr,
