@@ -112,13 +112,18 @@ def add_td_lora(model, rank=4, experts=4, alpha=None):
             parent_name, name = path.split(".")
             parent = getattr(block, parent_name)
             setattr(parent, name, TDLoRALinear(getattr(parent, name), rank, experts, alpha))
-    for part in ROUTER_PARTS:  # DyDiT's routers learn with the adapters
-        for block in model.blocks:
-            if hasattr(block, part):
-                getattr(block, part).requires_grad_(True)
+    train_routers(model)
     model.t_embedder = GatedTimestepEmbedder(model.t_embedder, model.blocks, model.td_lora_gates)
     model.td_lora_config = {"rank": rank, "experts": experts, "alpha": alpha}
     return model
+
+
+def train_routers(model):
+    """DyDiT's routers learn with the adapters (a DiT has none)."""
+    for block in model.blocks:
+        for part in ROUTER_PARTS:
+            if hasattr(block, part):
+                getattr(block, part).requires_grad_(True)
 
 
 def adapted_layers(block):
@@ -182,10 +187,7 @@ def add_static_lora(model, rank=4, alpha=None):
     config = peft.LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=0.0,
                              target_modules=[p.split(".")[1] for p in ADAPTED])
     peft.inject_adapter_in_model(config, model)
-    for part in ROUTER_PARTS:
-        for block in model.blocks:
-            if hasattr(block, part):
-                getattr(block, part).requires_grad_(True)
+    train_routers(model)
     return model
 
 
