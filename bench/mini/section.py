@@ -61,6 +61,10 @@ def run(ctx):
             figs.append({"title": f"{name}: MLP MACs per patch and step (Fig. 6), beside the digits",
                          "path": str(figures.patch_flops(out / f"{slug}-patches.png", name, ev["patch_flops"],
                                                          ev["images"], grid))})
+    for name, (_, info) in s.models.items():  # DyDiT++: what each fine-tuning trained, and how long it took
+        if "finetune_seconds" in info:
+            rows.append(_finite(f"{name}: fine-tuning wall time ({info['trainable_parameters']:,} of "
+                                f"{info['parameters']:,} parameters trained)", info["finetune_seconds"], "s"))
     figs.insert(0, {"title": "FLOPs vs mini-FID", "path": str(figures.flops_vs_fid(out / "flops-vs-fid.png", points,
                                                                                   s.floor))})
     dyn = [b for n, (_, b) in s.models.items() if n != "DiT-Mini"]

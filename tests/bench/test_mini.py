@@ -37,6 +37,8 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
         assert cell["measured"] is not None
     (section,) = result["sections"]
     assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 6, section["note"]
+    walls = [r for r in section["rows"] if "fine-tuning wall time" in r["name"]]
+    assert len(walls) == 6 and all(r["ok"] and r["value"] > 0 for r in walls)  # every DyDiT and DySiT
     mini = result["provenance"]["measurements"]["mini"]
     assert mini["config"]["dit_steps"] == 4 and next(iter(mini["sampling"].values()))["num_samples"] == 20
     assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5", "SiT-Mini", "DySiT-Mini λ=0.7",
