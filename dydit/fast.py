@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from dydit.lora import TDLoRALinear
+from dydit.lora import TDLoRALinear, unmerged_static_lora
 from dydit.models import BlockMasks, DiTBlock, DyDiT, cfg_forward
 
 # per block: (active head indices, active MLP channel-group indices), each a sorted tuple of ints
@@ -105,6 +105,10 @@ class FastDyDiT(nn.Module):
 
     def __init__(self, model: DyDiT, cache_bytes: int = DEFAULT_CACHE_BYTES):
         super().__init__()
+        unmerged = unmerged_static_lora(model)
+        if unmerged:  # the fast path slices nn.Linear weights: an unmerged LoRA's update would be dropped
+            raise ValueError(f"static LoRA is not merged ({unmerged[0]}, ...): call dydit.lora.merge_static_lora("
+                             f"model) before FastDyDiT")
         self.model = model
         self.in_channels = model.in_channels
         self.cache_bytes = cache_bytes

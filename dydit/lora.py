@@ -191,6 +191,12 @@ def add_static_lora(model, rank=4, alpha=None):
     return model
 
 
+def unmerged_static_lora(model) -> list:
+    """Names of the adapted layers that are still peft LoRA wrappers (not merged into their nn.Linear)."""
+    return [f"blocks.{i}.{path}" for i, block in enumerate(model.blocks) for path in ADAPTED
+            if type(getattr(getattr(block, path.split(".")[0]), path.split(".")[1])).__module__.startswith("peft.")]
+
+
 @torch.no_grad()
 def merge_static_lora(model):
     """Merges every peft LoRA layer into its base nn.Linear and puts that Linear back (in place): a static

@@ -2,6 +2,7 @@
 one timestep it is one fixed matrix per layer."""
 import copy
 
+import pytest
 import torch
 
 from dydit.lora import TDLoRALinear, add_td_lora, adapted_layers, trainable_parameters
@@ -98,9 +99,14 @@ def test_static_lora_trains_its_adapters_and_merges_into_the_base():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
     x, t, y = inputs()
+    t = torch.full_like(t, t[0])  # the fast path runs one timestep per batch
+    from dydit.fast import FastDyDiT
+    with pytest.raises(ValueError, match="merge_static_lora"):  # it would slice the base and drop the update
+        FastDyDiT(model)
     with torch.no_grad():
         before = model(x, t, y)
         merge_static_lora(model)
         after = model(x, t, y)
+        fast = FastDyDiT(model)(x, t, y)
     assert type(model.blocks[0].attn.qkv) is torch.nn.Linear
-    assert torch.allclose(before, after, atol=1e-5)
+    assert torch.allclose(before, after, atol=1e-5) and torch.allclose(fast, after, atol=1e-5)
