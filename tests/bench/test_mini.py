@@ -19,7 +19,8 @@ TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifie
 def tiny_suite(tmp_path):
     text = (SUITES_DIR / "mini.toml").read_text(encoding="utf-8")
     text = text.replace("steps = 50\n", "steps = 4\n").replace("num_samples = 500\n", "num_samples = 20\n") \
-        .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }")
+        .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }") \
+        .replace("steps = 50,", "steps = 4,")
     return load_suite(write(tmp_path, text, "mini.toml"))
 
 
