@@ -85,12 +85,20 @@ class SampleSpec:
 
 def build_model_fn(spec, device):
     """The denoiser callable for a spec: the model with its checkpoint (FastDyDiT for a DyDiT)."""
+    from dydit.checkpoints import load_checkpoint
     from dydit.models import DyDiT, create_model, randomize_
-    model = create_model(spec.model, input_size=spec.latent_size, num_classes=spec.num_classes)
-    if spec.ckpt:
-        from dydit.checkpoints import load_checkpoint
+    from dydit.train import adapter_run_model, load_trained
+    sizes = {"input_size": spec.latent_size, "num_classes": spec.num_classes}
+    trained = adapter_run_model(spec.ckpt) if spec.ckpt else None
+    if trained is not None:  # LoRA / TD-LoRA: the adapters on their base (sha256-checked), static LoRA merged
+        if trained != spec.model:
+            raise ValueError(f"{spec.ckpt} holds adapters of a {trained} run, not of {spec.model}")
+        model = load_trained(spec.ckpt, sizes)
+    elif spec.ckpt:
+        model = create_model(spec.model, **sizes)
         load_checkpoint(model, spec.ckpt)
     elif spec.random_weights:
+        model = create_model(spec.model, **sizes)
         randomize_(model, seed=spec.seed, std=0.01)
     else:
         raise ValueError("no checkpoint: pass --ckpt PATH (or --random-weights for a pipeline check)")

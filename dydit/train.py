@@ -32,7 +32,7 @@ from dydit.checkpoints import load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.fileio import atomic_write, sha256_file
 from dydit.flow import FlowMatching
-from dydit.lora import add_static_lora, add_td_lora, trainable_parameters
+from dydit.lora import add_static_lora, add_td_lora, merge_static_lora, trainable_parameters
 from dydit.models import MODELS, DyDiT, create_model
 from dydit.sampling import LATENT_SCALE, load_vae
 from dydit.train_step import (NOISE, TERM_NAMES, VAE_NOISE, SeededItems, StepBatches, StepRandom,
@@ -225,14 +225,15 @@ def add_adapter(model, config: TrainConfig):
     return model
 
 
-def load_trained(path, model_kwargs=None, use_ema=True):
-    """A model from a training checkpoint of this trainer, adapter runs included (their base is
-    re-read from args.init_checkpoint and its sha256 checked). Returns the model in eval mode."""
+def load_trained(path, model_kwargs=None, use_ema=True, merge=True):
+    """A model from a training checkpoint of this trainer, with its EMA weights (use_ema=False: the raw ones),
+    in eval mode. An adapter run's base is re-read from args.init_checkpoint and its sha256 checked; a static
+    LoRA is merged into it, as inference runs it (merge=False keeps the peft layers)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = TrainConfig(**{k: v for k, v in state["args"].items() if k in TrainConfig.__dataclass_fields__})
     model = create_model(config.model, **(model_kwargs or {}))
     if config.adapter == "none":
-        load_checkpoint(model, path)  # a training checkpoint: its `ema` is loaded
+        load_checkpoint(model, path if use_ema else state["model"])  # the path: its `ema`, with its name in errors
         return model.eval()
     digest = sha256_file(config.init_checkpoint)
     if digest != state.get("base_sha256"):
@@ -245,7 +246,21 @@ def load_trained(path, model_kwargs=None, use_ema=True):
     if missing:
         raise TrainError(f"{path} lacks trained tensors: {sorted(missing)[:3]}")
     model.load_state_dict(weights, strict=False)
+    if config.adapter == "lora" and merge:
+        merge_static_lora(model)
     return model.eval()
+
+
+def adapter_run_model(path) -> Optional[str]:
+    """The model name of an adapter run's checkpoint (its trained tensors and its base's sha256); None for
+    any other checkpoint."""
+    try:  # memory-mapped: a full-size DiT checkpoint is not read to answer
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, of torch's legacy format (not mappable; never an adapter run's) or no checkpoint
+        return None  # load_checkpoint says which
+    if isinstance(state, dict) and "base_sha256" in state:
+        return state["args"]["model"]
+    return None
 
 
 def _truncate_log(path, step):

@@ -22,7 +22,6 @@ from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_F
                                METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL, METRIC_SPEEDUP,
                                METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
 from dydit.flow import FLOW_SAMPLERS
-from dydit.lora import merge_static_lora
 from bench.mini.config import MiniConfig
 from dydit.models import DyDiT
 from dydit.fileio import write_json_atomic
@@ -191,8 +190,7 @@ def _model(s: State, ctx, row):
         elif lam is None:
             raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
         else:
-            model, info = build.dydit(config, lam, s.cache_dir, s.retrain, routers=trained, adapter=adapter)
-            s.models[name] = (merge_static_lora(model) if adapter == "lora" else model), info  # as inference runs it
+            s.models[name] = build.dydit(config, lam, s.cache_dir, s.retrain, routers=trained, adapter=adapter)
         ctx.provenance["mini"]["models"][name] = s.models[name][1]
     return s.models[name]
 

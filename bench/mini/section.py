@@ -1,5 +1,6 @@
 """The mini report's section: the numbers behind the claims, judged where a check applies, and the figures
 (the paper's Fig. 5 and Fig. 6 on the mini models, FLOPs vs mini-FID, generated digits)."""
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -68,10 +69,14 @@ def run(ctx):
     figs.insert(0, {"title": "FLOPs vs mini-FID", "path": str(figures.flops_vs_fid(out / "flops-vs-fid.png", points,
                                                                                   s.floor))})
     dyn = [b for n, (_, b) in s.models.items() if n != "DiT-Mini"]
+    flow = dataclasses.replace(c, model="SiT-Mini/2")
     note = (f"Models trained here (cache {s.cache_dir}): DiT-Mini {c.dit_steps} steps at batch {c.batch_size}; "
-            f"each DyDiT fine-tuned {c.finetune_steps} steps ({100 * c.finetune_fraction:g} % of the DiT's) with "
-            f"the FLOPs loss. Sampling: {c.model} and the DyDiTs through the project's DDIM sampler with "
-            f"classifier-free guidance; the DyDiTs through FastDyDiT. Build times: "
+            f"each DyDiT fine-tuned {c.finetune_steps} steps ({100 * c.finetune_steps / c.dit_steps:g} % of the "
+            f"DiT's) with the FLOPs loss"
+            + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
+               if any(n.startswith("SiT-") for n in s.models) else "")
+            + ". Sampling: each row's sampler (the suite file) with classifier-free guidance; the dynamic models "
+            f"through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())
             + (" (cached: 0 s means loaded)" if dyn else "") + ".")
     if findings:

@@ -113,6 +113,29 @@ def test_spec_validation_and_missing_checkpoint(tmp_path):
         sample.run(no_weights, tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("adapter", ["td-lora", "lora"])
+def test_an_adapter_checkpoint_samples_on_its_base(adapter, tmp_path):
+    """--ckpt of a LoRA / TD-LoRA run: the adapters on their sha256-checked base, through FastDyDiT."""
+    import torch
+    from dydit.models import create_model
+    from dydit.train import load_trained, train
+    from tests.dydit.test_train import RandomLatents, batch, tiny
+    base = tmp_path / "base.pt"
+    torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base)
+    run = train(tiny(adapter=adapter, adapter_rank=2, adapter_experts=2, init_checkpoint=str(base), max_steps=2),
+                RandomLatents(), tmp_path / "run", progress=False)
+    spec = dict(num=1, ckpt=str(run.checkpoint), latent_size=8, num_classes=10)
+    fast = sample.build_model_fn(sample.SampleSpec(model="DyDiT-Mini/2", **spec), "cpu")
+    masked = load_trained(run.checkpoint, {"input_size": 8})
+    x, y, _ = batch(masked)
+    t = torch.full((len(x),), 500)  # the fast path runs one timestep per batch
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, t, y), masked(x, t, y), rtol=1e-5, atol=1e-5)
+    assert type(fast).__name__ == "FastDyDiT"
+    with pytest.raises(ValueError, match="adapters of a DyDiT-Mini/2 run, not of DyDiT-S/2"):
+        sample.build_model_fn(sample.SampleSpec(model="DyDiT-S/2", **spec), "cpu")
+
+
 def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("DYDIT_ASSETS", raising=False)
     base = ["sample", "--model", "DiT-S/8", "--num-samples", "2", "--out", str(tmp_path / "out")]

@@ -254,6 +254,7 @@ def test_flow_matching_trains_a_dysit_with_the_flops_loss(tmp_path):
 @pytest.mark.parametrize("adapter", ["td-lora", "lora"])
 def test_an_adapter_run_keeps_the_base_and_saves_only_what_it_trains(adapter, tmp_path):
     from dydit.fileio import sha256_file
+    from dydit.lora import unmerged_static_lora
     from dydit.train import load_trained
     base_path = tmp_path / "base.pt"
     torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base_path)
@@ -268,14 +269,30 @@ def test_an_adapter_run_keeps_the_base_and_saves_only_what_it_trains(adapter, tm
     saved = torch.load(result.checkpoint, weights_only=True)
     assert saved["base_sha256"] == sha256_file(base_path)
     assert not any(k.endswith("attn.qkv.base.weight") or "base_layer" in k for k in saved["model"])
-    loaded = load_trained(result.checkpoint, {"input_size": 8})
+    loaded = load_trained(result.checkpoint, {"input_size": 8}, merge=False)
+    merged = load_trained(result.checkpoint, {"input_size": 8})  # static LoRA merged into its base
     x, y, t = batch(loaded)
     with torch.no_grad():
         assert torch.equal(loaded(x, t, y), result.ema(x, t, y))
+        torch.testing.assert_close(merged(x, t, y), result.ema(x, t, y), rtol=1e-5, atol=1e-6)
+    assert not unmerged_static_lora(merged)
+    assert bool(unmerged_static_lora(loaded)) == (adapter == "lora")
     torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict() | {"pos_embed": base["pos_embed"] + 1},
                base_path)
     with pytest.raises(TrainError, match="sha256"):
         load_trained(result.checkpoint, {"input_size": 8})
+
+
+def test_load_trained_gives_the_ema_or_the_raw_weights(tmp_path):
+    from dydit.train import adapter_run_model, load_trained
+    result = train(tiny(), RandomLatents(), tmp_path / "run", progress=False)
+    ema, raw = (load_trained(result.checkpoint, {"input_size": 8}, use_ema=flag) for flag in (True, False))
+    x, y, t = batch(ema)
+    with torch.no_grad():
+        assert torch.equal(ema(x, t, y), result.ema(x, t, y))
+        assert torch.equal(raw(x, t, y), result.model(x, t, y))
+        assert not torch.equal(ema(x, t, y), raw(x, t, y))
+    assert adapter_run_model(result.checkpoint) is None and adapter_run_model(tmp_path / "nowhere.pt") is None
 
 
 def test_an_adapter_run_resumes_bit_identically(tmp_path):
