@@ -4,6 +4,8 @@ Reading never runs pickled code: torch.load(weights_only=True), with argparse.Na
 DiT/DyDiT training checkpoints) the one class allowed. A DiT checkpoint loads into DyDiT with fresh
 routers (all masks on); a DyDiT one into DiT is refused unless allow_drop_routers; the first-release NUS
 router layout, Linear(D, H), is recognised and refused (ours is the official ALI layout, Linear(D, H-1)).
+A run of dydit/train.py loads with load_trained: its EMA weights, or its adapters on their base (the
+base's sha256 checked).
 """
 import argparse
 import contextlib
@@ -18,8 +20,11 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from dydit.fileio import atomic_write
-from dydit.models import _SIZES
+from dydit.fileio import atomic_write, sha256_file
+from dydit.lora import add_static_lora, add_td_lora, merge_static_lora, trainable_parameters
+from dydit.models import DyDiT
+from dydit.registry import SIZES, create_model
+from dydit.train_config import TrainConfig, TrainError
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +154,11 @@ def _dims(state) -> Optional[dict]:
     except (KeyError, IndexError):
         return None
     blocks = [int(m.group(1)) for m in map(_BLOCK.match, state) if m]
-    size = next((s for s, (d, h, _) in _SIZES.items() if (d, h) == (max(blocks, default=-1) + 1, hidden)), None)
+    size = next((s for s, (d, h, _) in SIZES.items() if (d, h) == (max(blocks, default=-1) + 1, hidden)), None)
     router = state.get("blocks.0.attn_rate.router.weight")
     layout = None
     if router is not None and size is not None:
-        heads = _SIZES[size][2]
+        heads = SIZES[size][2]
         layout = {heads - 1: "ALI", heads: "NUS"}.get(router.shape[0], f"unknown ({router.shape[0]} rows)")
     return dict(depth=max(blocks, default=-1) + 1, hidden=hidden, patch=patch, in_channels=in_ch,
                 learn_sigma=out_ch == 2 * in_ch, input_size=math.isqrt(tokens) * patch, num_classes=classes,
@@ -298,3 +303,73 @@ def save_checkpoint(model_or_state_dict: Union[nn.Module, dict], path) -> None:
         atomic_write(path, lambda f: f.write(save(state)))
     else:
         atomic_write(path, lambda f: torch.save(state, f))
+
+
+# ----------------------------------------------------------------------------- trained runs
+
+def add_adapter(model, config: TrainConfig):
+    """The run's adapters (static LoRA or TD-LoRA) on the loaded base weights, then the routers ablation."""
+    if config.adapter == "td-lora":
+        add_td_lora(model, config.adapter_rank, config.adapter_experts)
+    elif config.adapter == "lora":
+        add_static_lora(model, config.adapter_rank)
+    if config.routers != "all":
+        if not isinstance(model, DyDiT):
+            raise TrainError(f"routers={config.routers!r} is a DyDiT ablation; {config.model} has no routers")
+        frozen = ("token_selection",) if config.routers == "width" else ("attn_rate", "mlp_rate")
+        for block in model.blocks:
+            for name in frozen:
+                getattr(block, name).requires_grad_(False)
+    return model
+
+
+def load_trained(path, model_kwargs=None, use_ema=True, merge=True):
+    """A model from a training checkpoint of this trainer, with its EMA weights (use_ema=False: the raw ones),
+    in eval mode. An adapter run's base is re-read from args.init_checkpoint and its sha256 checked; a static
+    LoRA is merged into it, as inference runs it (merge=False keeps the peft layers)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = TrainConfig(**{k: v for k, v in state["args"].items() if k in TrainConfig.__dataclass_fields__})
+    model = create_model(config.model, **(model_kwargs or {}))
+    if config.adapter == "none":
+        load_checkpoint(model, path if use_ema else state["model"])  # the path: its `ema`, with its name in errors
+        return model.eval()
+    digest = sha256_file(config.init_checkpoint)
+    if digest != state.get("base_sha256"):
+        raise TrainError(f"{path} was trained on a base with sha256 {state.get('base_sha256')}; "
+                         f"{config.init_checkpoint} now has sha256 {digest}")
+    load_checkpoint(model, config.init_checkpoint)
+    add_adapter(model, config)
+    weights = state["ema" if use_ema else "model"]
+    missing = set(trainable_parameters(model)) - set(weights)
+    if missing:
+        raise TrainError(f"{path} lacks trained tensors: {sorted(missing)[:3]}")
+    model.load_state_dict(weights, strict=False)
+    if config.adapter == "lora" and merge:
+        merge_static_lora(model)
+    return model.eval()
+
+
+def adapter_run_model(path) -> Optional[str]:
+    """The model name of an adapter run's checkpoint (its trained tensors and its base's sha256); None for
+    any other checkpoint."""
+    try:  # memory-mapped: a full-size DiT checkpoint is not read to answer
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, of torch's legacy format (not mappable; never an adapter run's) or no checkpoint
+        return None  # load_checkpoint says which
+    if isinstance(state, dict) and "base_sha256" in state:
+        return state["args"]["model"]
+    return None
+
+
+def load_model(name: str, path, **model_kwargs) -> nn.Module:
+    """The model `name` with the weights of `path`, whatever the file is: an official or converted checkpoint,
+    this trainer's checkpoint (its EMA weights), or an adapter run's (the adapters on their sha256-checked
+    base, static LoRA merged). model_kwargs go to the constructor (input_size, num_classes, ...)."""
+    trained = adapter_run_model(path)
+    if trained is not None:
+        if trained != name:
+            raise ValueError(f"{path} holds adapters of a {trained} run, not of {name}")
+        return load_trained(path, model_kwargs)
+    model = create_model(name, **model_kwargs)
+    load_checkpoint(model, path)
+    return model

@@ -4,15 +4,18 @@ The formulas of facebookresearch/DiT diffusion/gaussian_diffusion.py (from OpenA
 with learn_sigma=True and loss_type MSE: loss = mse(eps) + vb, where vb is the variational-bound term in
 bits (KL of the true posterior to the model's Gaussian, the decoder NLL at t = 0) computed on a detached
 eps so that it trains only the variance. Schedule: linear betas 1e-4..0.02 over 1000 steps (the constants
-of dydit/sampling.py). Schedule arrays are float64, taken per timestep as float32 (DiT's extraction).
-Only what training needs is here; sampling is diffusers' (dydit/sampling.py).
+below, which dydit/sampling.py configures diffusers' schedulers with). Schedule arrays are float64, taken
+per timestep as float32 (DiT's extraction). Only what training needs is here; sampling is diffusers'
+(dydit/sampling.py).
 """
 import math
 
 import numpy as np
 import torch
 
-from dydit.sampling import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
+# DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_START, BETA_END = 1e-4, 0.02
 
 
 def mean_flat(x):

@@ -11,7 +11,7 @@ for a schedule is computed once. Weights, measured on one DiT-XL block (CPU, bat
   the VAE and the batch has room), with no eviction: a schedule cycles through its patterns, where LRU
   would miss every time. `prepare(timesteps)` picks which: the patterns the schedule uses most often
   first, so what is cached does not depend on call order (and the sampled calls of
-  bench.loop_speed see the cache a whole run would).
+  bench.timing.loop see the cache a whole run would).
 - past the budget, the MLP uses strided *views* of fc1/fc2 per contiguous run of active channel
   groups (GEMM takes them as they are; partial fc2 outputs summed): 0-15 % over ideal, cheaper than
   a copy per call. Attention copies per call: its narrow per-run GEMMs ran ~25 % over ideal.

@@ -3,7 +3,8 @@
 DiT follows facebookresearch/DiT models.py; DyDiT adds, per block, a head router and an MLP-channel
 router on the timestep embedding (Timestep-wise Dynamic Width) and a token router on the residual
 stream (Spatial-wise Dynamic Token). This file is the *masked* reference: it computes everything and
-multiplies by masks. The compute-skipping path that must equal it lives in fast.py.
+multiplies by masks. The compute-skipping path that must equal it lives in fast.py; model names
+("DyDiT-XL/2") and their sizes live in registry.py.
 """
 import math
 from dataclasses import dataclass
@@ -402,52 +403,3 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 2, dtype=np.float64) / (embed_dim / 2.0))
     out = np.einsum("m,d->md", pos.reshape(-1), omega)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-
-#################################################################################
-#                                  Configs                                      #
-#################################################################################
-
-# name: (depth, hidden_size, num_heads). "Mini" is the mini reproduction's model (a CPU trains it on
-# 16 x 16 one-channel digits of ten classes: its defaults below); "Mini-32" and "Mini-64" are its
-# narrower siblings for the scaling mini (same depth; 4 heads each, so the width routers choose among
-# as many groups at every size); the rest are DiT's sizes.
-_SIZES = {"Mini": (4, 128, 4), "Mini-64": (4, 64, 4), "Mini-32": (4, 32, 4),
-          "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-_MINI_DEFAULTS = dict(input_size=16, in_channels=1, num_classes=10)
-_SIZE_DEFAULTS = {"Mini": _MINI_DEFAULTS, "Mini-64": _MINI_DEFAULTS, "Mini-32": _MINI_DEFAULTS}
-
-
-def _factory(model_class, size, patch_size):
-    depth, hidden_size, num_heads = _SIZES[size]
-
-    def make(**kwargs):
-        kwargs = {**_SIZE_DEFAULTS.get(size, {}), **kwargs}
-        return model_class(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size, **kwargs)
-    make.__name__ = f"{model_class.__name__}_{size}_{patch_size}"
-    return make
-
-
-def _sit_factory(model_class, size, patch_size):
-    make_dit = _factory(model_class, size, patch_size)
-
-    def make(**kwargs):
-        return make_dit(**{"learn_sigma": False, **kwargs})
-    make.__name__ = f"{model_class.__name__.replace('DiT', 'SiT')}_{size}_{patch_size}"
-    return make
-
-
-# "DiT-XL/2" -> factory; every size with patch 2/4/8, for DiT and DyDiT. SiT's backbone is DiT
-# without learned sigma (4 output channels); it differs in training and sampling (flow matching).
-# "DySiT" is DyDiT on SiT (DyDiT++): DyDiT's routers on SiT's backbone, trained with flow matching.
-MODELS = {f"{cls.__name__}-{size}/{p}": _factory(cls, size, p)
-          for cls in (DiT, DyDiT) for size in _SIZES for p in (2, 4, 8)}
-MODELS.update({f"{name}-{size}/{p}": _sit_factory(cls, size, p)
-               for name, cls in (("SiT", DiT), ("DySiT", DyDiT)) for size in _SIZES for p in (2, 4, 8)})
-
-
-def create_model(name, **kwargs):
-    """Builds a model by its name ("DiT-XL/2", "DyDiT-S/4", ...); kwargs go to the constructor."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)

@@ -1,7 +1,9 @@
-"""Sampling: diffusers schedulers on the DiT schedule, classifier-free guidance, the loop, VAE decoding.
+"""Sampling: diffusers schedulers on the DiT schedule, flow samplers, classifier-free guidance, the loops, VAE decoding.
 
-Nothing here is a hand-written sampler: DDPM (learned-range variance), DDIM and DPM-Solver++ are
-diffusers' schedulers configured with DiT's training schedule (1000 steps, linear betas 1e-4..0.02).
+DDPM (learned-range variance), DDIM and DPM-Solver++ are diffusers' schedulers configured with DiT's
+training schedule (dydit/diffusion.py: 1000 steps, linear betas 1e-4..0.02). A velocity model (SiT,
+dydit/flow.py) samples with diffusers' flow-matching ODE schedulers (flow-euler, flow-heun) or SiT's
+SDE sampler (flow-sde), the one hand-written sampler: no library has it (see sample_flow).
 The loop takes any model_fn(x, t, y) -> output (DiT, the masked DyDiT, FastDyDiT); a model_fn with a
 `prepare(timesteps)` method (FastDyDiT) is handed the sampler's actual timesteps first, so a DyDiT
 computes its width plan once for exactly the steps it will run.
@@ -9,30 +11,35 @@ computes its width plan once for exactly the steps it will run.
 Randomness is per image: the initial noise, the DDPM step noise and a uniform label all come from CPU
 generators seeded by (seed, global index), so an image does not depend on batch, rank or restart.
 """
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
 
 from dydit.deepcache import DeepCache
-from dydit.flow import FLOW_SAMPLERS, flow_timesteps, sample_flow
+from dydit.diffusion import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
+from dydit.flow import score_from_velocity
 from dydit.models import cfg_forward
 
-# DiT's training schedule (facebookresearch/DiT diffusion/__init__.py: linear, 1000 steps)
-NUM_TRAIN_TIMESTEPS = 1000
-BETA_START, BETA_END = 1e-4, 0.02
+RANDOM_VAE = "random-tiny"  # a VAE argument that means: a tiny random VAE (random_vae; pipeline checks only)
 LATENT_SCALE = 0.18215  # SD VAE latents are scaled by this in DiT's training; divide before decoding
 
 # sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10), then
-# the flow-matching samplers of a velocity model (SiT; dydit.flow): flow-euler, flow-heun, flow-sde
+# the flow-matching samplers of a velocity model (SiT; dydit.flow): SiT's SDE sampler 250 for FID, ODE 50
 DIFFUSION_SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
+FLOW_SAMPLERS = {"flow-euler": 50, "flow-heun": 50, "flow-sde": 250}
+SDE_LAST_STEP = 0.04  # SiT's default last_step_size: the stride of 250 steps over [0, 1]
+SDE_DIFFUSION_NORM = 1.0  # SiT's default diffusion_norm
 SAMPLERS = {**DIFFUSION_SAMPLERS, **FLOW_SAMPLERS}
 LABELS = ("uniform", "balanced")
 PRECISIONS = ("fp32", "tf32")
 
-# The paper's sampling setup: the one set of defaults of `bench sample` (bench.sample.SampleSpec) and of
-# the suites (bench.suite.SamplerConfig).
+# The paper's sampling setup: the one set of defaults, held by SamplerSpec below.
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_CFG_SCALE = 1.5
 DEFAULT_GUIDED_CHANNELS = 3  # DiT's guidance of the first 3 latent channels (DiT issue #41); None: all
@@ -41,6 +48,30 @@ DEFAULT_NUM_SAMPLES = 50000
 DEFAULT_BATCH_SIZE = 32  # per GPU and per shard
 DEFAULT_PRECISION = "tf32"  # DiT's sample_ddp.py samples with TF32 on (no effect on a CPU)
 
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How to sample: the one form of a sampling setup, from a suite file (bench.suite resolves
+    [suite.sampler] < row < column < cell into one) to the sampling run (bench.sample.SampleSpec), the
+    whole-loop timer (bench.timing.loop) and the mini reproduction. Values are checked where they enter."""
+    name: str = DEFAULT_SAMPLER  # a sampler of SAMPLERS
+    steps: Optional[int] = None  # None: the sampler's default (SAMPLERS: ddpm 250, ddim 50, ...)
+    cfg_scale: float = DEFAULT_CFG_SCALE  # classifier-free guidance scale; 1 = no guidance
+    guided_channels: Optional[int] = DEFAULT_GUIDED_CHANNELS  # None: every channel
+    labels: str = DEFAULT_LABELS  # LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
+    precision: str = DEFAULT_PRECISION  # "tf32" (as DiT's sample_ddp.py) or "fp32"
+    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps; 0: none
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.name!r}; known: {', '.join(SAMPLERS)}")
+        if self.steps is None:
+            object.__setattr__(self, "steps", SAMPLERS[self.name])
+
+
 # The config of stabilityai/sd-vae-ft-ema (diffusers AutoencoderKL), so a single weights file suffices.
 SD_VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, act_fn="silu", norm_num_groups=32,
@@ -48,6 +79,21 @@ SD_VAE_CONFIG = dict(
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
 )
 
+
+@contextlib.contextmanager
+def precision(name):
+    """TF32 matmuls and convolutions on ("tf32", as DiT's sample_ddp.py) or off ("fp32"), restored after."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+#################################################################################
+#                                  Schedulers                                   #
+#################################################################################
 
 def make_scheduler(sampler, steps=None):
     """A fresh diffusers scheduler on DiT's schedule with its timesteps set (schedulers keep state)."""
@@ -76,6 +122,36 @@ def sampler_timesteps(sampler, steps=None):
     if sampler in FLOW_SAMPLERS:
         return flow_timesteps(sampler, steps)
     return [int(t) for t in make_scheduler(sampler, steps).timesteps]
+
+
+def make_flow_scheduler(sampler, steps=None):
+    """A diffusers flow-matching ODE scheduler with its sigmas set (sigma = 1 - t: 1 is noise)."""
+    if sampler == "flow-euler":
+        scheduler = FlowMatchEulerDiscreteScheduler()
+    elif sampler == "flow-heun":
+        scheduler = FlowMatchHeunDiscreteScheduler()
+    else:
+        raise ValueError(f"{sampler!r} is not an ODE flow sampler (flow-euler, flow-heun)")
+    scheduler.set_timesteps(steps or FLOW_SAMPLERS[sampler])
+    return scheduler
+
+
+def sde_times(steps=None):
+    """The SDE sampler's times: linspace(0, 1 - last step, steps); Euler-Maruyama runs from each but the last,
+    and the last step goes from 1 - 0.04 to 1 without noise (SiT's sample_sde: `steps` model calls)."""
+    return torch.linspace(0.0, 1.0 - SDE_LAST_STEP, steps or FLOW_SAMPLERS["flow-sde"])
+
+
+def _ode_times(scheduler):
+    """The model time of each of the scheduler's timesteps: 1 - sigma, in float32 as the model sees it."""
+    return 1.0 - scheduler.sigmas[:-1]
+
+
+def flow_timesteps(sampler, steps=None):
+    """The model times t in [0, 1] a flow sampler visits, in order (what a DyDiT width plan is made for),
+    as the float32 values the model receives."""
+    times = sde_times(steps) if sampler == "flow-sde" else _ode_times(make_flow_scheduler(sampler, steps))
+    return [float(t) for t in times]
 
 
 #################################################################################
@@ -132,7 +208,7 @@ def sample_latents(model_fn, sampler, noise, labels, steps=None, generators=None
 
     deepcache_interval N > 1: the model runs whole at steps 0, N, 2N, ... and from cached block outputs
     in between (dydit.deepcache: model_fn must be a DiT, DyDiT or FastDyDiT); 0 or 1: no cache.
-    A flow sampler (flow-euler, flow-heun, flow-sde) integrates a velocity model instead (dydit.flow)."""
+    A flow sampler (flow-euler, flow-heun, flow-sde) integrates a velocity model instead (sample_flow)."""
     if deepcache_interval > 1:
         model_fn = DeepCache(model_fn, deepcache_interval)  # one per run: it keeps this batch's branches
     if sampler in FLOW_SAMPLERS:
@@ -157,6 +233,51 @@ def sample_latents(model_fn, sampler, noise, labels, steps=None, generators=None
             out = out[:, :channels]  # DDIM / DPM-Solver++ take eps only
         z = scheduler.step(out, timestep, z, generator=generators).prev_sample
     return z
+
+
+@torch.no_grad()
+def sample_flow(model_fn, sampler, noise, labels, steps=None, generators=None, cfg_scale=1.5, guided_channels=3,
+                null_class=1000):
+    """Integrates a velocity model from noise (t = 0) to data (t = 1). generators: per-image CPU generators
+    (dydit.sampling.noise_for) that draw the SDE's step noise, so an image depends on (seed, index) only."""
+    if hasattr(model_fn, "prepare"):  # FastDyDiT: the width plan of exactly these times
+        model_fn.prepare(flow_timesteps(sampler, steps))
+    x, y = noise, labels.to(noise.device)
+
+    def velocity(x, t):
+        return guided_output(model_fn, x, torch.full((len(x),), float(t), device=x.device), y, cfg_scale,
+                             guided_channels, null_class).float()[:, : x.shape[1]]
+
+    if sampler != "flow-sde":
+        scheduler = make_flow_scheduler(sampler, steps)
+        for timestep, t in zip(scheduler.timesteps, _ode_times(scheduler)):
+            # diffusers' flow output is eps - x1 = -velocity, at sigma = 1 - t
+            x = scheduler.step(-velocity(x, float(t)), timestep, x).prev_sample
+        return x
+    if generators is not None and len(generators) != len(x):
+        raise ValueError(f"{len(generators)} generators for {len(x)} images")
+    times = sde_times(steps)
+    dt = float(times[1] - times[0])
+    for t in times[:-1]:
+        drift = _sde_drift(velocity(x, t), x, float(t))
+        dw = _step_noise(x, generators) * dt ** 0.5
+        diffusion = SDE_DIFFUSION_NORM * (1 - float(t))  # SiT's "sigma" form: w(t) = 1 - t
+        x = x + drift * dt + (2 * diffusion) ** 0.5 * dw
+    t = float(times[-1])
+    return x + _sde_drift(velocity(x, t), x, t) * SDE_LAST_STEP  # SiT's "Mean" last step
+
+
+def _sde_drift(velocity, x, t):
+    """SiT's SDE drift: v + w(t) * score, w(t) = 1 - t (diffusion form "sigma")."""
+    diffusion = SDE_DIFFUSION_NORM * (1 - t)
+    return velocity + diffusion * score_from_velocity(velocity, x, torch.full((len(x),), t, device=x.device))
+
+
+def _step_noise(x, generators):
+    """Standard normal noise like x, one image at a time from its own generator (or the global RNG)."""
+    if generators is None:
+        return torch.randn_like(x)
+    return torch.cat([torch.randn((1, *x.shape[1:]), generator=g) for g in generators]).to(x.device)
 
 
 #################################################################################

@@ -17,7 +17,10 @@ from bench import data
 from bench.metrics import digits
 from bench.mini import build, evaluate
 from bench.mini.config import MiniConfig
-from dydit.train import TrainConfig, load_trained, train
+from dydit.checkpoints import load_trained
+from dydit.registry import entry
+from dydit.train import train
+from dydit.train_config import TrainConfig
 
 
 def main():
@@ -36,7 +39,8 @@ def main():
     result = train(run, data.digits("train", 0), Path(args.out), progress=True)
     model = load_trained(result.checkpoint)
     config = MiniConfig()
-    if base["model"].startswith("DySiT"):
+    trained = entry(base["model"])
+    if trained.family == "SiT" and trained.is_dynamic:  # a DySiT: the mini's SiT pair
         config = dataclasses.replace(config, model="SiT-Mini/2", dynamic_model="DySiT-Mini/2")
     classifier, _ = build.classifier(config, Path(args.cache))
     extractor = digits.extractor(classifier)

@@ -14,10 +14,10 @@ import json
 import torch
 
 from bench import data
+from dydit.checkpoints import load_trained
 from dydit.diffusion import GaussianDiffusion
 from dydit.flops import block_flops_ratio
 from dydit.flow import FlowMatching
-from dydit.train import load_trained
 
 
 def main():

@@ -6,7 +6,8 @@ from dydit import sampling
 from dydit.deepcache import DeepCache, cached_step_macs, is_full_step
 from dydit.fast import FastDyDiT
 from dydit.flops import fvcore_macs
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 from tests.dydit.test_fast import calibrated_routers
 
 LATENT = 16

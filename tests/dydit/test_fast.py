@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from dydit.fast import FastDyDiT, fast_block, runs, width_plan, widths_from_masks
-from dydit.models import BlockMasks, create_model, randomize_
+from dydit.models import BlockMasks, randomize_
+from dydit.registry import create_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 from dydit.fast import FastDyDiT, widths_from_masks
 from dydit.flops import (analytic_macs, block_flops_ratio, dynamic_macs, example_inputs, fvcore_macs,
                          run_average_gmacs)
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 from tests.dydit.test_fast import calibrated_routers, random_masks
 
 # PAPER.md section 1 (fvcore, LayerNorm counted): GMACs of one forward, batch 1

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dydit.lora import TDLoRALinear, add_td_lora, adapted_layers, trainable_parameters
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 
 
 def inputs(n=2):

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from dydit.flops import count_params
-from dydit.models import BlockMasks, DiT, DyDiT, create_model, randomize_
+from dydit.models import BlockMasks, DiT, DyDiT, randomize_
+from dydit.registry import create_model
 
 PAPER_PARAMS = {  # PAPER.md section 1-2: the official architectures, pos_embed included
     "DiT-S/2": 32_963_360, "DiT-B/2": 130_512_416, "DiT-L/2": 458_102_816, "DiT-XL/2": 675_129_632,

@@ -1,10 +1,11 @@
-"""Samplers (diffusers on DiT's schedule), guidance, per-image randomness and the VAE (dydit/sampling.py)."""
+"""Samplers (diffusers on DiT's schedule; the flow samplers), guidance, per-image randomness, the VAE (dydit/sampling.py)."""
 import numpy as np
 import pytest
 import torch
 
 from dydit import sampling
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 
 LATENT = 8
 # diffusers' DPM-Solver scheduler calls np.array(copy=False) on a tensor (numpy 2; harmless)
@@ -143,3 +144,86 @@ def test_vae_decodes_to_uint8_and_loads_from_a_folder_or_a_single_file(tmp_path,
                                   images)
     with pytest.raises(FileNotFoundError, match="config.json"):
         sampling.load_vae(tmp_path)
+
+
+# ------------------------------------------------------------ flow samplers, on fields with known solutions
+
+@pytest.mark.parametrize("sampler", ["flow-euler", "flow-heun"])
+def test_ode_samplers_integrate_a_constant_field_exactly(sampler):
+    """v(x, t) = c: x(1) = x(0) + c whatever the grid, for Euler and Heun alike."""
+    c = torch.randn(2, 4, 3, 3)
+    noise = torch.randn(2, 4, 3, 3)
+    out = sampling.sample_flow(lambda x, t, y: c.clone(), sampler, noise, torch.zeros(2, dtype=torch.long),
+                               steps=7, cfg_scale=1.0)
+    assert torch.allclose(out, noise + c, atol=1e-5)
+
+
+def test_heun_integrates_a_field_linear_in_t_exactly_and_euler_does_not():
+    """v(x, t) = a t: x(1) = x(0) + a / 2 (the trapezoid rule is exact for it)."""
+    a = torch.randn(1, 4, 2, 2)
+    noise = torch.randn(1, 4, 2, 2)
+
+    def field(x, t, y):
+        return a * t.view(-1, 1, 1, 1)
+    heun = sampling.sample_flow(field, "flow-heun", noise, torch.zeros(1, dtype=torch.long), steps=5, cfg_scale=1.0)
+    assert torch.allclose(heun, noise + a / 2, atol=1e-5)
+    euler = sampling.sample_flow(field, "flow-euler", noise, torch.zeros(1, dtype=torch.long), steps=5, cfg_scale=1.0)
+    assert not torch.allclose(euler, noise + a / 2, atol=1e-3)
+
+
+def test_the_model_sees_t_from_noise_to_data():
+    seen = []
+
+    def record(x, t, y):
+        seen.append(float(t[0]))
+        return torch.zeros_like(x)
+    sampling.sample_flow(record, "flow-euler", torch.zeros(1, 4, 2, 2), torch.zeros(1, dtype=torch.long), steps=4,
+                         cfg_scale=1.0)
+    assert seen == pytest.approx(sampling.flow_timesteps("flow-euler", 4)) and seen[0] == 0.0 and seen[-1] < 1.0
+    assert all(a < b for a, b in zip(seen, seen[1:]))
+
+
+def test_sde_matches_sits_euler_maruyama_and_is_reproducible_per_image():
+    """For x1 = 0 data the exact velocity is -x / (1 - t); the SDE's steps are SiT's, noise per (seed, index)."""
+    def velocity(x, t, y):
+        return -x / (1 - t.view(-1, 1, 1, 1))
+    noise, gens = sampling.noise_for([3, 4], 7, (4, 2, 2))
+    labels = torch.zeros(2, dtype=torch.long)
+    a = sampling.sample_flow(velocity, "flow-sde", noise, labels, steps=20, generators=gens, cfg_scale=1.0)
+    noise2, gens2 = sampling.noise_for([4], 7, (4, 2, 2))
+    b = sampling.sample_flow(velocity, "flow-sde", noise2, labels[:1], steps=20, generators=gens2, cfg_scale=1.0)
+    assert torch.equal(a[1:], b)  # image 4 alone equals image 4 in a batch
+    # by hand: SiT's sde.sample + the "Mean" last step
+    x, g = noise[1:].clone(), sampling.noise_for([4], 7, (4, 2, 2))[1][0]
+    times = torch.linspace(0, 0.96, 20)
+    dt = float(times[1] - times[0])
+    for t in times[:-1]:
+        t = float(t)
+        v = -x / (1 - t)
+        drift = v + (1 - t) * (t * v - x) / (1 - t)
+        x = x + drift * dt + (2 * (1 - t)) ** 0.5 * torch.randn((1, 4, 2, 2), generator=g) * dt ** 0.5
+    t = 0.96
+    v = -x / (1 - t)
+    x = x + (v + (1 - t) * (t * v - x) / (1 - t)) * 0.04
+    assert torch.allclose(b, x, atol=1e-5)
+
+
+def test_flow_guidance_combines_conditional_and_unconditional_velocities():
+    def model(x, t, y):
+        return torch.where((y == 10).view(-1, 1, 1, 1), torch.zeros_like(x), torch.ones_like(x))
+    out = sampling.guided_output(model, torch.zeros(2, 4, 2, 2), torch.zeros(2), torch.tensor([1, 2]), 4.0,
+                                 guided_channels=None, null_class=10)
+    assert torch.allclose(out, torch.full_like(out, 4.0))  # uncond 0 + 4 (cond 1 - uncond 0)
+
+
+def test_precision_switches_tf32_and_restores_it():
+    def flags():
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    before = flags()
+    for mode, inside in (("tf32", (True, True)), ("fp32", (False, False))):
+        with sampling.precision(mode):
+            assert flags() == inside
+        assert flags() == before
+    with pytest.raises(RuntimeError), sampling.precision("tf32"):
+        raise RuntimeError("restored on the way out too")
+    assert flags() == before

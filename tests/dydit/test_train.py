@@ -6,8 +6,9 @@ from torch.utils.data import Dataset
 from dydit.checkpoints import CheckpointError, load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.flops import block_flops_ratio
-from dydit.models import create_model
-from dydit.train import NonFiniteLoss, TrainConfig, TrainError, checkpoints_of, train
+from dydit.registry import create_model
+from dydit.train import checkpoints_of, train
+from dydit.train_config import NonFiniteLoss, TrainConfig, TrainError
 from dydit.train_step import StepRandom, TrainingObjective, flops_target, learning_rate
 
 
@@ -255,7 +256,7 @@ def test_flow_matching_trains_a_dysit_with_the_flops_loss(tmp_path):
 def test_an_adapter_run_keeps_the_base_and_saves_only_what_it_trains(adapter, tmp_path):
     from dydit.fileio import sha256_file
     from dydit.lora import unmerged_static_lora
-    from dydit.train import load_trained
+    from dydit.checkpoints import load_trained
     base_path = tmp_path / "base.pt"
     torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base_path)
     base = torch.load(base_path, weights_only=True)
@@ -284,7 +285,7 @@ def test_an_adapter_run_keeps_the_base_and_saves_only_what_it_trains(adapter, tm
 
 
 def test_load_trained_gives_the_ema_or_the_raw_weights(tmp_path):
-    from dydit.train import adapter_run_model, load_trained
+    from dydit.checkpoints import adapter_run_model, load_trained
     result = train(tiny(), RandomLatents(), tmp_path / "run", progress=False)
     ema, raw = (load_trained(result.checkpoint, {"input_size": 8}, use_ema=flag) for flag in (True, False))
     x, y, t = batch(ema)

@@ -1,0 +1,188 @@
+"""Model names: the one place that knows what "DyDiT-XL/2" means (family, dynamic or not, size, patch).
+
+    from dydit.registry import MODELS, create_model, entry
+    model = create_model("DyDiT-XL/2")              # the module, with the name's defaults
+    entry("DyDiT-XL/2").static                      # "DiT-XL/2": its static counterpart
+
+Every name is written out below (DiT's models.py writes each config out), so a search for a name finds it.
+"""
+from dataclasses import dataclass
+from typing import Dict
+
+import torch.nn as nn
+
+from dydit.models import DiT, DyDiT
+
+# name: (depth, hidden_size, num_heads). "Mini" is the mini reproduction's model (a CPU trains it on
+# 16 x 16 one-channel digits of ten classes: MINI_DEFAULTS); "Mini-32" and "Mini-64" are its narrower
+# siblings for the scaling mini (same depth; 4 heads each, so the width routers choose among as many
+# groups at every size); the rest are DiT's sizes.
+SIZES = {"Mini": (4, 128, 4), "Mini-64": (4, 64, 4), "Mini-32": (4, 32, 4),
+         "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+MINI_SIZES = ("Mini", "Mini-64", "Mini-32")
+MINI_DEFAULTS = dict(input_size=16, in_channels=1, num_classes=10)
+FAMILIES = ("DiT", "SiT")  # the backbone's family: it fixes the objective (and SiT's learn_sigma=False)
+
+
+#################################################################################
+#                                  Entries                                      #
+#################################################################################
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What a model name means, and how to build it."""
+    name: str  # "DyDiT-XL/2"
+    family: str  # "DiT" or "SiT"
+    is_dynamic: bool  # DyDiT's routers (DyDiT, DySiT) or not (DiT, SiT)
+    size: str  # a key of SIZES: "XL", "Mini-32", ...
+    patch: int  # 2, 4 or 8
+    static: str  # the static counterpart ("DiT-XL/2"); the name itself for a static model
+    dynamic: str  # the dynamic counterpart ("DyDiT-XL/2"); the name itself for a dynamic model
+
+    @property
+    def objective(self) -> str:
+        """The training objective of the family: "diffusion" (DiT) or "flow" (SiT's flow matching)."""
+        return "diffusion" if self.family == "DiT" else "flow"
+
+    @property
+    def is_mini(self) -> bool:
+        """A mini size: trained here on 16 x 16 one-channel digits (MINI_DEFAULTS)."""
+        return self.size in MINI_SIZES
+
+    @property
+    def label(self) -> str:
+        """Family and size without the patch: "DiT-Mini-32", "SiT-Mini"."""
+        return f"{self.family}-{self.size}"
+
+    def build(self, **kwargs) -> nn.Module:
+        """The module; kwargs go to the constructor and override the name's defaults."""
+        depth, hidden_size, num_heads = SIZES[self.size]
+        defaults = dict(MINI_DEFAULTS) if self.is_mini else {}
+        if self.family == "SiT":  # SiT's backbone is DiT without learned sigma (4 output channels)
+            defaults["learn_sigma"] = False
+        model_class = DyDiT if self.is_dynamic else DiT
+        return model_class(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=self.patch,
+                           **{**defaults, **kwargs})
+
+
+def _entry(name, family, is_dynamic, size, patch) -> ModelEntry:
+    """One registry line; the counterparts follow from family, size and patch."""
+    static, dynamic = f"{family}-{size}/{patch}", f"Dy{family}-{size}/{patch}"
+    assert family in FAMILIES and size in SIZES and name == (dynamic if is_dynamic else static), name
+    return ModelEntry(name, family, is_dynamic, size, patch, static, dynamic)
+
+
+# Every size with patch 2/4/8, for DiT, DyDiT, SiT and DySiT.
+MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
+    #################################################################################
+    #      DiT (facebookresearch/DiT): learned sigma, the diffusion objective       #
+    #################################################################################
+    _entry("DiT-Mini/2", "DiT", False, "Mini", 2),
+    _entry("DiT-Mini/4", "DiT", False, "Mini", 4),
+    _entry("DiT-Mini/8", "DiT", False, "Mini", 8),
+    _entry("DiT-Mini-64/2", "DiT", False, "Mini-64", 2),
+    _entry("DiT-Mini-64/4", "DiT", False, "Mini-64", 4),
+    _entry("DiT-Mini-64/8", "DiT", False, "Mini-64", 8),
+    _entry("DiT-Mini-32/2", "DiT", False, "Mini-32", 2),
+    _entry("DiT-Mini-32/4", "DiT", False, "Mini-32", 4),
+    _entry("DiT-Mini-32/8", "DiT", False, "Mini-32", 8),
+    _entry("DiT-S/2", "DiT", False, "S", 2),
+    _entry("DiT-S/4", "DiT", False, "S", 4),
+    _entry("DiT-S/8", "DiT", False, "S", 8),
+    _entry("DiT-B/2", "DiT", False, "B", 2),
+    _entry("DiT-B/4", "DiT", False, "B", 4),
+    _entry("DiT-B/8", "DiT", False, "B", 8),
+    _entry("DiT-L/2", "DiT", False, "L", 2),
+    _entry("DiT-L/4", "DiT", False, "L", 4),
+    _entry("DiT-L/8", "DiT", False, "L", 8),
+    _entry("DiT-XL/2", "DiT", False, "XL", 2),
+    _entry("DiT-XL/4", "DiT", False, "XL", 4),
+    _entry("DiT-XL/8", "DiT", False, "XL", 8),
+
+    #################################################################################
+    #                DyDiT: DiT + per-block width and token routers                 #
+    #################################################################################
+    _entry("DyDiT-Mini/2", "DiT", True, "Mini", 2),
+    _entry("DyDiT-Mini/4", "DiT", True, "Mini", 4),
+    _entry("DyDiT-Mini/8", "DiT", True, "Mini", 8),
+    _entry("DyDiT-Mini-64/2", "DiT", True, "Mini-64", 2),
+    _entry("DyDiT-Mini-64/4", "DiT", True, "Mini-64", 4),
+    _entry("DyDiT-Mini-64/8", "DiT", True, "Mini-64", 8),
+    _entry("DyDiT-Mini-32/2", "DiT", True, "Mini-32", 2),
+    _entry("DyDiT-Mini-32/4", "DiT", True, "Mini-32", 4),
+    _entry("DyDiT-Mini-32/8", "DiT", True, "Mini-32", 8),
+    _entry("DyDiT-S/2", "DiT", True, "S", 2),
+    _entry("DyDiT-S/4", "DiT", True, "S", 4),
+    _entry("DyDiT-S/8", "DiT", True, "S", 8),
+    _entry("DyDiT-B/2", "DiT", True, "B", 2),
+    _entry("DyDiT-B/4", "DiT", True, "B", 4),
+    _entry("DyDiT-B/8", "DiT", True, "B", 8),
+    _entry("DyDiT-L/2", "DiT", True, "L", 2),
+    _entry("DyDiT-L/4", "DiT", True, "L", 4),
+    _entry("DyDiT-L/8", "DiT", True, "L", 8),
+    _entry("DyDiT-XL/2", "DiT", True, "XL", 2),
+    _entry("DyDiT-XL/4", "DiT", True, "XL", 4),
+    _entry("DyDiT-XL/8", "DiT", True, "XL", 8),
+
+    #################################################################################
+    #    SiT (willisma/SiT): DiT's backbone without learned sigma, flow matching    #
+    #################################################################################
+    _entry("SiT-Mini/2", "SiT", False, "Mini", 2),
+    _entry("SiT-Mini/4", "SiT", False, "Mini", 4),
+    _entry("SiT-Mini/8", "SiT", False, "Mini", 8),
+    _entry("SiT-Mini-64/2", "SiT", False, "Mini-64", 2),
+    _entry("SiT-Mini-64/4", "SiT", False, "Mini-64", 4),
+    _entry("SiT-Mini-64/8", "SiT", False, "Mini-64", 8),
+    _entry("SiT-Mini-32/2", "SiT", False, "Mini-32", 2),
+    _entry("SiT-Mini-32/4", "SiT", False, "Mini-32", 4),
+    _entry("SiT-Mini-32/8", "SiT", False, "Mini-32", 8),
+    _entry("SiT-S/2", "SiT", False, "S", 2),
+    _entry("SiT-S/4", "SiT", False, "S", 4),
+    _entry("SiT-S/8", "SiT", False, "S", 8),
+    _entry("SiT-B/2", "SiT", False, "B", 2),
+    _entry("SiT-B/4", "SiT", False, "B", 4),
+    _entry("SiT-B/8", "SiT", False, "B", 8),
+    _entry("SiT-L/2", "SiT", False, "L", 2),
+    _entry("SiT-L/4", "SiT", False, "L", 4),
+    _entry("SiT-L/8", "SiT", False, "L", 8),
+    _entry("SiT-XL/2", "SiT", False, "XL", 2),
+    _entry("SiT-XL/4", "SiT", False, "XL", 4),
+    _entry("SiT-XL/8", "SiT", False, "XL", 8),
+
+    #################################################################################
+    #            DySiT: DyDiT's routers on SiT (DyDiT++), flow matching             #
+    #################################################################################
+    _entry("DySiT-Mini/2", "SiT", True, "Mini", 2),
+    _entry("DySiT-Mini/4", "SiT", True, "Mini", 4),
+    _entry("DySiT-Mini/8", "SiT", True, "Mini", 8),
+    _entry("DySiT-Mini-64/2", "SiT", True, "Mini-64", 2),
+    _entry("DySiT-Mini-64/4", "SiT", True, "Mini-64", 4),
+    _entry("DySiT-Mini-64/8", "SiT", True, "Mini-64", 8),
+    _entry("DySiT-Mini-32/2", "SiT", True, "Mini-32", 2),
+    _entry("DySiT-Mini-32/4", "SiT", True, "Mini-32", 4),
+    _entry("DySiT-Mini-32/8", "SiT", True, "Mini-32", 8),
+    _entry("DySiT-S/2", "SiT", True, "S", 2),
+    _entry("DySiT-S/4", "SiT", True, "S", 4),
+    _entry("DySiT-S/8", "SiT", True, "S", 8),
+    _entry("DySiT-B/2", "SiT", True, "B", 2),
+    _entry("DySiT-B/4", "SiT", True, "B", 4),
+    _entry("DySiT-B/8", "SiT", True, "B", 8),
+    _entry("DySiT-L/2", "SiT", True, "L", 2),
+    _entry("DySiT-L/4", "SiT", True, "L", 4),
+    _entry("DySiT-L/8", "SiT", True, "L", 8),
+    _entry("DySiT-XL/2", "SiT", True, "XL", 2),
+    _entry("DySiT-XL/4", "SiT", True, "XL", 4),
+    _entry("DySiT-XL/8", "SiT", True, "XL", 8),
+]}
+
+
+def entry(name) -> ModelEntry:
+    """The registry entry of a model name ("DiT-XL/2", "DyDiT-S/4", ...)."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def create_model(name, **kwargs) -> nn.Module:
+    """Builds a model by its name ("DiT-XL/2", "DyDiT-S/4", ...); kwargs go to the constructor."""
+    return entry(name).build(**kwargs)
