@@ -153,3 +153,14 @@ def require(name, root, manifest=None):
     if not status.ok:
         raise AssetError(status.message)
     return status.path
+
+
+def resolve(value, root, manifest=None) -> str:
+    """An asset name -> its verified path under the root; anything else is a path that must exist (absolute).
+    Raises AssetError (a FileNotFoundError) saying which."""
+    manifest = manifest if manifest is not None else load_manifest()
+    if value in manifest:
+        return str(require(value, root, manifest))
+    if not Path(value).exists():
+        raise AssetError(f"not found: {value} (neither a file nor an asset name of suites/assets.toml)")
+    return str(Path(value).resolve())

@@ -78,13 +78,11 @@ METRICS = {
     METRIC_MINI_FID_VS_FULL: Metric("mini", "", QUALITY, LOWER),
 }
 
-# measurement name -> module exposing measure(row, metric, ctx)
+# measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)
 MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop")}
 
-# [[sections]] `measure` name -> the project's own module exposing run(ctx) (nothing else is imported)
-SECTIONS = {"pipeline-check": "bench.pipeline_check", "mini-report": "bench.mini.section",
-            "loop-report": "bench.loop_section", "scaling-report": "bench.scaling_section",
-            "scaling-mini-report": "bench.mini.scaling_section"}
+# [[sections]] `module` -> the project's own module exposing run(SuiteRun) (nothing else is imported)
+SECTIONS = {name: f"bench.sections.{name}" for name in ("pipeline_check", "mini", "loop", "scaling", "scaling_mini")}
 
 
 @dataclass(frozen=True)

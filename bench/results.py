@@ -61,7 +61,7 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
-def provenance(suite_path, ctx, argv, started: str) -> dict:
+def provenance(suite_path, ctx, argv, started: str, measurements: dict) -> dict:
     """Everything needed to tell two runs apart: code, suite file, software, device, precision, seeds, time."""
     import torch
     versions = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
@@ -86,7 +86,7 @@ def provenance(suite_path, ctx, argv, started: str) -> dict:
         "started": started,
         "finished": utc_now(),
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *argv]),
-        "measurements": ctx.provenance,  # e.g. the mini's config, seeds and trained models
+        "measurements": measurements,  # what measurements and sections recorded: the mini's config, models, ...
     }
 
 

@@ -1,5 +1,9 @@
-"""Runs a suite: decides per cell whether it can run in this profile on this machine, measures each cell in
-isolation (an exception marks that cell `error`, the run goes on) and judges it against the paper."""
+"""Runs a suite: decides per cell whether it can run in this profile on this machine, groups the cells that run
+as their measurement groups them (one sampling run, one timed loop, one trained mini model), measures each
+group once in isolation (an exception marks its cells `error`, the run goes on), judges every cell against
+the paper, then hands the judged cells and each measurement's record to the report sections.
+
+    suite file -> Suite (bench.suite) -> Plan (decisions + groups) -> Measurement.measure_group -> model"""
 import importlib
 import math
 import sys
@@ -7,13 +11,14 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from bench.measure.base import Context, Skip
+from bench.measure.base import Context, Group, Item, Measurement, Skip
 from bench.results import ERROR, FAIL, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance, utc_now
-from bench.suite import MEASUREMENTS, Cell, Suite
+from bench.definitions import MEASUREMENTS
+from bench.suite import Cell, SectionSpec, Suite
 
 AUTO = "auto"  # run-time profile: each cell in the richest of its profiles this machine can run
 RICHEST_FIRST = ("full", "smoke")
@@ -124,22 +129,63 @@ def _short(problem: str) -> str:
     return problem.split(" (", 1)[0]
 
 
-def plan(suite: Suite, profile: str, machine: Machine) -> List[Decision]:
-    """The decision for every cell of a suite, in table order."""
-    return [decide(cell, profile, machine) for _, cell in suite.cells()]
+#################################################################################
+#                         Groups: what runs, and how often                       #
+#################################################################################
+
+@dataclass
+class Plan:
+    """Every cell's decision (table order) and the groups of cells that run, in table order of their first cell."""
+    decisions: List[Decision]
+    groups: List[Group]
 
 
-def plan_table(decisions: List[Decision]) -> str:
-    """The short table `bench run` prints before it starts: cells per (what happens, why)."""
+def measurements(suite: Suite, ctx: Context) -> Dict[str, object]:
+    """One instance of each measurement a suite uses, or the Skip saying why its module is not here."""
+    out = {}
+    for name in sorted({cell.measure for _, cell in suite.cells() if not cell.reference}):
+        module_name = MEASUREMENTS[name]
+        try:
+            out[name] = importlib.import_module(module_name).MEASUREMENT(ctx)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            out[name] = Skip(f"measurement module {module_name} is not in this checkout")
+    return out
+
+
+def make_plan(suite: Suite, profile: str, machine: Machine, instances: Dict[str, object]) -> Plan:
+    """The decision of every cell, and the runnable cells grouped as their measurement groups them."""
+    decisions, groups = [], {}
+    for row, cell in suite.cells():
+        decision = decide(cell, profile, machine)
+        decisions.append(decision)
+        instance = instances.get(cell.measure)
+        if decision.profile is None or not isinstance(instance, Measurement):
+            continue
+        item = Item(row, cell)
+        key = (cell.measure, decision.profile, instance.group_key(item))
+        if key not in groups:
+            groups[key] = Group(cell.measure, decision.profile, key[2], instance.group_label(item))
+        groups[key].items.append(item)
+    return Plan(decisions, list(groups.values()))
+
+
+def plan_table(plan: Plan) -> str:
+    """The short table `bench run` prints before it starts: cells per (what happens, why), then the groups."""
     import pandas as pd
     frame = pd.DataFrame([{"cells": 1, "what": "cited" if d.cited else (f"run ({d.profile})" if d.profile else "skip"),
-                           "why": "" if d.profile or d.cited else d.why} for d in decisions])
+                           "why": "" if d.profile or d.cited else d.why} for d in plan.decisions])
     table = frame.groupby(["what", "why"], sort=False, as_index=False)["cells"].sum()[["cells", "what", "why"]]
     runs = int(frame.loc[frame["what"].str.startswith("run"), "cells"].sum())
     cited = int((frame["what"] == "cited").sum())
-    head = f"{runs} cell(s) will run, {len(frame) - runs - cited} skip, {cited} cited"
+    head = f"{runs} cell(s) will run in {len(plan.groups)} group(s), {len(frame) - runs - cited} skip, {cited} cited"
     left = {col: f"{{:<{max(table[col].str.len().max(), len(col))}}}".format for col in ("what", "why")}
-    return head + "\n" + table.to_string(index=False, justify="left", formatters=left)
+    lines = [head, table.to_string(index=False, justify="left", formatters=left)]
+    if plan.groups:
+        lines.append("groups (each measured once):")
+        lines += [f"  {g.measure:<8} {g.label} ({len(g.items)} cell(s), {g.profile})" for g in plan.groups]
+    return "\n".join(lines)
 
 
 def judge(cell: Cell, measured: float):
@@ -152,96 +198,140 @@ def judge(cell: Cell, measured: float):
     return FAIL, f"{fmt_value(measured)} is outside {band} (paper {cell.paper:g}, {cell.tolerance.text()})"
 
 
-def _module(cell: Cell):
-    """The measurement module of a cell; Skip where this checkout does not have it yet."""
-    name = MEASUREMENTS[cell.measure]
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name == name:
-            raise Skip(f"measurement module {name} is not in this checkout") from e
-        raise
-
-
-def run_cell(row, cell: Cell, profile: str, machine: Machine, ctx: Context) -> dict:
-    """Measures and judges one cell; never raises (but for KeyboardInterrupt)."""
+def cell_result(cell: Cell, decision: Decision) -> dict:
+    """A cell's result before it is measured: skipped or cited with the reason, or waiting for its group."""
     out = {"row": cell.row, "column": cell.column, "metric": cell.metric, "paper": cell.paper, "measured": None,
            "unit": cell.unit, "tolerance": cell.tolerance.to_dict() if cell.tolerance else None,
            "status": None, "reason": "", "erratum": cell.erratum, "kind": cell.kind,
            "profiles": list(cell.profiles), "assets": list(cell.assets), "device": cell.device, "seconds": 0.0}
-    decision = decide(cell, profile, machine)
     if decision.profile is None:
         out.update(status=REFERENCE if cell.reference else SKIPPED, reason=decision.reason)
-        return out
-    out["profile"] = decision.profile
-    ctx = replace(ctx, profile=decision.profile)  # the cache dict stays shared between cells
-    start = perf_counter()
-    try:
-        import torch
-        torch.manual_seed(ctx.seed)  # each cell starts from the same RNG state, whatever ran before it
-        value = _module(cell).measure(row.spec(cell), cell.metric, ctx)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError(f"measurement returned {value!r}, expected a finite number")
-        out["measured"] = float(value)
-        out["status"], out["reason"] = judge(cell, float(value))
-    except Skip as e:
-        out.update(status=SKIPPED, reason=str(e))
-    except Exception as e:  # isolation: this cell is an error, the run goes on
-        frame = traceback.extract_tb(e.__traceback__)[-1]
-        out.update(status=ERROR, reason=f"{type(e).__name__}: {e} ({Path(frame.filename).name}:{frame.lineno})")
-    out["seconds"] = round(perf_counter() - start, 3)
+    else:
+        out["profile"] = decision.profile
     return out
 
 
-def run_section(section: dict, profile: str, ctx: Context, machine: Optional[Machine] = None) -> dict:
-    """An extra section (e.g. the pipeline check): `module.run(ctx) -> {title, note, rows}`, isolated and judged.
+def settle(out: dict, cell: Cell, outcome) -> None:
+    """Writes a measured outcome (a number, Skip or an error) into a cell's result, judged."""
+    if isinstance(outcome, Skip):
+        out.update(status=SKIPPED, reason=str(outcome))
+    elif isinstance(outcome, Exception):
+        frame = traceback.extract_tb(outcome.__traceback__)[-1] if outcome.__traceback__ else None
+        where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
+        out.update(status=ERROR, reason=f"{type(outcome).__name__}: {outcome}{where}")
+    elif isinstance(outcome, bool) or not isinstance(outcome, (int, float)) or not math.isfinite(outcome):
+        out.update(status=ERROR, reason=f"TypeError: measurement returned {outcome!r}, expected a finite number")
+    else:
+        out["measured"] = float(outcome)
+        out["status"], out["reason"] = judge(cell, float(outcome))
+
+
+def run_group(group: Group, instance: Measurement, ctx: Context) -> Dict[tuple, object]:
+    """{item key: outcome} of one group; never raises (but for KeyboardInterrupt): a failure of the whole
+    group is every cell's outcome."""
+    import torch
+    torch.manual_seed(ctx.seed)  # each group starts from the same RNG state, whatever ran before it
+    try:
+        outcomes = instance.measure_group(group.items, replace(ctx, profile=group.profile))
+    except Exception as e:  # isolation: this group's cells are errors (or skipped), the run goes on
+        outcomes = {}
+        failure = e
+    else:
+        failure = RuntimeError("the measurement returned no outcome for this cell")
+    return {item.key: outcomes.get(item.key, failure) for item in group.items}
+
+
+#################################################################################
+#                                  Sections                                     #
+#################################################################################
+
+@dataclass
+class SuiteRun:
+    """What a report section receives: the suite, the judged cells and each measurement's public record."""
+    suite: Suite
+    ctx: Context  # in the profile the section runs in
+    cells: List[dict]
+    records: Dict[str, object]  # measurement name -> its record (None where it recorded nothing)
+
+    def record(self, measure: str):
+        return self.records.get(measure)
+
+    def measured_items(self, measure: str) -> List[Item]:
+        """The suite's cells of one measurement that were measured (not skipped before running), as Items."""
+        ran = {(c["row"], c["column"]) for c in self.cells if c.get("profile")}
+        return [Item(row, cell) for row, cell in self.suite.cells() if cell.measure == measure
+                and (row.name, cell.column) in ran]
+
+
+def run_section(section: SectionSpec, profile: str, run: SuiteRun, machine: Optional[Machine] = None) -> dict:
+    """An extra section (e.g. the pipeline check): `module.run(SuiteRun) -> {title, note, rows}`, isolated and
+    judged.
 
     Every row is a check {name, value, unit, ok, expected}: the section passes only if each row says
     ok=True; a row that is not judged (no boolean `ok`) makes the section an error, never a pass."""
-    title = section["title"]
+    title = section.title
     chosen = profile
     if profile == AUTO:  # smoke sections always (they need nothing); full ones where CUDA is here
-        chosen = "smoke" if "smoke" in section["profiles"] else "full" if machine and machine.cuda else None
-    if chosen not in section["profiles"]:
-        return {"title": title, "note": f"not run in the {profile} profile (runs in: {', '.join(section['profiles'])})",
+        chosen = "smoke" if "smoke" in section.profiles else "full" if machine and machine.cuda else None
+    if chosen not in section.profiles:
+        return {"title": title, "note": f"not run in the {profile} profile (runs in: {', '.join(section.profiles)})",
                 "rows": [], "status": SKIPPED}
     try:
-        produced = importlib.import_module(section["measure"]).run(replace(ctx, profile=chosen))
+        produced = importlib.import_module(section.module).run(replace(run, ctx=replace(run.ctx, profile=chosen)))
         if not isinstance(produced, dict) or not isinstance(produced.get("rows", []), list):
-            raise TypeError(f"{section['measure']}.run returned {type(produced).__name__}, expected a dict with rows")
+            raise TypeError(f"{section.module}.run returned {type(produced).__name__}, expected a dict with rows")
         rows = [dict(r) for r in produced.get("rows", [])]
         unjudged = [r.get("name", "?") for r in rows if not isinstance(r.get("ok"), bool)]
         if unjudged or not rows:
-            raise TypeError(f"{section['measure']}.run returned "
+            raise TypeError(f"{section.module}.run returned "
                             + (f"rows without a boolean 'ok': {', '.join(unjudged)}" if rows else "no checks"))
         failed = [r["name"] for r in rows if not r["ok"]]
         note = produced.get("note", "")
         if failed:
             note = f"FAILED: {'; '.join(failed)}. " + note
         return {"title": produced.get("title", title), "note": note, "rows": rows, "status": FAIL if failed else PASS,
-                "figures": [dict(f) for f in produced.get("figures", [])]}
+                "figures": [dict(f) for f in produced.get("figures", [])],
+                "provenance": dict(produced.get("provenance", {}))}
     except Exception as e:  # same isolation as cells
         return {"title": title, "note": f"error: {type(e).__name__}: {e}", "rows": [], "status": ERROR}
 
 
+#################################################################################
+#                                   A suite                                     #
+#################################################################################
+
 def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=()) -> dict:
-    """Runs every cell and section of a suite -> the result dict written to reports/<suite>.json."""
+    """Runs every group of cells and every section of a suite -> the result dict written to reports/<suite>.json."""
     started = utc_now()
+    instances = measurements(suite, ctx)
+    plan = make_plan(suite, profile, machine, instances)
     pairs = list(suite.cells())
-    # what every measured cell will ask for, so a measurement can plan across cells (bench.measure.loop
-    # times all of a sampler's paths interleaved in one run)
-    # (only cells that run in this profile here: a full-only cell must not be timed in smoke beside its setup)
-    ctx.cache["suite_cells"] = [(row.spec(cell), cell.metric, cell.measure) for row, cell in pairs
-                                if decide(cell, profile, machine).profile is not None]
-    cells = []
-    with tqdm(pairs, desc=f"{suite.name} [{profile}]", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
-        for row, cell in bar:
-            bar.set_postfix_str(f"{row.name} / {cell.column}", refresh=False)
-            cells.append(run_cell(row, cell, profile, machine, ctx))
-    # a section may draw the cells (bench.scaling_section's figure): results, and each row's model and options
-    ctx.cache["suite_results"] = cells
-    ctx.cache["suite_rows"] = {row.name: row.spec(cell) for row, cell in pairs}
-    sections = [run_section(s, profile, ctx, machine) for s in suite.sections]
+    cells = [cell_result(cell, decision) for (_, cell), decision in zip(pairs, plan.decisions)]
+    by_key = {(c["row"], c["column"]): (c, cell) for c, (_, cell) in zip(cells, pairs)}
+    for (out, cell) in by_key.values():  # cells whose measurement module is missing: skipped, with the why
+        if out["status"] is None and isinstance(instances.get(cell.measure), Skip):
+            settle(out, cell, instances[cell.measure])
+    with tqdm(total=sum(len(g.items) for g in plan.groups), desc=f"{suite.name} [{profile}]", unit="cell",
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        for group in plan.groups:
+            bar.set_postfix_str(f"{group.measure}: {group.label}", refresh=False)
+            start = perf_counter()
+            outcomes = run_group(group, instances[group.measure], ctx)
+            seconds = round(perf_counter() - start, 3)
+            for item in group.items:
+                out, cell = by_key[item.key]
+                out["seconds"] = seconds if item is group.items[0] else 0.0  # the group's time, on its first cell
+                settle(out, cell, outcomes[item.key])
+            bar.update(len(group.items))
+    records = {name: m.record for name, m in instances.items() if isinstance(m, Measurement)}
+    run = SuiteRun(suite, ctx, cells, records)
+    sections = [run_section(s, profile, run, machine) for s in suite.sections]
+    measured = {}
+    for m in instances.values():
+        if isinstance(m, Measurement):
+            measured.update(m.provenance)
+    for s in sections:
+        measured.update(s.pop("provenance", {}))
     return {
         "schema": SCHEMA,
         "suite": suite.name,
@@ -249,7 +339,7 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
         "source": suite.source,
         "notes": suite.notes,
         "profile": profile,
-        "provenance": provenance(suite.path, ctx, argv, started),
+        "provenance": provenance(suite.path, ctx, argv, started, measured),
         "columns": [{"key": c.key, "label": c.label, "metric": c.metric, "unit": c.unit} for c in suite.columns],
         "rows": [{"name": r.name, "model": r.model, "variant": r.variant, "reference": r.reference, "note": r.note}
                  for r in suite.rows],

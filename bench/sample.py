@@ -7,7 +7,6 @@ restart. Rank r takes every world_size-th unfinished shard. Each finished shard 
 ranks never race over the file system. When all shards exist, rank 0 streams them, in index order,
 into `samples.npz` (arr_0 images, arr_1 labels, as ADM's own sampler writes) and its sha256.
 """
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,6 +23,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dydit import sampling
+from dydit.sampling import RANDOM_VAE, SamplerSpec
 from dydit.fileio import atomic_write, sha256_file
 
 CONFIG_FILE = "run.json"
@@ -31,7 +31,6 @@ SHARD_DIR = "shards"
 SAMPLES_FILE = "samples.npz"
 # collective timeout: ranks wait at most ~one shard for each other (assembly happens after the group is gone)
 DIST_TIMEOUT_MINUTES = 60
-RANDOM_VAE = "random-tiny"  # --vae value: a tiny random VAE (pipeline checks only)
 
 
 @dataclass
@@ -71,6 +70,14 @@ class SampleSpec:
         if self.num < 1 or self.batch_size < 1:
             raise ValueError("num and batch_size must be positive")
 
+    @classmethod
+    def of(cls, model: str, sampler: SamplerSpec, **rest) -> "SampleSpec":
+        """The spec of sampling `model` as a suite's SamplerSpec says (rest: ckpt, vae, latent_size, ...)."""
+        return cls(model=model, num=sampler.num_samples, sampler=sampler.name, steps=sampler.steps,
+                   cfg_scale=sampler.cfg_scale, guided_channels=sampler.guided_channels, labels=sampler.labels,
+                   seed=sampler.seed, batch_size=sampler.batch_size, precision=sampler.precision,
+                   deepcache_interval=sampler.deepcache_interval, **rest)
+
     @property
     def num_shards(self):
         return math.ceil(self.num / self.batch_size)
@@ -85,18 +92,12 @@ class SampleSpec:
 
 def build_model_fn(spec, device):
     """The denoiser callable for a spec: the model with its checkpoint (FastDyDiT for a DyDiT)."""
-    from dydit.checkpoints import load_checkpoint
-    from dydit.models import DyDiT, create_model, randomize_
-    from dydit.train import adapter_run_model, load_trained
+    from dydit.checkpoints import load_model
+    from dydit.models import DyDiT, randomize_
+    from dydit.registry import create_model
     sizes = {"input_size": spec.latent_size, "num_classes": spec.num_classes}
-    trained = adapter_run_model(spec.ckpt) if spec.ckpt else None
-    if trained is not None:  # LoRA / TD-LoRA: the adapters on their base (sha256-checked), static LoRA merged
-        if trained != spec.model:
-            raise ValueError(f"{spec.ckpt} holds adapters of a {trained} run, not of {spec.model}")
-        model = load_trained(spec.ckpt, sizes)
-    elif spec.ckpt:
-        model = create_model(spec.model, **sizes)
-        load_checkpoint(model, spec.ckpt)
+    if spec.ckpt:  # a checkpoint of any kind: plain, a training run's EMA, adapters on their base
+        model = load_model(spec.model, spec.ckpt, **sizes)
     elif spec.random_weights:
         model = create_model(spec.model, **sizes)
         randomize_(model, seed=spec.seed, std=0.01)
@@ -112,17 +113,6 @@ def build_model_fn(spec, device):
 def build_vae(spec, device):
     vae = sampling.random_vae(spec.seed) if spec.vae == RANDOM_VAE else sampling.load_vae(spec.vae)
     return vae.to(device)
-
-
-@contextlib.contextmanager
-def precision(name):
-    """TF32 matmuls and convolutions on ("tf32", as DiT's sample_ddp.py) or off ("fp32"), restored after."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def generate(model_fn, vae, spec, indices, device):
@@ -252,7 +242,7 @@ def run(spec, out, max_shards=None, device=None, progress=True, timeout_minutes=
     if mine:
         model_fn, vae = build_model_fn(spec, device), build_vae(spec, device)
         remaining = sum(len(spec.shard_indices(s)) for s in todo)
-        with precision(spec.precision), tqdm(total=remaining, unit="img", disable=not progress or rank != 0,
+        with sampling.precision(spec.precision), tqdm(total=remaining, unit="img", disable=not progress or rank != 0,
                                              desc=f"sampling ({world} rank{'s' * (world > 1)})",
                                              dynamic_ncols=True) as bar:
             for shard in mine:

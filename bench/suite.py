@@ -12,10 +12,12 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from bench.definitions import MEASUREMENTS, METRICS, SECTIONS, Tolerance
-from dydit import sampling
+from dydit import registry, sampling
+from dydit.sampling import SamplerSpec
+from dydit.train_config import ADAPTERS, ROUTERS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; bench.assets reads it
@@ -24,44 +26,38 @@ PROFILES = ("smoke", "full")
 DEVICES = ("cuda",)  # what a cell may require; a cell without `device` runs anywhere
 CHECKPOINT = "checkpoint"  # in an `assets` list: the row's own checkpoint asset
 PRECISIONS = sampling.PRECISIONS  # of sampling: TF32 matmuls on or off
-GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerConfig)
+FID_REFERENCE = "adm-ref-imagenet256"  # the default reference batch of quality cells (ADM's ImageNet 256)
+GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerSpec)
+
+
+
+SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerSpec))
+ROUTER_OPTIONS = (*ROUTERS, "random")  # "random": the all-model's counts of heads, groups and tokens, drawn at random
+# suite keys that were renamed or dropped: an old file gets one line saying what to write instead
+RENAMED = {("columns", "unit"): "no longer written: a column's unit follows from its metric (bench.definitions)",
+           ("columns", "measure"): "no longer written: a column's measurement follows from its metric "
+                                   "(bench.definitions)",
+           ("sampler", "reference"): "moved: the reference batch is the column's or cell's `fid_reference`",
+           ("sections", "measure"): "renamed to 'module' (a module of bench/sections/, e.g. module = \"loop\")"}
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
-    """How a cell samples (quality, s/image): the suite's [suite.sampler] < the row's `sampler` < the
-    column's < the cell's, validated. The one place with sampler defaults: measurements read every field
-    of the resolved config (Row.spec(cell)["sampler"]) as it is, with no defaults of their own."""
-    name: str = sampling.DEFAULT_SAMPLER  # a sampler of dydit.sampling.SAMPLERS
-    steps: Optional[int] = None  # None: the sampler's default (dydit.sampling.SAMPLERS: ddpm 250, ddim 50, ...)
-    cfg_scale: float = sampling.DEFAULT_CFG_SCALE  # classifier-free guidance scale; 1 = no guidance
-    guided_channels: Optional[int] = sampling.DEFAULT_GUIDED_CHANNELS  # None ("all"): all 4 latent channels
-    labels: str = sampling.DEFAULT_LABELS  # dydit.sampling.LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
-    num_samples: int = sampling.DEFAULT_NUM_SAMPLES
-    seed: int = 0
-    batch_size: int = sampling.DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
-    precision: str = sampling.DEFAULT_PRECISION  # of sampling: "tf32" (as DiT's sample_ddp.py) or "fp32"
-    reference: str = "adm-ref-imagenet256"  # the asset FID, sFID, IS, precision, recall are computed against
-    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), whole model every N steps; 0: none
+class Options:
+    """What a row says about its model beyond the name."""
+    flops_target: Optional[float] = None  # a dynamic model's lambda: its target dynamic / static FLOPs
+    # what calibrated routers (no checkpoint) are calibrated to: the dynamic / static FLOPs the paper measured
+    # for this lambda (DyDiT-XL lambda=0.5: 57.88 / 118.69); None: flops_target
+    flops_fraction: Optional[float] = None
+    routers: str = "all"  # the mini's ablation: "width" (TDW only), "token" (SDT only), "random" (ROUTER_OPTIONS)
+    adapter: str = "none"  # the mini's DyDiT++ fine-tuning: "lora" (static, peft), "td-lora" (ADAPTERS)
 
-    def __post_init__(self):
-        if self.steps is None:
-            object.__setattr__(self, "steps", sampling.SAMPLERS[self.name])
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    @property
+    def calibration_fraction(self) -> Optional[float]:
+        """The FLOPs fraction calibrated routers aim at."""
+        return self.flops_fraction if self.flops_fraction is not None else self.flops_target
 
 
-SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
-# a row's `options`: what it says about the model beyond its name (DyDiT's FLOPs target lambda)
-# flops_fraction: what calibrated routers (no checkpoint) are calibrated to, the dynamic / static FLOPs the
-# paper measured for this λ (DyDiT-XL λ=0.5: 57.88 / 118.69); default: flops_target
-# routers (the mini's ablation, bench.mini): "all" (default), "width" (TDW only), "token" (SDT only) or
-# "random" (the all-model's counts of heads, groups and tokens, chosen at random)
-# adapter (the mini, DyDiT++): "none" (full fine-tuning, default), "lora" (static, peft) or "td-lora"
-OPTIONS = ("flops_target", "flops_fraction", "routers", "adapter")
-ROUTER_OPTIONS = ("all", "width", "token", "random")
-ADAPTER_OPTIONS = ("none", "lora", "td-lora")
+OPTIONS = tuple(f.name for f in dataclasses.fields(Options))
 
 
 class SuiteError(ValueError):
@@ -84,7 +80,8 @@ class Column:
     device: Optional[str] = None
     assets: Tuple[str, ...] = ()
     tolerance: Optional[Tolerance] = None
-    sampler: dict = field(default_factory=dict)  # as written (validated); cells merge it into a SamplerConfig
+    fid_reference: str = FID_REFERENCE
+    sampler: dict = field(default_factory=dict)  # as written (validated); cells merge it into a SamplerSpec
 
 
 @dataclass
@@ -103,7 +100,8 @@ class Cell:
     reference: bool = False  # cited, not reproduced (a reference row, or a cell we cannot reproduce)
     erratum: str = ""
     note: str = ""
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    fid_reference: str = FID_REFERENCE  # the asset FID, sFID, IS, precision, recall are computed against
     unavailable: str = ""  # why this cell cannot be measured in this checkout yet: it is skipped with this reason
 
     @property
@@ -119,15 +117,17 @@ class Row:
     checkpoint: Optional[str] = None
     reference: bool = False
     note: str = ""
-    options: dict = field(default_factory=dict)
+    options: Options = field(default_factory=Options)
     cells: Dict[str, Cell] = field(default_factory=dict)
     unavailable: Dict[str, str] = field(default_factory=dict)  # measurement -> why its cells are not measurable yet
 
-    def spec(self, cell: Cell) -> dict:
-        """The `row` a measurement receives for one of its cells."""
-        return {"name": self.name, "model": self.model, "variant": self.variant, "checkpoint": self.checkpoint,
-                "options": dict(self.options), "sampler": cell.sampler.to_dict(), "column": cell.column,
-                "assets": list(cell.assets)}
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """A `[[sections]]` entry: a report section the runner runs after the cells."""
+    title: str
+    module: str  # the importable module (bench.definitions.SECTIONS: only the project's own)
+    profiles: Tuple[str, ...]
 
 
 @dataclass
@@ -141,7 +141,10 @@ class Suite:
     columns: List[Column] = field(default_factory=list)
     rows: List[Row] = field(default_factory=list)
     plots: List[dict] = field(default_factory=list)
-    sections: List[dict] = field(default_factory=list)
+    sections: List[SectionSpec] = field(default_factory=list)
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
 
     def cells(self):
         """(row, cell) pairs in table order."""
@@ -176,6 +179,12 @@ class _Checker:
 
     def fail(self, where, field_name, message):
         raise SuiteError(self.path, where, field_name, message)
+
+    def renamed(self, table, kind, where):
+        """One line for a key an older suite format had (RENAMED), saying what to write instead."""
+        for key in table:
+            if (kind, key) in RENAMED:
+                self.fail(where, key, RENAMED[kind, key])
 
     def only(self, table, allowed, where):
         for key in table:
@@ -277,11 +286,6 @@ def _known_assets():
         return None
 
 
-def _known_models():
-    from dydit.models import MODELS
-    return MODELS
-
-
 def _check_assets(c, names, known_assets, where, field_name="assets"):
     for name in names:
         if name != CHECKPOINT and known_assets is not None and name not in known_assets:
@@ -289,11 +293,12 @@ def _check_assets(c, names, known_assets, where, field_name="assets"):
 
 
 def _sampler(c: _Checker, table, where, known_assets) -> dict:
-    """A `sampler` table as written (suite, row, column or cell): only SamplerConfig's fields, each typed and
-    ranged. Returns its values as SamplerConfig takes them ("all" guided channels -> None)."""
+    """A `sampler` table as written (suite, row, column or cell): only SamplerSpec's fields, each typed and
+    ranged. Returns its values as SamplerSpec takes them ("all" guided channels -> None)."""
     from dydit.sampling import LABELS, SAMPLERS
     raw = c.get(table, "sampler", dict, where, default={})
     where = "[suite.sampler]" if where == "[suite]" else f"{where}: sampler"
+    c.renamed(raw, "sampler", where)
     c.only(raw, SAMPLER_FIELDS, where)
     out = {}
     if "name" in raw:
@@ -313,37 +318,31 @@ def _sampler(c: _Checker, table, where, known_assets) -> dict:
         out["labels"] = c.choices(raw, "labels", list(LABELS), where, what="label mode")
     if "precision" in raw:
         out["precision"] = c.choices(raw, "precision", PRECISIONS, where, what="precision")
-    if "reference" in raw:
-        out["reference"] = c.get(raw, "reference", str, where)
-        _check_assets(c, [out["reference"]], known_assets, where, "reference")
     return out
 
 
 def _column(c: _Checker, table, i, known_assets):
     key = c.get(table, "key", str, f"column {i + 1}", required=True)
     where = f"column '{key}'"
-    c.only(table, {"key", "label", "metric", "unit", "measure", "profiles", "device", "assets", "tolerance",
-                   "sampler"}, where)
+    c.renamed(table, "columns", where)
+    c.only(table, {"key", "label", "metric", "profiles", "device", "assets", "tolerance", "fid_reference", "sampler"},
+           where)
     metric = c.choices(table, "metric", list(METRICS), where, required=True)
-    spec = METRICS[metric]
-    unit = c.get(table, "unit", str, where, required=True, allow_empty=True)  # "" = unitless (FID, IS)
-    if unit != spec.unit:
-        c.fail(where, "unit", f"metric {metric!r} is measured in {spec.unit!r}, not {unit!r}")
-    measure = c.choices(table, "measure", list(MEASUREMENTS), where, required=True)
-    if measure != spec.measure:
-        c.fail(where, "measure", f"metric {metric!r} is produced by measurement {spec.measure!r}, not {measure!r}")
+    unit, measure = METRICS[metric].unit, METRICS[metric].measure  # "" = unitless (FID, IS)
     assets = c.str_list(table, "assets", where)
     _check_assets(c, assets, known_assets, where)
+    fid_reference = c.get(table, "fid_reference", str, where, default=FID_REFERENCE)
+    _check_assets(c, [fid_reference], known_assets, where, "fid_reference")
     return Column(key, c.get(table, "label", str, where, required=True), metric, unit, measure,
                   c.profiles(table, where), c.choices(table, "device", DEVICES, where), assets, c.tolerance(table, where),
-                  _sampler(c, table, where, known_assets))
+                  fid_reference, _sampler(c, table, where, known_assets))
 
 
 def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     where = f"row '{row.name}', cell '{column.key}'"
     table = value if isinstance(value, dict) else {"paper": value}
     c.only(table, {"paper", "tolerance", "profiles", "assets", "device", "metric", "erratum", "note", "reference",
-                   "sampler", "unavailable"}, where)
+                   "sampler", "fid_reference", "unavailable"}, where)
     paper = c.get(table, "paper", float, where, required=True)
     metric = c.choices(table, "metric", list(METRICS), where, default=column.metric)
     if METRICS[metric].unit != column.unit:
@@ -364,26 +363,28 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     if CHECKPOINT in assets and not reference and row.checkpoint is None:
         c.fail(where, "assets", f"needs the row's {CHECKPOINT!r} but row '{row.name}' names none")
     resolved = tuple(row.checkpoint if a == CHECKPOINT else a for a in assets if a != CHECKPOINT or row.checkpoint)
-    sampler = SamplerConfig(**{**row_sampler, **column.sampler, **_sampler(c, table, where, known_assets)})
+    sampler = SamplerSpec(**{**row_sampler, **column.sampler, **_sampler(c, table, where, known_assets)})
     note = c.get(table, "note", str, where, default="")
     if reference and not row.reference and not note:
         c.fail(where, "note", "a cited-only cell in a reproduced row must say why it is not reproduced")
     measure = METRICS[metric].measure
     unavailable = c.get(table, "unavailable", str, where) or ("" if reference else row.unavailable.get(measure, ""))
+    fid_reference = c.get(table, "fid_reference", str, where, default=column.fid_reference)
+    _check_assets(c, [fid_reference], known_assets, where, "fid_reference")
     return Cell(row.name, column.key, metric, column.unit, measure, paper, tolerance,
                 c.profiles(table, where, default=column.profiles), resolved,
                 c.choices(table, "device", DEVICES, where, default=column.device), reference,
-                c.get(table, "erratum", str, where, default=""), note, sampler, unavailable)
+                c.get(table, "erratum", str, where, default=""), note, sampler, fid_reference, unavailable)
 
 
-def _options(c, table, where):
+def _options(c, table, where) -> Options:
     options = c.get(table, "options", dict, where, default={})
-    c.only(options, OPTIONS, f"{where}: options")
-    c.number(options, "flops_target", f"{where}: options", above=0, maximum=1)
-    c.number(options, "flops_fraction", f"{where}: options", above=0, maximum=1)
-    c.choices(options, "routers", ROUTER_OPTIONS, f"{where}: options")
-    c.choices(options, "adapter", ADAPTER_OPTIONS, f"{where}: options")
-    return dict(options)
+    where = f"{where}: options"
+    c.only(options, OPTIONS, where)
+    return Options(c.number(options, "flops_target", where, above=0, maximum=1),
+                   c.number(options, "flops_fraction", where, above=0, maximum=1),
+                   c.choices(options, "routers", ROUTER_OPTIONS, where, default="all"),
+                   c.choices(options, "adapter", ADAPTERS, where, default="none"))
 
 
 def _unavailable(c, table, where, reference):
@@ -405,8 +406,8 @@ def _row(c: _Checker, table, i, columns, suite_sampler, known_assets):
                    "cells"}, where)
     reference = c.get(table, "reference", bool, where, default=False)
     model = c.get(table, "model", str, where, required=not reference)
-    if model is not None and model not in _known_models():
-        c.fail(where, "model", f"unknown model {model!r} (dydit.models.MODELS, e.g. 'DiT-XL/2', 'DyDiT-XL/2')")
+    if model is not None and model not in registry.MODELS:
+        c.fail(where, "model", f"unknown model {model!r} (dydit.registry.MODELS, e.g. 'DiT-XL/2', 'DyDiT-XL/2')")
     checkpoint = c.get(table, "checkpoint", str, where)
     if checkpoint is not None:
         _check_assets(c, [checkpoint], known_assets, where, "checkpoint")
@@ -441,13 +442,13 @@ def _plot(c, table, i, columns):
             "log_x": c.get(table, "log_x", bool, where, default=False)}
 
 
-def _section(c, table, i):
+def _section(c, table, i) -> SectionSpec:
     where = f"section {i + 1}"
-    c.only(table, {"title", "measure", "profiles"}, where)
-    name = c.choices(table, "measure", list(SECTIONS), where, required=True, what="section")
-    # "measure" becomes the module bench.runner imports: only the project's own (bench.definitions.SECTIONS)
-    return {"title": c.get(table, "title", str, where, default=name), "measure": SECTIONS[name],
-            "profiles": list(c.profiles(table, where))}
+    c.renamed(table, "sections", where)
+    c.only(table, {"title", "module", "profiles"}, where)
+    name = c.choices(table, "module", list(SECTIONS), where, required=True, what="section module")
+    # the module bench.runner imports: only the project's own (bench.definitions.SECTIONS)
+    return SectionSpec(c.get(table, "title", str, where, default=name), SECTIONS[name], c.profiles(table, where))
 
 
 def load_suite(path) -> Suite:
@@ -489,6 +490,15 @@ def _unique(c, names, what, field_name):
         if name in seen:
             c.fail(f"{what} '{name}'", field_name, f"duplicate {what} {field_name} {name!r}")
         seen.add(name)
+
+
+def load_suites(names=None) -> Iterator[Tuple[Path, Union[Suite, SuiteError]]]:
+    """(path, Suite or the SuiteError saying what is wrong) of each suite file (suite_files), in order."""
+    for path in suite_files(names):
+        try:
+            yield path, load_suite(path)
+        except SuiteError as e:
+            yield path, e
 
 
 def suite_files(names=None) -> List[Path]:

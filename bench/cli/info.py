@@ -11,7 +11,7 @@ def register(subparsers):
 
 def run(args):
     from dydit.flops import describe
-    from dydit.models import create_model
+    from dydit.registry import create_model
     try:
         model = create_model(args.model).eval()
     except KeyError as e:

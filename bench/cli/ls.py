@@ -25,15 +25,13 @@ def run(args):
     import pandas as pd
 
     from bench.runner import AUTO, Machine
-    from bench.suite import SuiteError, load_suite, suite_files
+    from bench.suite import SuiteError, load_suites
     machine = Machine.here(args.assets)
     print(f"this machine: {'CUDA' if machine.cuda else 'no CUDA'}; assets root: {machine.assets_root or 'not set'}")
     status = 0
-    for path in suite_files(args.suites):
-        try:
-            suite = load_suite(path)
-        except SuiteError as e:
-            print(f"\nerror: {e}")
+    for path, suite in load_suites(args.suites):
+        if isinstance(suite, SuiteError):
+            print(f"\nerror: {suite}")
             status = 1
             continue
         print(f"\n{suite.name}: {suite.title} ({path})")

@@ -28,7 +28,7 @@ def register(subparsers):
     p.add_argument("--num-samples", type=int, required=True, help="number of images")
     p.add_argument("--batch-size", type=int, default=sampling.DEFAULT_BATCH_SIZE, help="images per process per step (and per shard file)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vae", default=None, help=f"VAE: a diffusers folder or file, or {sample.RANDOM_VAE!r} "
+    p.add_argument("--vae", default=None, help=f"VAE: a diffusers folder or file, or {sampling.RANDOM_VAE!r} "
                                                "(default: the vae-ft-ema asset)")
     p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
     p.add_argument("--latent-size", type=int, default=32, help="latent side (32 -> 256 x 256 images)")
@@ -47,21 +47,12 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _resolve(value, root, manifest):
-    """An asset name -> its verified path under the root; anything else is taken as a path."""
-    if value in manifest:
-        return str(assets.require(value, root, manifest))
-    if not Path(value).exists():
-        raise SystemExit(f"not found: {value} (neither a file nor an asset name of suites/assets.toml)")
-    return value
-
-
 def run(args):
     import torch
     root, manifest = assets.assets_root(args.assets), assets.load_manifest()
     try:
-        ckpt = _resolve(args.ckpt, root, manifest) if args.ckpt else None
-        vae = args.vae if args.vae == sample.RANDOM_VAE else _resolve(args.vae or "vae-ft-ema", root, manifest)
+        ckpt = assets.resolve(args.ckpt, root, manifest) if args.ckpt else None
+        vae = args.vae if args.vae == sampling.RANDOM_VAE else assets.resolve(args.vae or "vae-ft-ema", root, manifest)
     except assets.AssetError as e:
         raise SystemExit(str(e))
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")

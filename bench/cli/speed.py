@@ -18,7 +18,7 @@ def register(subparsers):
     p.add_argument("--cache-gb", default=None,
                    help="budget(s) of FastDyDiT's sliced-weight cache in GiB, comma-separated with --loop "
                         "(one fast path each: the budget -> realized curve); default 2")
-    loop = p.add_argument_group("whole sampling loop (scheduler, CFG batch, VAE decode): bench/loop_speed.py")
+    loop = p.add_argument_group("whole sampling loop (scheduler, CFG batch, VAE decode): bench/timing/loop.py")
     loop.add_argument("--loop", action="store_true", help="time whole sampling loops instead of single calls")
     loop.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm-solver++ (default ddim)")
     loop.add_argument("--calls", type=int, default=3, help="full calls timed per path on the schedule's timesteps")
@@ -54,7 +54,7 @@ def run(args):
 def run_loop(args, log):
     from dataclasses import asdict
 
-    from bench.speed import run_loop_speed
+    from bench.timing.speed import run_loop_speed
     cache_gbs = [float(v) for v in (args.cache_gb or "2").split(",")]
     r = run_loop_speed(args.model, args.flops_fraction, args.sampler, args.steps, args.batch or 1, args.calls,
                        args.repeats or 3, cache_gbs, args.deepcache, _device(args), args.seed, args.check,
@@ -85,7 +85,7 @@ def run_loop(args, log):
 
 
 def run_calls(args, log):
-    from bench.speed import as_dict, run_speed
+    from bench.timing.speed import as_dict, run_speed
     repeats = args.repeats or 5
     if repeats < 5:
         raise SystemExit("error: --repeats must be at least 5 (the median of fewer is not a measurement)")

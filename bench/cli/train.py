@@ -11,7 +11,9 @@ import sys
 import typing
 from pathlib import Path
 
-RANDOM_VAE = "random-tiny"  # --vae value: a tiny random VAE (pipeline checks only)
+from dydit import sampling
+
+
 
 HELP = {
     "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2",
@@ -32,7 +34,7 @@ HELP = {
     "lr_warmup": "linear learning-rate warm-up steps",
     "lr_cosine": "cosine decay of the learning rate to --min-lr at --max-steps",
     "grad_clip": "max global gradient norm ('none': no clipping)",
-    "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {RANDOM_VAE!r}",
+    "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {sampling.RANDOM_VAE!r}",
     "data": "training data: an image folder (one sub-folder per class), an .npz of latents "
             "(latents (N,C,H,W) float, labels (N,) int) or 'digits' (the mini's)",
     "device": "cuda or cpu (none: cuda when available)",
@@ -51,8 +53,8 @@ def _type(field):
 
 
 def register(subparsers):
-    from dydit.train import PRESET_NOTES, PRESETS, TrainConfig
-    presets = "\n".join(f"  {name}: {PRESET_NOTES.get(name, '')}\n    {PRESETS[name]}" for name in PRESETS)
+    from dydit.train_config import PRESETS, TrainConfig
+    presets = "\n".join(f"  {name}: {preset.note}\n    {preset.overrides}" for name, preset in PRESETS.items())
     p = subparsers.add_parser("train", help="train a DiT or fine-tune a DyDiT (torchrun for several GPUs)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=f"presets (overridden by the options given):\n{presets}")
@@ -76,20 +78,10 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _resolve(value, root, manifest):
-    """An asset name -> its path under the assets root; anything else is a path that must exist."""
-    from bench import assets
-    if value in manifest:
-        return str(assets.require(value, root, manifest))
-    if not Path(value).exists():
-        raise FileNotFoundError(f"not found: {value} (neither a file nor an asset name of suites/assets.toml)")
-    return str(Path(value).resolve())
-
-
 def build_config(args):
     """TrainConfig: defaults (or the resumed run's saved config), then the preset, then the options given."""
     import json
-    from dydit.train import PRESETS, TrainConfig, TrainError
+    from dydit.train_config import PRESETS, TrainConfig, TrainError
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     values = {}
     if args.resume:
@@ -98,7 +90,7 @@ def build_config(args):
             raise TrainError(f"cannot resume {args.resume}: no config.json (not a run folder)")
         values = {k: v for k, v in json.loads(saved.read_text()).items() if k in names}
     if args.preset:
-        values.update(PRESETS[args.preset])
+        values.update(PRESETS[args.preset].overrides)
     values.update({k: getattr(args, k) for k in names if getattr(args, k) is not None})
     return TrainConfig(**values)
 
@@ -114,9 +106,9 @@ def run(args):
     from torchvision.datasets import ImageFolder
 
     from bench import assets, data
-    from dydit import sampling
     from dydit.checkpoints import CheckpointError
-    from dydit.train import TrainError, train
+    from dydit.train import train
+    from dydit.train_config import TrainError
     rank0 = int(os.environ.get("RANK", 0)) == 0
     try:
         if not args.out and not args.resume:
@@ -132,12 +124,12 @@ def run(args):
         vae = None
         if config.vae and not images:
             raise TrainError(f"--vae applies to image folders; {config.data} holds latents already")
-        if images and config.vae != RANDOM_VAE:
-            config.vae = _resolve(config.vae or "vae-ft-ema", root, manifest)
+        if images and config.vae != sampling.RANDOM_VAE:
+            config.vae = assets.resolve(config.vae or "vae-ft-ema", root, manifest)
         elif images:
             vae = sampling.random_vae(config.seed)
         if config.init_checkpoint:
-            config.init_checkpoint = _resolve(config.init_checkpoint, root, manifest)
+            config.init_checkpoint = assets.resolve(config.init_checkpoint, root, manifest)
         run_dir = args.resume or args.out
         if rank0:
             print(f"{config.model}: {len(dataset):,} training items from {config.data}; steps "

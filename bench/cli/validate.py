@@ -8,13 +8,11 @@ def register(subparsers):
 
 
 def run(args):
-    from bench.suite import SuiteError, load_suite, suite_files
+    from bench.suite import SuiteError, load_suites
     bad = 0
-    for path in suite_files(args.suites):
-        try:
-            suite = load_suite(path)
-        except SuiteError as e:
-            print(f"error: {e}")
+    for path, suite in load_suites(args.suites):
+        if isinstance(suite, SuiteError):
+            print(f"error: {suite}")
             bad += 1
             continue
         cells = [cell for _, cell in suite.cells()]

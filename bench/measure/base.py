@@ -1,25 +1,121 @@
-"""What every measurement module shares: the run context and the Skip signal.
+"""What every measurement shares: the run context, the Skip signal, the cells it measures and how it groups them.
 
-A measurement module exposes `measure(row: dict, metric: str, ctx: Context) -> float`; it raises
-Skip(reason) when it cannot run here (missing asset or device), saying what is missing and how to
-provide it. Any other exception marks the cell `error`.
+A measurement module exposes `MEASUREMENT`, a subclass of `Measurement`. The runner makes one instance per
+suite run, asks it how the cells group (`group_key`: one sampling run, one timed loop, one trained mini
+model), and calls `measure_group` once per group with that group's cells. A cell's outcome is a number,
+or an exception: `Skip(reason)` when it cannot run here (the reason says what is missing and how to
+provide it), anything else marks the cell `error`. What a report section reads of a measurement is the
+instance's public `record` (typed by the measurement), never its private state.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Hashable, List, Optional, Union
+
+from bench.suite import Cell, Row
 
 
 class Skip(Exception):
     """The cell cannot run here; the message says what is missing and how to provide it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What a measurement may use: profile, device, asset root, seed, scratch folder, a shared cache."""
+    """What a measurement may use: profile, device, asset root, seed, scratch folder, the mini's recipe."""
     profile: str = "smoke"
     device: str = "cpu"
     assets_root: Optional[Path] = None
     seed: int = 0
     work_dir: Optional[Path] = None
-    cache: dict = field(default_factory=dict)  # e.g. built models shared between cells of one run
-    provenance: dict = field(default_factory=dict)  # what measurements add to the result's provenance
+    retrain: Union[bool, float] = False  # models a suite trains itself: rebuild (True) or those built before a time
+    mini_config: Optional[object] = None  # bench.mini.config.MiniConfig of the mini's models; None: its default
+
+    @property
+    def scratch(self) -> Path:
+        """The scratch folder (reports/work when none was given)."""
+        return Path(self.work_dir) if self.work_dir else Path("reports/work")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One cell to measure with its row: what a measurement receives."""
+    row: Row
+    cell: Cell
+
+    @property
+    def key(self):
+        """(row name, column key): identifies the cell in a suite."""
+        return self.row.name, self.cell.column
+
+    @property
+    def model(self) -> str:
+        return self.row.model
+
+    @property
+    def options(self):
+        return self.row.options
+
+    @property
+    def sampler(self):
+        return self.cell.sampler
+
+    @property
+    def metric(self) -> str:
+        return self.cell.metric
+
+
+Outcome = Union[float, Exception]  # a measured value, Skip, or the error that marks the cell
+
+
+class Measurement:
+    """One measurement for one suite run. Subclasses set METRICS and override group_key and measure_group
+    (or `measure` for a measurement whose cells are independent)."""
+    METRICS: tuple = ()
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.record = None  # what report sections may read (typed by the subclass); None: nothing to show
+        self.provenance: dict = {}  # added to the result's provenance under the measurement's name
+
+    def group_key(self, item: Item) -> Hashable:
+        """Cells with the same key are measured together, once (default: each cell alone)."""
+        return item.key
+
+    def group_label(self, item: Item) -> str:
+        """The plan's words for the group of this cell."""
+        return f"{item.row.name} / {item.cell.column}"
+
+    def check(self, item: Item):
+        """ValueError unless this measurement produces the cell's metric."""
+        if item.metric not in self.METRICS:
+            raise ValueError(f"{type(self).__module__} measures {', '.join(map(repr, self.METRICS))}, "
+                             f"not {item.metric!r}")
+
+    ONE_VALUE_PER_GROUP = False  # True: every cell of a group has the same value, measured once (params, FLOPs)
+
+    def measure_group(self, items: List[Item], ctx: Context) -> Dict[tuple, Outcome]:
+        """{item.key: outcome} for every cell of one group; the default measures them one by one (once per group
+        with ONE_VALUE_PER_GROUP)."""
+        out = {}
+        for item in items:
+            try:
+                self.check(item)
+                if self.ONE_VALUE_PER_GROUP and out:
+                    out[item.key] = next(iter(out.values()))
+                else:
+                    out[item.key] = self.measure(item, ctx)
+            except Exception as e:  # isolation: one cell's failure is that cell's
+                out[item.key] = e
+        return out
+
+    def measure(self, item: Item, ctx: Context) -> float:
+        raise NotImplementedError
+
+
+@dataclass
+class Group:
+    """Cells one measurement measures at once, in one profile: the plan's unit of work."""
+    measure: str
+    profile: str
+    key: Hashable
+    label: str
+    items: List[Item] = field(default_factory=list)

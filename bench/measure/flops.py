@@ -6,27 +6,23 @@ trained checkpoint and a sampling run; the paper's 84.33 / 57.88 G are such aver
 """
 import warnings
 
-from dydit.flops import dynamic_macs, fvcore_macs, run_average_gmacs
-from dydit.models import create_model
-
-from bench.measure.base import Skip
 from bench.definitions import METRIC_GFLOPS, METRIC_GFLOPS_DYNAMIC
+from bench.measure.base import Item, Measurement, Skip
+from bench.models import CHECKPOINT_ONLY, checkpoint_path, row_model
+from dydit.flops import dynamic_macs, fvcore_macs, run_average_gmacs
+from dydit.registry import create_model
 
 # images sampled to average the dynamic FLOPs (token masks depend on the image; widths on t only)
 FLOPS_RUN_IMAGES, FLOPS_RUN_BATCH = 256, 32
 
 
-def static_gflops(model_name, ctx) -> float:
-    """fvcore GMACs of one forward at full size; each model is built once per run (counts cached)."""
-    key = (METRIC_GFLOPS, model_name)
-    if key not in ctx.cache:
-        # fvcore traces real CPU tensors (it fails on meta); the model is dropped once counted
-        model = create_model(model_name).eval()
-        with warnings.catch_warnings():  # fvcore's import warns that torch.jit.script is deprecated
-            warnings.simplefilter("ignore", FutureWarning)
-            ctx.cache[key] = fvcore_macs(model) / 1e9
-        del model
-    return ctx.cache[key]
+def static_gflops(model_name: str) -> float:
+    """fvcore GMACs of one forward at full size."""
+    # fvcore traces real CPU tensors (it fails on meta); the model is dropped once counted
+    model = create_model(model_name).eval()
+    with warnings.catch_warnings():  # fvcore's import warns that torch.jit.script is deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        return fvcore_macs(model) / 1e9
 
 
 class MacsMeter:
@@ -45,24 +41,18 @@ class MacsMeter:
         return out
 
 
-def dynamic_gflops(row, ctx) -> float:
-    """Average GMACs per sample and step over a sampling run of the trained DyDiT of row["checkpoint"]."""
-    from bench import assets
-    if not row.get("checkpoint"):
-        raise ValueError(f"row {row['name']!r} names no checkpoint: dynamic FLOPs need the trained routers")
-    status = assets.check_asset(row["checkpoint"], ctx.assets_root)
-    if status.status != assets.PRESENT:
-        raise Skip(status.message)
+def dynamic_gflops(item: Item, ctx) -> float:
+    """Average GMACs per sample and step over a sampling run of the row's trained DyDiT (its checkpoint)."""
+    if not item.row.checkpoint:
+        raise ValueError(f"row {item.row.name!r} names no checkpoint: dynamic FLOPs need the trained routers")
+    checkpoint_path(item.row, ctx)  # Skip naming the missing checkpoint before anything else
     if ctx.device != "cuda":
-        raise Skip(f"dynamic FLOPs sample {FLOPS_RUN_IMAGES} images with {row['model']}: needs a CUDA GPU")
-    from dydit.checkpoints import load_checkpoint
-    model = create_model(row["model"])
-    load_checkpoint(model, status.path)
-    return average_run_gmacs(model.to(ctx.device).eval(), row["sampler"], FLOPS_RUN_IMAGES,
-                             FLOPS_RUN_BATCH, ctx.seed)
+        raise Skip(f"dynamic FLOPs sample {FLOPS_RUN_IMAGES} images with {item.model}: needs a CUDA GPU")
+    model = row_model(item.row, ctx, CHECKPOINT_ONLY).model
+    return average_run_gmacs(model, item.sampler, FLOPS_RUN_IMAGES, FLOPS_RUN_BATCH, ctx.seed)
 
 
-def average_run_gmacs(model, sampler: dict, images: int, batch: int, seed=0) -> float:
+def average_run_gmacs(model, sampler, images: int, batch: int, seed=0) -> float:
     """GMACs per sample and model call of a DyDiT over sampling runs of `images` images (fast path)."""
     from dydit.fast import FastDyDiT
     from dydit.sampling import labels_for, noise_for, sample_latents
@@ -72,14 +62,24 @@ def average_run_gmacs(model, sampler: dict, images: int, batch: int, seed=0) -> 
     for start in range(0, images, batch):
         idx = list(range(start, min(start + batch, images)))
         noise, gens = noise_for(idx, seed, shape)
-        sample_latents(meter, sampler["name"], noise.to(device), labels_for(idx, seed),
-                       steps=sampler["steps"], generators=gens, cfg_scale=sampler["cfg_scale"])
+        sample_latents(meter, sampler.name, noise.to(device), labels_for(idx, seed),
+                       steps=sampler.steps, generators=gens, cfg_scale=sampler.cfg_scale)
     return run_average_gmacs(meter.per_call)
 
 
-def measure(row, metric, ctx):
-    if metric == METRIC_GFLOPS:
-        return static_gflops(row["model"], ctx)
-    if metric == METRIC_GFLOPS_DYNAMIC:
-        return dynamic_gflops(row, ctx)
-    raise ValueError(f"bench.measure.flops measures {METRIC_GFLOPS!r} or {METRIC_GFLOPS_DYNAMIC!r}, not {metric!r}")
+class Flops(Measurement):
+    """Static GFLOPs (one group per model: counted once) or a row's dynamic GFLOPs (one group per row)."""
+    METRICS = (METRIC_GFLOPS, METRIC_GFLOPS_DYNAMIC)
+    ONE_VALUE_PER_GROUP = True
+
+    def group_key(self, item: Item):
+        return (item.metric, item.model) if item.metric == METRIC_GFLOPS else (item.metric, item.row.name)
+
+    def group_label(self, item: Item) -> str:
+        return f"{item.model} static FLOPs" if item.metric == METRIC_GFLOPS else f"{item.row.name} dynamic FLOPs"
+
+    def measure(self, item: Item, ctx) -> float:
+        return static_gflops(item.model) if item.metric == METRIC_GFLOPS else dynamic_gflops(item, ctx)
+
+
+MEASUREMENT = Flops

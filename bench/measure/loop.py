@@ -1,169 +1,158 @@
-"""s/image ratios over whole sampling loops (Tables 4 and 18): every path of a sampler timed in one run.
+"""s/image ratios over whole sampling loops (Tables 4 and 18): every path of a sampler setup timed in one run.
 
 The paper's s/image are V100 numbers: a suite compares the ratio path / DiT (no cache) measured in one
-process on one device. The first cell of a sampler setup times *every* path the suite asks for with
-that setup (bench.loop_speed, interleaved call by call): DiT, each DyDiT row, each DeepCache interval;
-the other cells read that run.
+process on one device. A group is one sampler setup (everything but DeepCache) against one static model:
+its cells' paths are timed together (bench.timing.loop, interleaved call by call): DiT, each dynamic
+row, each DeepCache interval.
 
-Models: a mini row (DyDiT-Mini/2) runs the mini reproduction's model trained here (bench.mini, cached);
-a DyDiT row with its checkpoint present runs its trained routers; without one (smoke, this CPU)
-its routers are calibrated (bench.speed: random weights, one bias offset bisected so the dynamic FLOPs
-reach the row's `options.flops_target`). DiT is the same weights on the DiT path (bench.speed.shared_dit):
-a static model's time does not depend on its weights. The VAE is the SD VAE's architecture (random
-weights: decode time does not depend on them); the mini has none (it samples pixels).
+Models (bench.models.row_model): a mini row runs the mini reproduction's model trained here; a dynamic
+row with its checkpoint present runs its trained routers; without one (smoke, this CPU) its routers are
+calibrated (bench.timing.calibration: random weights, one bias offset bisected so the dynamic FLOPs reach
+the row's `options.flops_fraction`, default its `flops_target`). DiT is the same weights on the DiT path
+(bench.models.shared_dit): a static model's time does not depend on its weights. The VAE is the SD VAE's
+architecture (random weights: decode time does not depend on them); the mini has none (it samples pixels).
 """
-import json
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
-from bench import assets
 from bench.definitions import METRIC_REALIZED, METRIC_S_PER_IMAGE_RATIO
-from bench.measure.base import Skip
+from bench.measure.base import Item, Measurement, Skip
+from bench.models import OR_CALIBRATED, RowModel, row_model, shared_dit
+from dydit import registry
+from dydit.sampling import SamplerSpec
 
 DIT = "DiT"
 CALLS, REPEATS = 3, 3  # full calls per path on each schedule's own timesteps; median of repeats
-CALIBRATION_STEPS = 10  # timesteps over [0, 1000) the routers are standardised on (then calibrated per sampler)
-SLOTS = ("name", "steps", "cfg_scale", "guided_channels", "batch_size", "precision")
+RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
-def setup_key(spec: dict) -> str:
-    """The setup shared by the paths of one timing run: the sampler (everything but DeepCache) and the DiT
-    the paths are compared with (a suite of several sizes times each size against its own DiT)."""
-    return json.dumps({**{k: spec["sampler"][k] for k in SLOTS}, "dit": dit_of(spec["model"])}, sort_keys=True)
+def timed_setup(item: Item) -> SamplerSpec:
+    """The setup the paths of one timing run share: the cell's sampler without DeepCache."""
+    return dataclasses.replace(item.sampler, deepcache_interval=0)
 
 
-def is_mini(model: str) -> bool:
-    """A model of the mini reproduction (DyDiT-Mini/2, DyDiT-Mini-32/2, ...): trained here, samples pixels."""
-    return model.split("-")[1].split("/")[0] == "Mini"
-
-
-def dit_of(model: str) -> str:
-    """'DyDiT-S/2' -> 'DiT-S/2': the static model a row is compared with."""
-    return model.removeprefix("Dy")
-
-
-def is_dydit(row: dict) -> bool:
-    return row["model"].startswith("DyDiT-")
-
-
-def path_name(row: dict) -> str:
-    """DiT, or '<model> λ=<flops_target>', plus ', DeepCache N' for N > 1."""
-    interval = row["sampler"]["deepcache_interval"]
-    lam = row["options"].get("flops_target")
-    if is_dydit(row) and lam is None:
-        raise ValueError(f"row {row['name']!r}: a DyDiT row needs options.flops_target (its lambda)")
-    base = f"{row['model']} λ={lam:g}" if is_dydit(row) else DIT
+def path_name(item: Item) -> str:
+    """DiT, or '<model> λ=<flops_target>' for a dynamic row, plus ', DeepCache N' for N > 1."""
+    interval = item.sampler.deepcache_interval
+    lam = item.options.flops_target
+    dynamic = registry.entry(item.model).is_dynamic
+    if dynamic and lam is None:
+        raise ValueError(f"row {item.row.name!r}: a dynamic row needs options.flops_target (its lambda)")
+    base = f"{item.model} λ={lam:g}" if dynamic else DIT
     return base + (f", DeepCache {interval}" if interval > 1 else "")
 
 
-def _dydit(row, ctx, log):
-    """(model, weights note, calibrate?): the row's DyDiT with its checkpoint's routers (or the mini's trained
-    ones), or with random standardised routers that run_setup calibrates to options.flops_target."""
-    from bench.speed import schedule, standardized_dydit
-    models = ctx.cache.setdefault("loop_models", {})
-    lam = row["options"]["flops_target"]
-    if row["options"].get("routers", "all") != "all":
-        raise Skip("the loop timing runs the learned routers: a routers ablation is measured by bench.mini")
-    key = (row["model"], lam)
-    if key not in models:
-        status = assets.check_asset(row["checkpoint"], ctx.assets_root) if row.get("checkpoint") else None
-        if is_mini(row["model"]):  # the mini reproduction's models, trained here
-            from bench import mini
-            model, info = mini.trained_model(row, ctx)
-            models[key] = (model, f"trained here by the mini reproduction ({info['key']})", False)
-        elif status is not None and status.ok:
-            from dydit.checkpoints import load_checkpoint
-            from dydit.models import create_model
-            model = create_model(row["model"])
-            load_checkpoint(model, status.path)
-            models[key] = (model.eval().to(ctx.device), f"{row['checkpoint']} ({status.path}): trained routers", False)
-        else:
-            model = standardized_dydit(row["model"], schedule(CALIBRATION_STEPS), ctx.device, ctx.seed)
-            fraction = row["options"].get("flops_fraction", lam)
-            models[key] = (model, f"random weights, routers calibrated to {fraction:.4g} of DiT's FLOPs on each "
-                                  f"sampler's timed calls (no {row.get('checkpoint') or 'checkpoint'} here)", True)
-    return models[key]
+@dataclass
+class LoopRun:
+    """One timed setup: every path's timing (LoopTiming.to_dict + ratio, flops_ratio, realized vs DiT)."""
+    setup: SamplerSpec  # the shared setup (deepcache_interval 0)
+    static_model: str  # the static model every path is compared with
+    paths: Dict[str, dict]
+    weights: Dict[str, str]  # path -> what its weights are
+    vae: str
+    timed: list  # the LoopPath objects, in timed order (DiT first): the section checks the estimate on them
+
+    def to_dict(self) -> dict:
+        return {"setup": {**dataclasses.asdict(self.setup), "dit": self.static_model}, "vae": self.vae,
+                "paths": self.paths, "weights": self.weights, "timed_with": [p.name for p in self.timed]}
 
 
-def _calibrate(model, lam, sampler, ctx, log):
-    """Calibrated routers: one offset bisected so the FLOPs of the calls this sampler will time reach λ."""
-    from bench.loop_speed import picks, width_cost
-    from bench.speed import recalibrate
-    from dydit.fast import FastDyDiT
-    from dydit.sampling import sampler_timesteps
-    ts = sampler_timesteps(sampler["name"], sampler["steps"])
-    idx = picks(len(ts), CALLS, 0, width_cost(FastDyDiT(model, cache_bytes=0), ts))
-    reached = recalibrate(model, lam, [ts[i] for i in idx], ctx.seed)
-    log(f"  routers calibrated to λ={lam:g} on the {len(idx)} timed calls of {sampler['name']}-{len(ts)}: {reached:.3f}")
+@dataclass
+class LoopRecord:
+    """What the loop report section reads: every run of this suite, and the VAE they decoded with."""
+    runs: List[LoopRun] = field(default_factory=list)
+    decode: Optional[Callable] = None  # the VAE decode the runs timed (None: the mini's pixels)
+    decode_gmacs: float = 0.0
+    device: str = "cpu"
 
 
-def run_setup(spec: dict, ctx, log=print) -> dict:
-    """Times every path of the suite with this row's setup; {path: LoopTiming dict + ratio, ...}."""
-    from bench.loop_speed import LoopPath, time_loops
-    from bench.speed import shared_dit, timing_vae
-    from dydit.fast import FastDyDiT
-    key, sampler = setup_key(spec), spec["sampler"]
-    rows = [cell for cell, metric, measure in ctx.cache.get("suite_cells", [])
-            if measure == "loop" and setup_key(cell) == key]
-    names = [path_name(r) for r in rows]  # raises for a DyDiT row without its lambda
-    dydit_rows = {name: r for name, r in zip(names, rows) if is_dydit(r)}
-    if not dydit_rows:
-        raise Skip("no DyDiT row of this suite times this sampler: nothing to compare DiT with")
-    paths, weights = [], {}
-    first = None
-    calibrated = set()
-    for name, r in sorted(dydit_rows.items()):
-        model, weights[name], calibrate = _dydit(r, ctx, log)
-        if calibrate and id(model) not in calibrated:
-            options = r["options"]
-            _calibrate(model, options.get("flops_fraction", options["flops_target"]), sampler, ctx, log)
-            calibrated.add(id(model))
-        first = model if first is None else first
-        paths.append(LoopPath(name, FastDyDiT(model), r["sampler"]["deepcache_interval"]))
-    dit = shared_dit(first)
-    intervals = {r["sampler"]["deepcache_interval"] for r in rows if not is_dydit(r)}
-    paths = [LoopPath(DIT if n <= 1 else f"{DIT}, DeepCache {n}", dit, n) for n in sorted({0, *intervals})] + paths
-    vae_key = ("loop_vae", str(ctx.device))
-    if vae_key not in ctx.cache:  # the mini samples pixels: no VAE
-        pixels = is_mini(first_row_model(dydit_rows))
-        ctx.cache[vae_key] = (None, 0.0, "none: the mini samples pixels") if pixels else timing_vae(ctx.device)
-    decode, decode_gmacs, vae_note = ctx.cache[vae_key]
-    from bench.sample import precision
-    decode_times = ctx.cache.setdefault("loop_decode_s", {})  # per batch size: the same for every sampler
-    with precision(sampler["precision"]):
-        timings = time_loops(paths, sampler["name"], sampler["steps"], sampler["batch_size"], sampler["cfg_scale"],
-                             sampler["guided_channels"], CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
-                             log, decode_times.get(sampler["batch_size"]))
-    decode_times[sampler["batch_size"]] = next(iter(timings.values())).decode_s
-    base = timings[DIT]
-    ctx.cache.setdefault("loop_paths", {})[key] = paths  # the report section checks the estimate on them
-    ctx.cache["loop_last_setup"] = key  # calibrated routers are set for this setup now
-    out = {"setup": json.loads(key), "vae": vae_note, "paths": {}, "weights": {DIT: "the DyDiT's weights, DiT path"},
-           "timed_with": [p.name for p in paths]}
-    out["weights"].update(weights)
-    for name, t in timings.items():
-        ratio = t.s_per_image / base.s_per_image
-        flops = t.gmacs_per_image / base.gmacs_per_image
-        out["paths"][name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio}
-    return out
+class Loop(Measurement):
+    """Whole-loop s/image ratio and realized speed-up; one group per (setup, static model)."""
+    METRICS = tuple(RESULT_KEYS)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.record = LoopRecord(device=str(ctx.device))
+        self._models: Dict[tuple, RowModel] = {}  # (model, lambda) -> its model, loaded once per run
+        self._vae = None  # (decode, GMACs per image, note), built once per run
+        self._decode_s: Dict[int, float] = {}  # batch size -> decode seconds: the same for every sampler
+
+    def group_key(self, item: Item):
+        return timed_setup(item), registry.entry(item.model).static
+
+    def group_label(self, item: Item) -> str:
+        s = item.sampler
+        return f"whole {s.name}-{s.steps} loops against {registry.entry(item.model).static}, batch {s.batch_size}"
+
+    def measure_group(self, items: List[Item], ctx) -> dict:
+        for item in items:
+            self.check(item)
+            if item.metric == METRIC_REALIZED and not registry.entry(item.model).is_dynamic:
+                raise ValueError(f"row {item.row.name!r}: realized speed-up is measured for dynamic rows")
+        run = self._time(items, ctx)
+        self.record.runs.append(run)
+        self.provenance.setdefault("loop_speed", []).append(run.to_dict())
+        return {item.key: run.paths[path_name(item)][RESULT_KEYS[item.metric]] for item in items}
+
+    def _model(self, item: Item, ctx) -> RowModel:
+        """The row's dynamic model (trained routers, the mini's, or random ones to calibrate), once per run."""
+        if item.options.routers != "all":
+            raise Skip("the loop timing runs the learned routers: a routers ablation is measured by bench.mini")
+        key = (item.model, item.options.flops_target)
+        if key not in self._models:
+            loaded = row_model(item.row, ctx, OR_CALIBRATED)
+            if not loaded.calibrate and not registry.entry(item.model).is_mini:
+                loaded.weights += ": trained routers"
+            self._models[key] = loaded
+        return self._models[key]
+
+    def _time(self, items: List[Item], ctx) -> LoopRun:
+        """Times every path of the group interleaved; ratios against the static path without cache."""
+        from bench.timing.calibration import recalibrate
+        from bench.timing.loop import LoopPath, picks, time_loops, width_cost
+        from bench.timing.speed import timing_vae
+        from dydit.fast import FastDyDiT
+        from dydit.sampling import precision, sampler_timesteps
+        setup = timed_setup(items[0])
+        names = [path_name(item) for item in items]  # raises for a dynamic row without its lambda
+        dynamic = {name: item for name, item in zip(names, items) if registry.entry(item.model).is_dynamic}
+        if not dynamic:
+            raise Skip("no DyDiT row of this suite times this sampler: nothing to compare DiT with")
+        paths, weights, calibrated, first = [], {}, set(), None
+        for name, item in sorted(dynamic.items()):
+            loaded = self._model(item, ctx)
+            weights[name] = loaded.weights
+            if loaded.calibrate and id(loaded.model) not in calibrated:
+                ts = sampler_timesteps(setup.name, setup.steps)
+                idx = picks(len(ts), CALLS, 0, width_cost(FastDyDiT(loaded.model, cache_bytes=0), ts))
+                lam = item.options.calibration_fraction
+                reached = recalibrate(loaded.model, lam, [ts[i] for i in idx], ctx.seed)
+                print(f"  routers calibrated to λ={lam:g} on the {len(idx)} timed calls of "
+                      f"{setup.name}-{len(ts)}: {reached:.3f}")
+                calibrated.add(id(loaded.model))
+            first = loaded.model if first is None else first
+            paths.append(LoopPath(name, FastDyDiT(loaded.model), item.sampler.deepcache_interval))
+        dit = shared_dit(first)
+        intervals = {item.sampler.deepcache_interval for item in items if not registry.entry(item.model).is_dynamic}
+        paths = [LoopPath(DIT if n <= 1 else f"{DIT}, DeepCache {n}", dit, n) for n in sorted({0, *intervals})] + paths
+        if self._vae is None:  # the mini samples pixels: no VAE
+            pixels = registry.entry(next(iter(dynamic.values())).model).is_mini
+            self._vae = (None, 0.0, "none: the mini samples pixels") if pixels else timing_vae(ctx.device)
+        decode, decode_gmacs, vae_note = self._vae
+        self.record.decode, self.record.decode_gmacs = decode, decode_gmacs
+        with precision(setup.precision):
+            timings = time_loops(paths, setup, CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
+                                 decode_s=self._decode_s.get(setup.batch_size))
+        self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s
+        base = timings[DIT]
+        out = {}
+        for name, t in timings.items():
+            ratio = t.s_per_image / base.s_per_image
+            flops = t.gmacs_per_image / base.gmacs_per_image
+            out[name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio}
+        return LoopRun(setup, registry.entry(items[0].model).static, out,
+                       {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths)
 
 
-def first_row_model(rows: dict) -> str:
-    return next(iter(rows.values()))["model"]
-
-
-METRICS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
-
-
-def measure(row, metric, ctx):
-    if metric not in METRICS:
-        raise ValueError(f"bench.measure.loop measures {', '.join(map(repr, METRICS))}, not {metric!r}")
-    runs = ctx.cache.setdefault("loop_runs", {})
-    key = setup_key(row)
-    if key not in runs:
-        runs[key] = run_setup(row, ctx)
-        ctx.provenance.setdefault("loop_speed", []).append(runs[key])
-    name = path_name(row)
-    if name not in runs[key]["paths"]:
-        raise ValueError(f"path {name!r} was not timed (timed: {', '.join(runs[key]['paths'])})")
-    if metric == METRIC_REALIZED and not is_dydit(row):
-        raise ValueError(f"row {row['name']!r}: realized speed-up is measured for DyDiT rows")
-    return runs[key]["paths"][name][METRICS[metric]]
+MEASUREMENT = Loop

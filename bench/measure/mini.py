@@ -1,22 +1,41 @@
-"""The mini reproduction's cells: every number comes from one measured run of bench.mini (models trained
-here, cached), looked up by row and metric."""
+"""The mini reproduction's cells: every number comes from one measured run of the mini (bench.mini.run: models
+trained here, cached), looked up by row and metric. A group is one row's model under one sampler."""
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
                                METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL, METRIC_SPEEDUP,
                                METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
-
-METRICS = (METRIC_FLOPS_RATIO, METRIC_ACCURACY, METRIC_MINI_FID_VS_DIT, METRIC_ACCURACY_VS_DIT,
-           METRIC_WIDTH_LATE_VS_EARLY, METRIC_INK_VS_BACKGROUND, METRIC_SPEEDUP, METRIC_TRAINABLE_FRACTION,
-           METRIC_MINI_FID_VS_FULL)
+from bench.measure.base import Item, Measurement
 
 
-def measure(row, metric, ctx):
-    if metric not in METRICS:
-        raise ValueError(f"bench.measure.mini measures {', '.join(METRICS)}, not {metric!r}")
-    from bench import mini
-    if metric == METRIC_SPEEDUP:
-        return mini.speedup(row, ctx)
-    metrics = mini.measure_row(row, ctx)
-    if metric not in metrics:
-        raise ValueError(f"{metric!r} is not measured for this row (width and ink: DyDiT rows without DeepCache, "
-                         f"on a diffusion sampler; trainable fraction: fine-tuned rows; vs full: adapter rows)")
-    return metrics[metric]
+class Mini(Measurement):
+    """The mini's claims; its record is the bench.mini.run.MiniRun the report sections read."""
+    METRICS = (METRIC_FLOPS_RATIO, METRIC_ACCURACY, METRIC_MINI_FID_VS_DIT, METRIC_ACCURACY_VS_DIT,
+               METRIC_WIDTH_LATE_VS_EARLY, METRIC_INK_VS_BACKGROUND, METRIC_SPEEDUP, METRIC_TRAINABLE_FRACTION,
+               METRIC_MINI_FID_VS_FULL)
+
+    def group_key(self, item: Item):
+        return item.row.name, item.sampler
+
+    def group_label(self, item: Item) -> str:
+        return f"{item.row.name} ({item.model}) under {item.sampler.name}-{item.sampler.steps}"
+
+    def run(self):
+        """The run's MiniRun, started (classifier, reference features) on first use."""
+        if self.record is None:
+            from bench.mini.run import MiniRun
+            self.record = MiniRun.start(self.ctx)
+            self.provenance["mini"] = self.record.provenance
+        return self.record
+
+    def measure(self, item: Item, ctx) -> float:
+        run = self.run()
+        if item.metric == METRIC_SPEEDUP:
+            return run.speedup(item)
+        metrics = run.measure_row(item)
+        if item.metric not in metrics:
+            raise ValueError(f"{item.metric!r} is not measured for this row (width and ink: DyDiT rows without "
+                             f"DeepCache, on a diffusion sampler; trainable fraction: fine-tuned rows; vs full: "
+                             f"adapter rows)")
+        return metrics[item.metric]
+
+
+MEASUREMENT = Mini

@@ -6,8 +6,8 @@ DiT's sample_ddp.py; or "balanced"), seed, batch_size, reference (asset; default
 Samples go to <work_dir>/samples/<setup>/ (sharded, resumable: a killed run continues where it
 stopped; a folder filled beforehand by `torchrun ... -m bench sample --out <that folder>` with the
 same setup is used as is; README "Full Table 1 on a GPU runner"). The metrics of a sample set are
-computed once, kept in ctx.cache and in metrics.json beside the samples, so the five quality cells
-of a row sample and evaluate once. metrics.json is reused only for the same sampling spec, the same
+computed once per group (a row's cells with one sampler) and kept in metrics.json beside the samples, so
+the five quality cells of a row sample and evaluate once. metrics.json is reused only for the same sampling spec, the same
 samples.npz (sha256) and the same Inception weights, reference and torch-fidelity version.
 """
 import dataclasses
@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import assets
 from bench.assets import INCEPTION, INCEPTION_CLEANFID, VAE
 from bench.definitions import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
-from bench.measure.base import Skip
+from bench.measure.base import Item, Measurement, Skip
 from bench.metrics.evaluate import KEY_EVALUATION, evaluate_samples, evaluation_key
 from dydit.fileio import write_json_atomic
 
@@ -29,21 +29,17 @@ CPU_MAX_SAMPLES = 1000  # beyond this, sampling on a CPU takes days: such cells 
 METRICS_FILE = "metrics.json"
 
 
-def sample_spec(row, ckpt_path, vae_path):
-    """The SampleSpec of a row's quality cells: row["sampler"] is the suite's resolved SamplerConfig, as is."""
+def sample_spec(item: Item, ckpt_path, vae_path):
+    """The SampleSpec of a row's quality cells: the cell's resolved SamplerSpec, as is."""
     from bench.sample import SampleSpec
-    s = row["sampler"]
-    return SampleSpec(model=row["model"], num=s["num_samples"], sampler=s["name"], steps=s["steps"],
-                      cfg_scale=s["cfg_scale"], guided_channels=s["guided_channels"], labels=s["labels"],
-                      seed=s["seed"], batch_size=s["batch_size"], ckpt=str(ckpt_path), vae=str(vae_path),
-                      precision=s["precision"], deepcache_interval=s["deepcache_interval"])
+    return SampleSpec.of(item.model, item.sampler, ckpt=str(ckpt_path), vae=str(vae_path))
 
 
-def samples_dir(row, spec, ctx):
+def samples_dir(row_name: str, spec, ctx):
     """<work_dir>/samples/<row>-<sampler><steps>[-deepcache<N>]-cfg<scale>-g<guided>-<labels>-n<N>-seed<seed>."""
     # readable on purpose: a multi-GPU `torchrun ... bench sample --out` can fill it beforehand, and
     # run.json in it refuses any other setup (batch size, precision, checkpoint path included)
-    slug = re.sub(r"[^a-z0-9.]+", "-", row["name"].lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9.]+", "-", row_name.lower()).strip("-")
     guided = "all" if spec.guided_channels is None else spec.guided_channels
     base = Path(ctx.work_dir) if ctx.work_dir else Path("artifacts")
     cache = f"-deepcache{spec.deepcache_interval}" if spec.deepcache_interval > 1 else ""
@@ -60,23 +56,17 @@ def _require(names, root):
     return [s.path for s in statuses]
 
 
-def row_results(row, ctx):
-    """Samples (if needed) and evaluates a row once; the metric dict is cached per sampling setup."""
-    from dydit.sampling import SAMPLERS
-    sampler = row["sampler"]["name"]
-    if sampler not in SAMPLERS:
-        raise Skip(f"sampler {sampler!r} is not implemented here (implemented: {', '.join(SAMPLERS)})")
-    if not row.get("checkpoint"):
-        raise Skip(f"row {row['name']!r} names no checkpoint: quality needs trained weights")
-    reference = row["sampler"]["reference"]
-    ckpt, vae, inception, ref = _require([row["checkpoint"], VAE, INCEPTION, reference], ctx.assets_root)
-    spec = sample_spec(row, ckpt, vae)
+def row_results(item: Item, ctx):
+    """Samples (if needed) and evaluates a row under its cell's sampler: {metric key: value, ...}."""
+    if not item.row.checkpoint:
+        raise Skip(f"row {item.row.name!r} names no checkpoint: quality needs trained weights")
+    reference = item.cell.fid_reference
+    ckpt, vae, inception, ref = _require([item.row.checkpoint, VAE, INCEPTION, reference], ctx.assets_root)
+    spec = sample_spec(item, ckpt, vae)
     if not str(ctx.device).startswith("cuda") and spec.num > CPU_MAX_SAMPLES:
         raise Skip(f"needs a CUDA device: {spec.num} samples x {spec.steps} {spec.sampler} steps of "
                    f"{spec.model} are days of CPU time")
-    out = samples_dir(row, spec, ctx)
-    if out in ctx.cache:
-        return ctx.cache[out]
+    out = samples_dir(item.row.name, spec, ctx)
     from bench import sample
     metrics_file = out / METRICS_FILE
     key = evaluation_key(ref, inception, cache_dir=out.parent)
@@ -94,7 +84,6 @@ def row_results(row, ctx):
         results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "reference": reference,
                               "spec": dataclasses.asdict(spec)}
         write_json_atomic(results, metrics_file)
-    ctx.cache[out] = results
     return results
 
 
@@ -118,10 +107,25 @@ def reusable_metrics(metrics_file, spec, key):
     return results
 
 
-def measure(row, metric, ctx):
-    if metric not in RESULT_KEYS:
-        raise ValueError(f"bench.measure.quality measures {', '.join(RESULT_KEYS)}, not {metric!r}")
-    if ctx.profile != "full":
-        raise Skip("quality cells run in the full profile (50,000 samples on a GPU); the smoke profile runs "
-                   "the pipeline check instead")
-    return float(row_results(row, ctx)[RESULT_KEYS[metric]])
+class Quality(Measurement):
+    """FID, sFID, IS, precision, recall: a row's cells with one sampler are one sampling run, evaluated once."""
+    METRICS = tuple(RESULT_KEYS)
+
+    def group_key(self, item: Item):
+        return item.row.name, item.sampler, item.cell.fid_reference
+
+    def group_label(self, item: Item) -> str:
+        s = item.sampler
+        return f"{item.row.name} quality, {s.num_samples} samples {s.name}-{s.steps} cfg {s.cfg_scale:g}"
+
+    def measure_group(self, items, ctx):
+        for item in items:
+            self.check(item)
+        if ctx.profile != "full":
+            raise Skip("quality cells run in the full profile (50,000 samples on a GPU); the smoke profile runs "
+                       "the pipeline check instead")
+        results = row_results(items[0], ctx)
+        return {item.key: float(results[RESULT_KEYS[item.metric]]) for item in items}
+
+
+MEASUREMENT = Quality

@@ -49,7 +49,7 @@ def evaluate_samples(samples_path, reference_path, inception_path, device="cpu",
 
     Returns {fid, sfid, is, is_std, precision, recall, kid, kid_std, [fid_cleanfid], backends, evaluation}.
     """
-    from bench.sample import precision
+    from dydit.sampling import precision
     reference = load_reference(reference_path)
     images = load_images(samples_path)
     key = evaluation_key(reference_path, inception_path, cache_dir)

@@ -5,6 +5,7 @@ trains it (MiniConfig.key); a finished artifact has `done.json`. A later run wit
 (seconds); `retrain=True` rebuilds it, and `retrain=<a time>` rebuilds it unless it was built after that time
 (one `reproduce-all -- --retrain` rebuilds a model several suites share once). Training goes through dydit.train, the code path of a full-size run.
 """
+import dataclasses
 import json
 import shutil
 import time
@@ -18,8 +19,11 @@ from bench.mini.config import MiniConfig
 from bench.mini.evaluate import to_uint8
 from dydit.fileio import write_json_atomic
 from dydit.lora import trainable_parameters
-from dydit.models import create_model
-from dydit.train import TrainConfig, load_trained, train
+from dydit import registry
+from dydit.checkpoints import load_trained
+from dydit.registry import create_model
+from dydit.train import train
+from dydit.train_config import TrainConfig
 
 DONE = "done.json"
 
@@ -63,7 +67,7 @@ def classifier(config: MiniConfig, cache, retrain=False):
 
 def size_name(model: str) -> str:
     """"DyDiT-Mini-32/2" -> "mini-32": an artifact folder's model part."""
-    return model.split("/")[0].split("-", 1)[1].lower()
+    return registry.entry(model).size.lower()
 
 
 def _load(folder, info):
@@ -119,3 +123,53 @@ def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", a
     name = "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra])
     folder, info = _artifact(cache, name, config.key(*parts), retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
+
+
+#################################################################################
+#                            A suite row's model                                #
+#################################################################################
+
+# options.routers of a dynamic row: the paper's ablation (TDW only, SDT only, random routers at the same FLOPs);
+# options.adapter: DyDiT++'s parameter-efficient fine-tuning (static LoRA, TD-LoRA; "none": full)
+ROUTERS = {"all": "", "width": "TDW only", "token": "SDT only", "random": "random routers"}
+ADAPTERS = {"none": "", "lora": "LoRA", "td-lora": "TD-LoRA"}
+
+
+def config_for(config: MiniConfig, model: str) -> MiniConfig:
+    """The recipe of a row's model: the run's, with its family's static and dynamic model of that size
+    (DiT-Mini-32/2 and DyDiT-Mini-32/2, SiT-Mini/2 and DySiT-Mini/2; DiT-Mini/2 gives the run's config)."""
+    entry = registry.entry(model)
+    return dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic)
+
+
+def model_label(model: str, options) -> str:
+    """The name a row's model is built and measured under: 'DiT-Mini-32', or 'DyDiT-Mini λ=0.5 · TDW only'."""
+    entry = registry.entry(model)
+    if not entry.is_dynamic:
+        return entry.label
+    trained = "all" if options.routers == "random" else options.routers
+    return " · ".join(filter(None, [f"Dy{entry.label} λ={options.flops_target}", ROUTERS[trained],
+                                    ADAPTERS[options.adapter]]))
+
+
+def build_row_model(config: MiniConfig, cache, retrain, model: str, options):
+    """(model, build info) of a mini row: its size's static model, or the dynamic one fine-tuned to its
+    options.flops_target (options.routers "width" / "token": trained with only those routers; "random" is the
+    "all" model, whose routing bench.mini.evaluate replaces by random choices of the same sizes)."""
+    config = config_for(config, model)
+    if not registry.entry(model).is_dynamic:
+        return dit(config, cache, retrain)
+    if options.flops_target is None:
+        raise ValueError(f"{model}: a dynamic mini row needs options.flops_target (its lambda)")
+    trained = "all" if options.routers == "random" else options.routers
+    return dydit(config, options.flops_target, cache, retrain, routers=trained, adapter=options.adapter)
+
+
+def cache_dir(ctx) -> Path:
+    """Where the mini's trained models are kept: <work dir>/mini-models."""
+    return ctx.scratch / "mini-models"
+
+
+def row_model(ctx, model: str, options):
+    """(model, build info) of a mini row in a suite run (ctx: its recipe, work dir and --retrain)."""
+    return build_row_model(ctx.mini_config or MiniConfig(), cache_dir(ctx), ctx.retrain, model, options)

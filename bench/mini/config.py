@@ -15,10 +15,13 @@ from pathlib import Path
 
 import bench
 import dydit
+from dydit import registry
 
-# source files whose change invalidates the cached models (they decide what training produces)
-CODE = [Path(dydit.__file__).parent / name for name in ("models.py", "diffusion.py", "flow.py", "lora.py", "train.py",
-                                                        "train_step.py")] + \
+# source files whose change invalidates the cached models (they decide what training produces, or how a trained
+# model is loaded)
+CODE = [Path(dydit.__file__).parent / name for name in ("registry.py", "models.py", "diffusion.py", "flow.py",
+                                                        "lora.py", "train_config.py", "train.py", "train_step.py",
+                                                        "checkpoints.py")] + \
        [Path(bench.__file__).parent / name for name in ("data.py", "mini/config.py", "mini/build.py",
                                                           "metrics/digits.py")]
 
@@ -55,7 +58,7 @@ class MiniConfig:
     @property
     def objective(self) -> str:
         """The training objective of this recipe's models: flow matching for SiT / DySiT, else diffusion."""
-        return "flow" if self.model.startswith("SiT-") else "diffusion"
+        return registry.entry(self.model).objective
 
     @property
     def finetune_steps(self) -> int:

@@ -6,7 +6,7 @@ call computed: per block the heads and channel groups on (they depend on t only)
 MLP ran. From those records come the run's dynamic FLOPs (dydit.flops, routers counted), the per-step
 widths of the paper's Fig. 5 and the per-patch MLP FLOPs of Fig. 6.
 """
-from dataclasses import dataclass
+
 
 import numpy as np
 import torch
@@ -17,21 +17,10 @@ from dydit.deepcache import DeepCache, cached_step_macs
 from dydit.fast import FastDyDiT
 from dydit.flops import Arch, dit_macs, dynamic_macs, mlp_macs
 from dydit.models import BlockMasks, DyDiT
+from dydit.sampling import SamplerSpec
 
 EARLY, LATE = 250, 750  # claim 3 compares the mean width over t >= LATE with t < EARLY (the paper's Fig. 5)
 INK = 0.0  # a patch holds ink when its mean pixel in [-1, 1] is above mid-grey (MNIST ink is white)
-
-
-@dataclass
-class Sampling:
-    """How the mini samples: the project's diffusers sampler with classifier-free guidance, in pixels."""
-    sampler: str = "ddim"
-    steps: int = 50
-    cfg_scale: float = 3.0
-    num_samples: int = 1000  # balanced: 100 per class
-    batch_size: int = 500
-    seed: int = 0
-    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps
 
 
 def shuffled(mask, generator, fixed=0):
@@ -95,7 +84,7 @@ def to_uint8(x):
 
 
 @torch.no_grad()
-def sample_digits(model, s: Sampling, recorder=None):
+def sample_digits(model, s: SamplerSpec, recorder=None):
     """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
     model_fn = recorder or Recorder(model, s.deepcache_interval)
     num_classes = model.y_embedder.embedding_table.num_embeddings - 1
@@ -106,7 +95,7 @@ def sample_digits(model, s: Sampling, recorder=None):
         model_fn.offset = start
         noise, generators = sampling.noise_for(idx, s.seed, shape)
         y = sampling.labels_for(idx, s.seed, "balanced", num_classes)
-        x = sampling.sample_latents(model_fn, s.sampler, noise, y, s.steps, generators, s.cfg_scale,
+        x = sampling.sample_latents(model_fn, s.name, noise, y, s.steps, generators, s.cfg_scale,
                                     guided_channels=None, null_class=num_classes)
         images.append(to_uint8(x))
         labels.append(y.numpy())

@@ -17,15 +17,15 @@ cells = {{ params = 1, fid = 9.9 }}
 
 [[sections]]
 title = "Pipeline check"
-measure = "fake_checks.pipeline"
+module = "fake_checks.pipeline"
 profiles = ["smoke"]
 '''
 
 
 def table1_result(tmp_path, monkeypatch, out_name="reports"):
     """Runs suites/table1.toml (+ EXTRA) in smoke with fake params/FLOPs; writes the JSON; returns (result, out)."""
-    install_fake(monkeypatch, lambda row, metric, ctx: PARAMS[row["model"]], name="params", metrics=())
-    install_fake(monkeypatch, lambda row, metric, ctx: GFLOPS[row["model"]], name="flops", metrics=())
+    install_fake(monkeypatch, lambda item, ctx: PARAMS[item.model], name="params", metrics=())
+    install_fake(monkeypatch, lambda item, ctx: GFLOPS[item.model], name="flops", metrics=())
     install_section(monkeypatch, "fake_checks.pipeline", lambda ctx: {
         "title": "Pipeline check", "note": "a 2-image <b>run</b>",
         "rows": [{"name": "images", "value": 2, "unit": "", "ok": True, "expected": "2"}]})

@@ -20,8 +20,6 @@ title = "Mini"
 key = "params"
 label = "Params (M)"
 metric = "params"
-unit = "M"
-measure = "params"
 profiles = ["smoke", "full"]
 tolerance = { window = [-0.5, 1.0], why = "printed as whole millions" }
 
@@ -29,8 +27,6 @@ tolerance = { window = [-0.5, 1.0], why = "printed as whole millions" }
 key = "fid"
 label = "FID"
 metric = "fid"
-unit = ""
-measure = "quality"
 profiles = ["full"]
 device = "cuda"
 assets = ["checkpoint", "vae-ft-ema"]
@@ -58,8 +54,6 @@ title = "Fake suite"
 key = "a"
 label = "A (u)"
 metric = "fake"
-unit = "u"
-measure = "fake"
 profiles = ["smoke", "full"]
 tolerance = { rel = 0.01, why = "1 % band for the test" }
 
@@ -67,8 +61,6 @@ tolerance = { rel = 0.01, why = "1 % band for the test" }
 key = "t"
 label = "T (s)"
 metric = "fake_s"
-unit = "s"
-measure = "fake"
 profiles = ["smoke", "full"]
 tolerance = { abs = 0.5, why = "timing band for the test" }
 
@@ -96,10 +88,12 @@ cells = { a = 9.0 }
 
 def install_fake(monkeypatch, measure, name="fake",
                  metrics=(("fake", "u", "static", "exact"), ("fake_s", "s", "timing", "lower"))):
-    """Registers a fake measurement module `name` whose measure() is `measure`, and its metrics
-    (name, unit, kind, direction)."""
+    """Registers a fake measurement module `name` whose cells are measured one by one by
+    `measure(item, ctx)`, and its metrics (name, unit, kind, direction)."""
+    from bench.measure.base import Measurement
     module = types.ModuleType(f"fake_measure_{name}")
-    module.measure = measure
+    module.MEASUREMENT = type("Fake", (Measurement,), {"check": lambda self, item: None,  # any metric
+                                                       "measure": lambda self, item, ctx: measure(item, ctx)})
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(definitions.MEASUREMENTS, name, module.__name__)
     for metric, unit, kind, direction in metrics:
@@ -108,8 +102,8 @@ def install_fake(monkeypatch, measure, name="fake",
 
 
 def install_section(monkeypatch, module_name, run):
-    """Registers a fake section module (run(ctx) -> {title, note, rows}) under its own name in
-    bench.definitions.SECTIONS, so a suite's `[[sections]] measure = "<module_name>"` validates."""
+    """Registers a fake section module (run(suite_run) -> {title, note, rows}) under its own name in
+    bench.definitions.SECTIONS, so a suite's `[[sections]] module = "<module_name>"` validates."""
     module = types.ModuleType(module_name)
     module.run = run
     monkeypatch.setitem(sys.modules, module_name, module)
@@ -139,3 +133,15 @@ def cli(*argv):
         importlib.import_module(name).register(sub)
     args = parser.parse_args([str(a) for a in argv])
     return args.func(args) or 0
+
+
+def item(model="DiT-S/8", metric="params", checkpoint=None, name="r", sampler=None, options=None, column=None):
+    """One cell to hand a measurement directly (bench.measure.base.Item), its paper value 0."""
+    from bench.definitions import METRICS
+    from bench.measure.base import Item
+    from bench.suite import Cell, Options, Row
+    from dydit.sampling import SamplerSpec
+    spec = METRICS[metric]
+    cell = Cell(name, column or metric, metric, spec.unit, spec.measure, 0.0, None, ("smoke",), (), None,
+                sampler=sampler or SamplerSpec())
+    return Item(Row(name, model, checkpoint=checkpoint, options=options or Options()), cell)

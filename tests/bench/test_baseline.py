@@ -15,7 +15,7 @@ from tests.bench.test_compare import VALUES, cell
 
 @pytest.fixture
 def run_result(tmp_path, monkeypatch):
-    install_fake(monkeypatch, lambda row, metric, ctx: VALUES[row["name"]] if metric == "fake" else 2.0)
+    install_fake(monkeypatch, lambda item, ctx: VALUES[item.row.name] if item.metric == "fake" else 2.0)
     return run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
 
 

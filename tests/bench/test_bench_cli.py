@@ -20,8 +20,6 @@ steps = 250
 key = "params"
 label = "Params (M)"
 metric = "params"
-unit = "M"
-measure = "params"
 profiles = ["smoke", "full"]
 tolerance = { abs = 0.01, why = "exact count, printed to two decimals" }
 
@@ -29,8 +27,6 @@ tolerance = { abs = 0.01, why = "exact count, printed to two decimals" }
 key = "flops"
 label = "FLOPs (G)"
 metric = "gflops"
-unit = "G"
-measure = "flops"
 profiles = ["smoke", "full"]
 tolerance = { window = [-0.5, 1.0], why = "printed as whole GFLOPs" }
 
@@ -38,8 +34,6 @@ tolerance = { window = [-0.5, 1.0], why = "printed as whole GFLOPs" }
 key = "fid"
 label = "FID"
 metric = "fid"
-unit = ""
-measure = "quality"
 profiles = ["full"]
 device = "cuda"
 assets = ["checkpoint", "vae-ft-ema", "inception-fidelity", "adm-ref-imagenet256"]

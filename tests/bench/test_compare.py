@@ -16,7 +16,7 @@ VALUES = {"one": 1.0, "two": 2.0, "three": 3.0}
 
 @pytest.fixture
 def baseline(tmp_path, monkeypatch):
-    install_fake(monkeypatch, lambda row, metric, ctx: VALUES[row["name"]] if metric == "fake" else 2.0)
+    install_fake(monkeypatch, lambda item, ctx: VALUES[item.row.name] if item.metric == "fake" else 2.0)
     return run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
 
 
@@ -87,8 +87,6 @@ title = "One cell per direction"
 key = "fid"
 label = "FID"
 metric = "fid"
-unit = ""
-measure = "quality"
 profiles = ["smoke", "full"]
 tolerance = { abs = 0.10, why = "seed noise" }
 
@@ -96,8 +94,6 @@ tolerance = { abs = 0.10, why = "seed noise" }
 key = "is"
 label = "IS"
 metric = "is"
-unit = ""
-measure = "quality"
 profiles = ["smoke", "full"]
 tolerance = { rel = 0.02, why = "seed noise" }
 
@@ -105,8 +101,6 @@ tolerance = { rel = 0.02, why = "seed noise" }
 key = "params"
 label = "Params (M)"
 metric = "params"
-unit = "M"
-measure = "params"
 profiles = ["smoke", "full"]
 tolerance = { window = [-0.5, 1.0], why = "whole millions" }
 
@@ -114,8 +108,6 @@ tolerance = { window = [-0.5, 1.0], why = "whole millions" }
 key = "speed"
 label = "s/image"
 metric = "s_per_image"
-unit = "s/image"
-measure = "latency"
 profiles = ["smoke", "full"]
 tolerance = { rel = 0.05, why = "timing noise" }
 
@@ -130,7 +122,7 @@ MEASURED = {"fid": 2.27, "is": 277.0, "params": 675.13, "s_per_image": 0.50}
 @pytest.fixture
 def directed(tmp_path, monkeypatch):
     for name in ("quality", "params", "latency"):
-        install_fake(monkeypatch, lambda row, metric, ctx: MEASURED[metric], name=name, metrics=())
+        install_fake(monkeypatch, lambda item, ctx: MEASURED[item.metric], name=name, metrics=())
     result = run_suite(load_suite(write(tmp_path, DIRECTED)), "smoke", machine(tmp_path), Context())
     assert {c["column"]: c["status"] for c in result["cells"]} == dict.fromkeys(("fid", "is", "params", "speed"),
                                                                                  "pass")

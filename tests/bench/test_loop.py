@@ -5,12 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bench import timing
-from bench.loop_speed import LoopPath, check_estimate, picks, step_counts, time_loops
+from bench.timing import calls as timing
+from bench.timing.loop import LoopPath, check_estimate, picks, step_counts, time_loops
 from bench.measure.base import Context
+from dydit.sampling import SamplerSpec
 from bench.results import ERROR, PASS, SKIPPED
 from bench.runner import AUTO, run_suite
-from bench.speed import calibrated_dydit, schedule, shared_dit
+from bench.models import shared_dit
+from bench.timing.calibration import calibrated_dydit, schedule
 from bench.suite import load_suite
 from dydit.deepcache import cached_step_macs
 from dydit.fast import FastDyDiT
@@ -36,7 +38,7 @@ class WorkClock(TorchFunctionMode):
 
 @pytest.fixture
 def work_clock(monkeypatch):
-    """Every timing of bench.timing reads the work clock instead of the wall clock."""
+    """Every timing of bench.timing.calls reads the work clock instead of the wall clock."""
     def time_once(fn, device="cpu"):
         start = WorkClock.now
         fn()
@@ -62,8 +64,8 @@ def test_picks_and_step_counts():
 def test_estimate_adds_up_its_parts(dydit):
     paths = [LoopPath("DiT", shared_dit(dydit)), LoopPath("fast", FastDyDiT(dydit)),
              LoopPath("fast+cache", FastDyDiT(dydit), deepcache=3)]
-    out = time_loops(paths, "ddim", 12, batch=2, calls=3, repeats=1, decode=lambda z: z * 2,
-                     decode_gmacs_per_image=1.5, log=lambda *a: None)
+    out = time_loops(paths, SamplerSpec(name="ddim", steps=12, batch_size=2), calls=3, repeats=1,
+                     decode=lambda z: z * 2, decode_gmacs_per_image=1.5, log=lambda *a: None)
     for t in out.values():
         total = t.full_steps * t.full_call_s + t.cached_steps * t.cached_call_s + t.loop_s + t.decode_s
         assert t.s_per_image == pytest.approx(total / 2)
@@ -79,9 +81,10 @@ def test_estimate_adds_up_its_parts(dydit):
 def test_estimate_matches_whole_runs_on_a_work_clock(work_clock, dydit, sampler, steps, interval):
     """The method for long schedules (K calls on the schedule's own timesteps x steps + the loop's own work)
     against whole runs of every step, with time = the work done: exact for DiT, within 10 % for a DyDiT
-    whose width changes with t (the suites' wall-clock check allows 15 %: bench/loop_section.py)."""
+    whose width changes with t (the suites' wall-clock check allows 15 %: bench/sections/loop.py)."""
     paths = [LoopPath("DiT", shared_dit(dydit), interval), LoopPath("fast", FastDyDiT(dydit), interval)]
-    estimates = time_loops(paths, sampler, steps, batch=1, calls=5, repeats=1, log=lambda *a: None)
+    estimates = time_loops(paths, SamplerSpec(name=sampler, steps=steps, batch_size=1), calls=5, repeats=1,
+                           log=lambda *a: None)
     checked = check_estimate(paths, estimates, repeats=1)
     assert checked["DiT"]["rel_error"] == pytest.approx(0.0, abs=1e-9)
     assert abs(checked["fast"]["rel_error"]) <= 0.10, checked["fast"]  # the method's own error, no timing noise
@@ -100,8 +103,6 @@ cfg_scale = 1.5
 key = "ratio"
 label = "s/image ÷ DiT's"
 metric = "s_per_image_ratio"
-unit = ""
-measure = "loop"
 profiles = ["smoke", "full"]
 sampler = { name = "dpm-solver++", steps = 10, batch_size = 1 }
 tolerance = { window = [-1.0, 0.005], why = "at or below" }
@@ -127,15 +128,15 @@ cells = { ratio = 0.5 }
 
 [[sections]]
 title = "Whole sampling loops"
-measure = "loop-report"
+module = "loop"
 profiles = ["smoke", "full"]
 """
 
 
-def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_path):
+def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_path, monkeypatch):
     suite = load_suite(write(tmp_path, SUITE, "loop.toml"))
     ctx = Context(work_dir=tmp_path / "work")
-    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")  # the SD VAE's decode takes seconds
+    monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))  # the SD VAE's decode takes seconds
     result = run_suite(suite, AUTO, machine(tmp_path), ctx)
     cells = {c["row"]: c for c in result["cells"]}
     assert all(c["status"] not in (ERROR, SKIPPED) for c in cells.values()), cells
@@ -151,17 +152,35 @@ def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_
     assert "realized" in names and "s/image ÷ DiT without cache" in names
 
 
-def test_a_dydit_row_without_lambda_is_an_error_and_no_dydit_is_a_skip(tmp_path):
+def test_a_dydit_row_without_lambda_is_an_error_and_no_dydit_is_a_skip(tmp_path, monkeypatch):
     text = SUITE.replace('options = { flops_target = 0.5 }\ncells = { ratio = 0.9 }', 'cells = { ratio = 0.9 }')
     suite = load_suite(write(tmp_path, text, "loop.toml"))
     ctx = Context(work_dir=tmp_path / "work")
-    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")
+    monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))
     result = run_suite(suite, AUTO, machine(tmp_path), ctx)
     assert {c["status"] for c in result["cells"]} == {ERROR}  # one setup: its run fails for every cell
     assert "flops_target" in result["cells"][0]["reason"]
     only_dit = SUITE.split("[[rows]]\nname = \"DyDiT")[0]
     result = run_suite(load_suite(write(tmp_path, only_dit + '\n', "dit.toml")), AUTO, machine(tmp_path), ctx)
     assert result["cells"][0]["status"] == SKIPPED and "no DyDiT row" in result["cells"][0]["reason"]
+
+
+def test_a_dysit_row_is_timed_through_the_dynamic_path_against_its_own_sit(tmp_path, monkeypatch):
+    """The loop measurement asks the registry what a row is: a DySiT row is dynamic (its routers calibrated,
+    its calls skipping compute) and is compared with SiT, its static counterpart."""
+    monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))
+    head = SUITE.split("[[rows]]")[0]
+    text = head + '[[rows]]\nname = "DySiT-S/8 λ=0.5"\nmodel = "DySiT-S/8"\noptions = { flops_target = 0.5 }\n' \
+                  'cells = { ratio = 0.9 }\n'
+    suite = load_suite(write(tmp_path, text, "dysit.toml"))
+    result = run_suite(suite, AUTO, machine(tmp_path), Context(work_dir=tmp_path / "work"))
+    (cell,) = result["cells"]
+    assert cell["status"] not in (ERROR, SKIPPED), cell
+    (run_,) = result["provenance"]["measurements"]["loop_speed"]
+    assert run_["setup"]["dit"] == "SiT-S/8" and set(run_["paths"]) == {"DiT", "DySiT-S/8 λ=0.5"}
+    dynamic = run_["paths"]["DySiT-S/8 λ=0.5"]
+    assert 0.3 < dynamic["flops_ratio"] < 0.8  # calibrated routers: its calls skip compute
+    assert "routers calibrated" in run_["weights"]["DySiT-S/8 λ=0.5"]
 
 
 def test_speed_cli_loop_mode_reports_consistent_ratios(tmp_path):

@@ -9,7 +9,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from bench.metrics import cleanfid, fidelity, sfid
 from bench.metrics.reference import BatchError, check_images_header, load_images, load_reference
-from bench.pipeline_check import write_random_inception
+from bench.sections.pipeline_check import write_random_inception
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")  # clean-fid
 

@@ -1,5 +1,6 @@
 """The suite measurements of this pipeline: quality (sample once, evaluate once, five metrics) and s/image,
 and their Skip reasons. Assets are small local stand-ins listed in a test manifest."""
+import dataclasses
 import json
 
 import numpy as np
@@ -10,15 +11,30 @@ from bench import assets, sample
 from bench.measure import latency, quality
 from bench.measure.base import Context, Skip
 from bench.metrics import fidelity
-from bench.pipeline_check import write_random_inception
-from bench.suite import SamplerConfig
-from dydit.models import create_model, randomize_
+from bench.sections.pipeline_check import write_random_inception
+from dydit.sampling import SamplerSpec
+from tests.bench.runner_helpers import item
+from dydit.models import randomize_
+from dydit.registry import create_model
 from dydit.sampling import random_vae
 
-# the row a measurement receives (bench.suite.Row.spec): its sampler fully resolved, as a suite gives it
-ROW = {"name": "Tiny DiT", "model": "DiT-S/8", "checkpoint": "tiny-ckpt", "column": "fid",
-       "sampler": SamplerConfig(name="ddim", steps=3, cfg_scale=1.5, num_samples=6, batch_size=3,
-                                reference="tiny-ref").to_dict()}
+# the cell a measurement receives: its sampler fully resolved, as a suite gives it
+SAMPLER = SamplerSpec(name="ddim", steps=3, cfg_scale=1.5, num_samples=6, batch_size=3)
+
+
+def cell(metric="fid", **sampler):
+    """The Tiny DiT row's cell of `metric`, its sampler changed by `sampler`."""
+    it = item("DiT-S/8", metric, "tiny-ckpt", name="Tiny DiT", sampler=dataclasses.replace(SAMPLER, **sampler),
+              column="fid")
+    return dataclasses.replace(it, cell=dataclasses.replace(it.cell, fid_reference="tiny-ref"))
+
+
+def measure(module, it, ctx):
+    """One cell measured as the runner would (a group of one); an exception outcome is raised."""
+    out = module.MEASUREMENT(ctx).measure_group([it], ctx)[it.key]
+    if isinstance(out, Exception):
+        raise out
+    return out
 MANIFEST = """
 [assets.tiny-ckpt]
 files = [{ path = "ckpt.pt" }]
@@ -64,10 +80,13 @@ def test_five_quality_cells_sample_and_evaluate_once(root, tmp_path, monkeypatch
     real_run = sample.run
     monkeypatch.setattr(sample, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k, progress=False))
     ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path / "work")
-    values = {m: quality.measure(ROW, m, ctx) for m in ("fid", "sfid", "is", "precision", "recall")}
+    items = [dataclasses.replace(cell(m), cell=dataclasses.replace(cell(m).cell, column=m))
+             for m in ("fid", "sfid", "is", "precision", "recall")]
+    out = quality.MEASUREMENT(ctx).measure_group(items, ctx)  # one group: sampled and evaluated once
+    values = {it.metric: out[it.key] for it in items}
     assert len(runs) == 1 and all(np.isfinite(v) for v in values.values())
     assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1 and values["is"] >= 1
-    out = quality.samples_dir(ROW, runs[0][0], ctx)
+    out = quality.samples_dir("Tiny DiT", runs[0][0], ctx)
     saved = json.loads((out / quality.METRICS_FILE).read_text())
     assert saved["fid"] == values["fid"] and "torch-fidelity" in saved["backends"]["fid"]
     for key in ("fid", "sfid"):  # FID and sFID against the batch's own statistics, as ADM's evaluator
@@ -75,7 +94,7 @@ def test_five_quality_cells_sample_and_evaluate_once(root, tmp_path, monkeypatch
     assert saved["samples"]["spec"]["num"] == 6 and saved["samples"]["spec"]["labels"] == "uniform"
     # a new run (fresh cache) reads the saved metrics instead of sampling again
     again = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path / "work")
-    assert quality.measure(ROW, "sfid", again) == values["sfid"] and len(runs) == 1
+    assert measure(quality, cell("sfid"), again) == values["sfid"] and len(runs) == 1
 
 
 def test_saved_metrics_are_reused_only_for_the_same_samples_inception_and_spec(root, tmp_path, monkeypatch):
@@ -83,13 +102,13 @@ def test_saved_metrics_are_reused_only_for_the_same_samples_inception_and_spec(r
     real = quality.evaluate_samples
     monkeypatch.setattr(quality, "evaluate_samples", lambda *a, **k: evaluations.append(a) or real(*a, **k))
     monkeypatch.setattr(sample, "run", lambda *a, _run=sample.run, **k: _run(*a, **k, progress=False))
-    measure = lambda: quality.measure(ROW, "fid", Context(profile="full", device="cpu", assets_root=root,
-                                                          work_dir=tmp_path / "work"))
-    first = measure()
-    assert measure() == first and len(evaluations) == 1  # same everything: metrics.json reused
+    fid = lambda: measure(quality, cell(), Context(profile="full", device="cpu", assets_root=root,  # noqa: E731
+                                                   work_dir=tmp_path / "work"))
+    first = fid()
+    assert fid() == first and len(evaluations) == 1  # same everything: metrics.json reused
     # another Inception file (new weights, same name): recomputed, reference features not reused
     write_random_inception(root / "inception.pth", seed=1)
-    second = measure()
+    second = fid()
     assert len(evaluations) == 2 and second != first
     features = sorted((tmp_path / "work" / "samples").glob("reference-features-*.pt"))
     assert len(features) == 2  # one cache entry per Inception file
@@ -98,13 +117,13 @@ def test_saved_metrics_are_reused_only_for_the_same_samples_inception_and_spec(r
     saved = json.loads(metrics_file.read_text())
     saved["samples"]["spec"]["batch_size"] = 99
     metrics_file.write_text(json.dumps(saved))
-    assert measure() == second and len(evaluations) == 3
+    assert fid() == second and len(evaluations) == 3
     # samples.npz replaced (run.json records another sha256): recomputed
     run_json = metrics_file.parent / sample.CONFIG_FILE
     config = json.loads(run_json.read_text())
     config["result"]["sha256"] = "0" * 64
     run_json.write_text(json.dumps(config))
-    measure()
+    fid()
     assert len(evaluations) == 4
     write_random_inception(root / "inception.pth")  # the module's assets as they were
 
@@ -127,28 +146,26 @@ def test_evaluate_command_prints_every_metric_as_json(root, tmp_path, capsys):
 def test_quality_skips_say_what_is_missing(root, tmp_path):
     ctx = Context(profile="full", device="cpu", assets_root=root, work_dir=tmp_path)
     with pytest.raises(Skip, match="full profile"):
-        quality.measure(ROW, "fid", Context(profile="smoke", assets_root=root))
+        measure(quality, cell(), Context(profile="smoke", assets_root=root))
     (root / "inception.pth").unlink()
     with pytest.raises(Skip, match="inception-fidelity.*is missing: put it at .*inception.pth"):
-        quality.measure(ROW, "fid", ctx)
+        measure(quality, cell(), ctx)
     write_random_inception(root / "inception.pth")
-    big = {**ROW, "sampler": {**ROW["sampler"], "num_samples": 50000}}
     with pytest.raises(Skip, match="needs a CUDA device"):
-        quality.measure(big, "fid", ctx)
-    with pytest.raises(Skip, match="sampler 'sit-sde' is not implemented"):
-        quality.measure({**ROW, "sampler": {"name": "sit-sde"}}, "fid", ctx)
+        measure(quality, cell(num_samples=50000), ctx)
+    with pytest.raises(ValueError, match="unknown sampler 'sit-sde'"):  # checked where a sampler spec is made
+        SamplerSpec(name="sit-sde")
 
 
 def test_latency_needs_cuda_and_names_its_metric():
     with pytest.raises(Skip, match="needs a CUDA device"):
-        latency.measure(ROW, "s_per_image", Context(device="cpu"))
+        measure(latency, cell("s_per_image"), Context(device="cpu"))
     with pytest.raises(ValueError, match="s_per_image"):
-        latency.measure(ROW, "fid", Context(device="cpu"))
+        measure(latency, cell("fid"), Context(device="cpu"))
 
 
 def test_latency_times_a_sampling_run(root, monkeypatch):
     """The timing itself, on CPU (measure() refuses CPU for the suite; the function does not care)."""
-    out = latency.seconds_per_image({**ROW, "sampler": {**ROW["sampler"], "steps": 2, "batch_size": 2}},
-                                    Context(device="cpu", assets_root=root))
+    out = latency.seconds_per_image(cell("s_per_image", steps=2, batch_size=2), Context(device="cpu", assets_root=root))
     assert out["s_per_image"] > 0 and out["vae_s_per_image"] > 0 and len(out["seconds"]) == latency.REPEATS
     assert out["batch_size"] == 2 and out["cfg_batched"] and out["precision"] == "tf32"

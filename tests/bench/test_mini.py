@@ -9,6 +9,7 @@ from bench.measure.base import Context
 from bench.mini.config import MiniConfig
 from bench.report.render import render_suite
 from bench.results import ERROR, REFERENCE, SKIPPED
+from bench import runner
 from bench.runner import AUTO, run_suite
 from bench.suite import SUITES_DIR, load_suite
 from tests.bench.runner_helpers import machine, write
@@ -25,9 +26,15 @@ def tiny_suite(tmp_path):
 
 
 def run(tmp_path, suite):
-    ctx = Context(work_dir=tmp_path / "work")
-    ctx.cache["mini_config"] = TINY
-    return run_suite(suite, AUTO, machine(tmp_path), ctx), ctx
+    """(result, the run's mini record) of a suite run on the TINY recipe."""
+    records = {}
+    real = runner.SuiteRun
+    # the records a report section receives, kept for the test to look at
+    spy = lambda *a, **k: records.setdefault("run", real(*a, **k))  # noqa: E731
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(runner, "SuiteRun", spy)
+        result = run_suite(suite, AUTO, machine(tmp_path), Context(work_dir=tmp_path / "work", mini_config=TINY))
+    return result, records["run"].record("mini")
 
 
 def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_path, monkeypatch):
@@ -83,14 +90,14 @@ def test_tiny_tables_4_and_18_on_the_mini_models(tmp_path):
         results[name] = result, ctx
     t4, ctx4 = results["table4-mini.toml"]
     assert len(t4["provenance"]["measurements"]["loop_speed"]) == 4  # one timing run per sampler
-    sampled = ctx4.cache["mini"].measured
+    sampled = ctx4.measured
     assert {"DiT-Mini · ddpm-5", "DyDiT-Mini λ=0.5 · dpm-solver++-3"} <= set(sampled)
     t18, ctx18 = results["table18-mini.toml"]
     (loop,) = t18["provenance"]["measurements"]["loop_speed"]
     assert {"DiT, DeepCache 5", "DyDiT-Mini/2 λ=0.5, DeepCache 3"} <= set(loop["paths"])
     names = " | ".join(r["name"] for r in t18["sections"][0]["rows"])
     assert "compose" in names and "without cache" in names
-    cached = ctx18.cache["mini"].measured["DiT-Mini, DeepCache 2 · ddim-4"]
+    cached = ctx18.measured["DiT-Mini, DeepCache 2 · ddim-4"]
     assert cached["flops_ratio"] < 0.75, "half the steps cached: far fewer MACs"
 
 
@@ -110,7 +117,7 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_c
     assert set(models) == {"DiT-Mini-32", "DyDiT-Mini-32 λ=0.5", "DiT-Mini", "DyDiT-Mini λ=0.5",
                            "DyDiT-Mini λ=0.5 · TDW only", "DyDiT-Mini λ=0.5 · SDT only"}
     assert models["DyDiT-Mini λ=0.5 · SDT only"]["routers"] == "token"
-    measured = {name.removesuffix(" · ddim-4"): ev for name, ev in ctx.cache["mini"].measured.items()}
+    measured = {name.removesuffix(" · ddim-4"): ev for name, ev in ctx.measured.items()}
     assert {"DiT-Mini-32", "DiT-Mini"} <= set(measured)  # each width's DyDiT against its own DiT
     small = measured["DyDiT-Mini-32 λ=0.5"]
     assert small["metrics"]["mini_fid_vs_dit"] == pytest.approx(small["mini_fid"] - measured["DiT-Mini-32"]["mini_fid"])

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from bench.mini import evaluate
+from dydit.sampling import SamplerSpec
 from dydit.flops import analytic_macs, dit_macs
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 
-FEW = evaluate.Sampling(sampler="ddim", steps=4, cfg_scale=2.0, num_samples=6, batch_size=3, seed=0)
+FEW = SamplerSpec(name="ddim", steps=4, cfg_scale=2.0, num_samples=6, batch_size=3, seed=0, guided_channels=None)
 
 
 def dydit(token_bias=35.0, width_bias=15.0, seed=0):
@@ -58,7 +60,7 @@ def test_width_that_shrinks_with_t_gives_a_negative_late_minus_early():
             router.weight.data.copy_(solution[:-1].T)
             router.bias.data.copy_(solution[-1])
     rec = evaluate.Recorder(m)
-    evaluate.sample_digits(m, evaluate.Sampling("ddim", 10, 2.0, 2, 2, 0), rec)
+    evaluate.sample_digits(m, SamplerSpec(name="ddim", steps=10, cfg_scale=2.0, num_samples=2, batch_size=2, guided_channels=None), rec)
     assert evaluate.width_late_minus_early(m, rec.calls) < -0.5
 
 

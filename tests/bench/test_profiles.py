@@ -5,11 +5,11 @@ import types
 import numpy as np
 
 from bench import runner
-from bench.measure.base import Context
-from bench.pipeline_check import rank_check
+from bench.measure.base import Context, Measurement
+from bench.sections.pipeline_check import rank_check
 from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED
-from bench.runner import AUTO, Machine, decide, plan, plan_table, run_section, run_suite
-from bench.suite import SUITES_DIR, load_suite
+from bench.runner import AUTO, Machine, SuiteRun, decide, make_plan, measurements, plan_table, run_section, run_suite
+from bench.suite import SUITES_DIR, SectionSpec, load_suite
 
 TABLE1 = SUITES_DIR / "table1.toml"
 
@@ -29,7 +29,9 @@ def fake_measurements(monkeypatch, value=2.0):
     """Every measurement returns `value` and records (row, metric, profile) instead of measuring."""
     calls = []
     module = types.ModuleType("fake_measure_all")
-    module.measure = lambda row, metric, ctx: calls.append((row["name"], metric, ctx.profile)) or value
+    module.MEASUREMENT = type("Fake", (Measurement,), {
+        "check": lambda self, item: None,
+        "measure": lambda self, item, ctx: calls.append((item.row.name, item.metric, ctx.profile)) or value})
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for name in list(runner.MEASUREMENTS):
         monkeypatch.setitem(runner.MEASUREMENTS, name, module.__name__)
@@ -55,8 +57,8 @@ def test_auto_on_a_cpu_without_assets_runs_what_smoke_runs():
     suite = load_suite(TABLE1)
     from bench.assets import load_manifest
     cpu = FakeMachine(absent=set(load_manifest()), cuda=False)
-    auto = {(d.row, d.column): d.profile is not None for d in plan(suite, AUTO, cpu)}
-    smoke = {(d.row, d.column): d.profile is not None for d in plan(suite, "smoke", cpu)}
+    auto = {(d.row, d.column): d.profile is not None for d in plan(suite, AUTO, cpu).decisions}
+    smoke = {(d.row, d.column): d.profile is not None for d in plan(suite, "smoke", cpu).decisions}
     assert auto == smoke and any(auto.values())
     fid = decide(suite.rows[[r.name for r in suite.rows].index("DiT-XL")].cells["fid"], AUTO, cpu)
     assert fid.profile is None and "a CUDA GPU" in fid.reason and "dit-xl-2" in fid.reason
@@ -66,29 +68,36 @@ def test_the_plan_table_counts_cells_and_says_why():
     suite = load_suite(TABLE1)
     text = plan_table(plan(suite, AUTO, FakeMachine(absent={"dit-xl-2"}, cuda=False)))
     head = text.splitlines()[0]
-    runs, skips, cited = (int(head.split()[i]) for i in (0, 4, 6))
+    runs, skips, cited = (int(head.split()[i]) for i in (0, 7, 9))
     assert runs + skips + cited == len(list(suite.cells()))
     assert "needs a CUDA GPU, dit-xl-2" in text and "run (full)" in text and "cited" in text
+
+
+def plan(suite, profile, machine):
+    return make_plan(suite, profile, machine, measurements(suite, Context()))
+
+
+RUN = SuiteRun(suite=None, ctx=Context(), cells=[], records={})  # what a section receives, empty
 
 
 def section(monkeypatch, run):
     module = types.ModuleType("fake_section_check")
     module.run = run
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    return {"title": "Check", "measure": module.__name__, "profiles": ["smoke"]}
+    return SectionSpec("Check", module.__name__, ("smoke",))
 
 
 def test_a_section_passes_only_when_every_row_is_judged_ok(monkeypatch):
     row = {"name": "a", "value": 0.0, "unit": "", "ok": True, "expected": "0"}
-    good = run_section(section(monkeypatch, lambda ctx: {"rows": [row]}), AUTO, Context())
+    good = run_section(section(monkeypatch, lambda ctx: {"rows": [row]}), AUTO, RUN)
     assert good["status"] == PASS
     bad = run_section(section(monkeypatch, lambda ctx: {"rows": [row, {**row, "name": "b", "ok": False}]}),
-                      AUTO, Context())
+                      AUTO, RUN)
     assert bad["status"] == FAIL and bad["note"].startswith("FAILED: b")
     unjudged = run_section(section(monkeypatch, lambda ctx: {"rows": [{"name": "c", "value": 1.0}]}), "smoke",
-                           Context())
+                           RUN)
     assert unjudged["status"] == ERROR and "without a boolean 'ok': c" in unjudged["note"]
-    empty = run_section(section(monkeypatch, lambda ctx: {"rows": []}), "smoke", Context())
+    empty = run_section(section(monkeypatch, lambda ctx: {"rows": []}), "smoke", RUN)
     assert empty["status"] == ERROR
 
 
@@ -99,5 +108,5 @@ def test_a_pipeline_check_with_a_rank_mismatch_fails(monkeypatch):
     two[2, 3, 4, 1] ^= 1  # one pixel level in one image
     mismatch = rank_check(two, one)
     assert mismatch["ok"] is False and mismatch["value"] == 1.0
-    result = run_section(section(monkeypatch, lambda ctx: {"rows": [mismatch]}), AUTO, Context())
+    result = run_section(section(monkeypatch, lambda ctx: {"rows": [mismatch]}), AUTO, RUN)
     assert result["status"] == FAIL

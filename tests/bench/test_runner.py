@@ -17,11 +17,11 @@ def by_row(result, column="a"):
 def test_a_cell_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
     calls = []
 
-    def measure(row, metric, ctx):
-        calls.append((row["name"], metric))
-        if row["name"] == "two" and metric == "fake":
+    def measure(item, ctx):
+        calls.append((item.row.name, item.metric))
+        if item.row.name == "two" and item.metric == "fake":
             raise RuntimeError("boom in two")
-        return {"one": 1.005, "two": 2.0, "three": 3.5}[row["name"]] if metric == "fake" else 2.1
+        return {"one": 1.005, "two": 2.0, "three": 3.5}[item.row.name] if item.metric == "fake" else 2.1
 
     install_fake(monkeypatch, measure)
     suite = load_suite(write(tmp_path, FAKE_SUITE))
@@ -38,14 +38,14 @@ def test_a_cell_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
 @pytest.mark.parametrize("returned, words", [(float("nan"), "expected a finite number"), ("2", "'2'"),
                                              (True, "True")])
 def test_a_measurement_that_returns_no_number_is_an_error(tmp_path, monkeypatch, returned, words):
-    install_fake(monkeypatch, lambda row, metric, ctx: returned)
+    install_fake(monkeypatch, lambda item, ctx: returned)
     result = run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
     cell = by_row(result)["one"]
     assert cell["status"] == ERROR and words in cell["reason"]
 
 
 def test_skip_from_a_measurement_keeps_its_reason(tmp_path, monkeypatch):
-    def measure(row, metric, ctx):
+    def measure(item, ctx):
         raise Skip("needs widget.pt under the assets root")
 
     install_fake(monkeypatch, measure)
@@ -76,7 +76,7 @@ def test_cells_outside_the_profile_or_lacking_device_or_assets_are_skipped_with_
 
 def test_a_measurement_module_not_in_the_checkout_skips_its_cells(tmp_path, monkeypatch):
     from bench import suite as suite_module
-    install_fake(monkeypatch, lambda row, metric, ctx: 1.0)
+    install_fake(monkeypatch, lambda item, ctx: 1.0)
     monkeypatch.setitem(suite_module.MEASUREMENTS, "fake", "bench.measure.not_written_yet")
     result = run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
     assert by_row(result)["one"]["status"] == SKIPPED
@@ -91,21 +91,21 @@ def test_sections_hook_runs_isolated_and_only_in_its_profiles(tmp_path, monkeypa
     def explode(ctx):
         raise ValueError("no pipeline")
     install_section(monkeypatch, "fake_checks.bad", explode)
-    install_fake(monkeypatch, lambda row, metric, ctx: 1.0)
+    install_fake(monkeypatch, lambda item, ctx: 1.0)
     text = FAKE_SUITE + '''
 [[sections]]
 title = "Good"
-measure = "fake_checks.good"
+module = "fake_checks.good"
 profiles = ["smoke"]
 
 [[sections]]
 title = "Bad"
-measure = "fake_checks.bad"
+module = "fake_checks.bad"
 profiles = ["smoke", "full"]
 
 [[sections]]
 title = "GPU only"
-measure = "fake_checks.good"
+module = "fake_checks.good"
 profiles = ["full"]
 '''
     result = run_suite(load_suite(write(tmp_path, text)), "smoke", machine(tmp_path), Context())
@@ -117,7 +117,7 @@ profiles = ["full"]
 
 
 def test_result_has_provenance_and_round_trips(tmp_path, monkeypatch):
-    install_fake(monkeypatch, lambda row, metric, ctx: 1.0)
+    install_fake(monkeypatch, lambda item, ctx: 1.0)
     suite = load_suite(write(tmp_path, FAKE_SUITE))
     result = run_suite(suite, "smoke", machine(tmp_path), Context(seed=7), ["run", "fake"])
     prov = result["provenance"]

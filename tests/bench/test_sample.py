@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from bench import sample
+from dydit import sampling
 from bench.__main__ import main
 
 # 9 images in shards of 2: five shards, the last one short
-ARGS = ["--model", "DiT-S/8", "--latent-size", "8", "--random-weights", "--vae", sample.RANDOM_VAE, "--sampler", "ddpm",
+ARGS = ["--model", "DiT-S/8", "--latent-size", "8", "--random-weights", "--vae", sampling.RANDOM_VAE, "--sampler", "ddpm",
         "--steps", "4", "--num-samples", "9", "--batch-size", "2", "--seed", "3", "--device", "cpu", "--no-progress"]
 SPEC = sample.SampleSpec(model="DiT-S/8", num=9, sampler="ddpm", steps=4, seed=3, batch_size=2, random_weights=True,
-                         vae=sample.RANDOM_VAE, latent_size=8)
+                         vae=sampling.RANDOM_VAE, latent_size=8)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process computes with one thread: bit-identical on CPU
 
 
@@ -117,8 +118,9 @@ def test_spec_validation_and_missing_checkpoint(tmp_path):
 def test_an_adapter_checkpoint_samples_on_its_base(adapter, tmp_path):
     """--ckpt of a LoRA / TD-LoRA run: the adapters on their sha256-checked base, through FastDyDiT."""
     import torch
-    from dydit.models import create_model
-    from dydit.train import load_trained, train
+    from dydit.registry import create_model
+    from dydit.checkpoints import load_trained
+    from dydit.train import train
     from tests.dydit.test_train import RandomLatents, batch, tiny
     base = tmp_path / "base.pt"
     torch.save(create_model("DyDiT-Mini/2", input_size=8).state_dict(), base)
@@ -142,7 +144,7 @@ def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="dit-xl-2 .* no assets root; pass --assets DIR"):
         main([*base, "--ckpt", "dit-xl-2"])
     with pytest.raises(SystemExit, match=r"not found: .*nowhere\.pt \(neither a file nor an asset name"):
-        main([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sample.RANDOM_VAE])
+        main([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sampling.RANDOM_VAE])
     with pytest.raises(SystemExit, match="vae-ft-ema .* is missing: put it at"):
         main([*base, "--random-weights", "--assets", str(tmp_path)])
 

@@ -5,12 +5,13 @@ import torch
 
 from bench.measure.base import Context
 from bench.mini import evaluate
-from bench.mini.scaling_section import ablation_checks, scaling_checks
+from bench.sections.scaling_mini import ablation_checks, scaling_checks
 from bench.results import ERROR, SKIPPED
 from bench.runner import AUTO, run_suite
 from bench.suite import SUITES_DIR, SuiteError, load_suite
 from dydit.flops import dit_macs, dynamic_macs
-from dydit.models import create_model, randomize_
+from dydit.models import randomize_
+from dydit.registry import create_model
 from tests.bench.runner_helpers import machine, write
 
 SUITE = """
@@ -26,8 +27,6 @@ cfg_scale = 1.5
 key = "ratio"
 label = "s/image ÷ its DiT's"
 metric = "s_per_image_ratio"
-unit = ""
-measure = "loop"
 profiles = ["smoke", "full"]
 sampler = { name = "dpm-solver++", steps = 4, batch_size = 1 }
 tolerance = { window = [-1.0, 0.005], why = "at or below" }
@@ -36,8 +35,6 @@ tolerance = { window = [-1.0, 0.005], why = "at or below" }
 key = "realized"
 label = "realized"
 metric = "realized"
-unit = ""
-measure = "loop"
 profiles = ["smoke", "full"]
 sampler = { name = "dpm-solver++", steps = 4, batch_size = 1 }
 tolerance = { window = [-0.005, 100.0], why = "at or above" }
@@ -46,8 +43,6 @@ tolerance = { window = [-0.005, 100.0], why = "at or above" }
 key = "fid"
 label = "FID"
 metric = "fid"
-unit = ""
-measure = "quality"
 profiles = ["full"]
 device = "cuda"
 assets = ["checkpoint", "vae-ft-ema", "inception-fidelity", "adm-ref-imagenet256"]
@@ -69,14 +64,14 @@ cells = { ratio = 0.59, realized = 0.88, fid = 12.92 }
 
 [[sections]]
 title = "figure"
-measure = "scaling-report"
+module = "scaling"
 profiles = ["smoke", "full"]
 """
 
 
-def test_each_size_is_timed_against_its_own_dit_and_the_figure_is_drawn(tmp_path):
+def test_each_size_is_timed_against_its_own_dit_and_the_figure_is_drawn(tmp_path, monkeypatch):
     ctx = Context(work_dir=tmp_path / "work")
-    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")  # the SD VAE's decode takes seconds
+    monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))  # the SD VAE's decode takes seconds
     result = run_suite(load_suite(write(tmp_path, SUITE)), AUTO, machine(tmp_path), ctx)
     runs = result["provenance"]["measurements"]["loop_speed"]
     assert sorted(r["setup"]["dit"] for r in runs) == ["DiT-B/8", "DiT-S/8"]  # one timing run per size
@@ -106,7 +101,7 @@ def test_the_scaling_suites_load_and_name_every_checkpoints_command():
         asset = manifest[row.checkpoint]
         assert asset.make or asset.source.startswith("https://"), row.name
     mini = load_suite(SUITES_DIR / "scaling-mini.toml")
-    assert {r.options.get("routers", "all") for r in mini.rows} == {"all", "width", "token", "random"}
+    assert {r.options.routers for r in mini.rows} == {"all", "width", "token", "random"}
 
 
 def test_a_bad_routers_option_is_refused(tmp_path):
@@ -151,7 +146,7 @@ def test_ablation_claims_order_both_before_either_before_random():
     assert verdicts == [True, True, True, False]  # SDT only (30) is not below random (25)
 
 
-def test_a_cell_that_does_not_run_here_is_not_timed_beside_one_that_does(tmp_path):
+def test_a_cell_that_does_not_run_here_is_not_timed_beside_one_that_does(tmp_path, monkeypatch):
     """A GPU-only ratio cell shares its setup with a CPU one: the CPU run must not load and time its model."""
     text = SUITE.replace('model = "DyDiT-B/8"', 'model = "DyDiT-S/8"').replace('name = "DyDiT-B λ=0.5"',
                                                                           'name = "DyDiT-S λ=0.3"')
@@ -159,7 +154,7 @@ def test_a_cell_that_does_not_run_here_is_not_timed_beside_one_that_does(tmp_pat
                         'options = { flops_target = 0.3 }\ncells = { ratio = { paper = 0.5, device = "cuda" }, '
                         'realized = { paper = 0.7, device = "cuda" } }')
     ctx = Context(work_dir=tmp_path / "work")
-    ctx.cache[("loop_vae", "cpu")] = (None, 0.0, "none (test)")
+    monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))
     result = run_suite(load_suite(write(tmp_path, text)), AUTO, machine(tmp_path), ctx)
     (run_,) = result["provenance"]["measurements"]["loop_speed"]
     assert set(run_["paths"]) == {"DiT", "DyDiT-S/8 λ=0.5"}

@@ -30,9 +30,10 @@ def test_speed_refuses_a_static_model_and_too_few_repeats():
 def test_run_fraction_follows_the_router_offset():
     """Calibration moves the routers between runs: each run uses the widths of the current routers."""
     import torch
-    from bench.speed import run_fraction, schedule, set_offset, standardize_routers
+    from bench.timing.calibration import run_fraction, schedule, set_offset, standardize_routers
     from dydit.fast import FastDyDiT
-    from dydit.models import create_model, randomize_
+    from dydit.models import randomize_
+    from dydit.registry import create_model
     model = randomize_(create_model("DyDiT-S/8"), seed=0).eval()
     x, y, ts = torch.randn(1, 4, 32, 32), torch.tensor([3]), schedule(3)
     standardize_routers(model, ts, x, y)

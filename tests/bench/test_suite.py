@@ -3,7 +3,8 @@ malformed files."""
 import pytest
 
 from bench.definitions import SECTIONS, Tolerance
-from bench.suite import SUITES_DIR, SamplerConfig, SuiteError, load_suite, suite_files
+from bench.suite import SUITES_DIR, Options, SectionSpec, SuiteError, load_suite, suite_files
+from dydit.sampling import SamplerSpec
 from dydit.sampling import SAMPLERS
 from tests.bench.runner_helpers import MINI, write
 
@@ -62,15 +63,15 @@ def test_tolerance_kinds():
 def test_mini_suite_is_valid(tmp_path):
     suite = load_suite(write(tmp_path, MINI))
     fid = suite.rows[0].cells["fid"]
-    assert fid.assets == ("dit-xl-2", "vae-ft-ema") and fid.sampler == SamplerConfig()
+    assert fid.assets == ("dit-xl-2", "vae-ft-ema") and fid.sampler == SamplerSpec()
     assert suite.rows[1].cells["fid"].reference and not fid.unavailable
 
 
 def test_sampler_defaults_are_in_one_place():
-    assert SamplerConfig() == SamplerConfig(name="ddpm", steps=250, cfg_scale=1.5, guided_channels=3,
+    assert SamplerSpec() == SamplerSpec(name="ddpm", steps=250, cfg_scale=1.5, guided_channels=3,
                                             labels="uniform", num_samples=50000, seed=0, batch_size=32,
-                                            precision="tf32", reference="adm-ref-imagenet256")
-    assert SamplerConfig(name="ddim").steps == 50 and SamplerConfig(name="dpm-solver++").steps == 20
+                                            precision="tf32", deepcache_interval=0)
+    assert SamplerSpec(name="ddim").steps == 50 and SamplerSpec(name="dpm-solver++").steps == 20
 
 
 # MINI with every optional table: [suite.sampler], a column's, a row's and a cell's sampler, row options,
@@ -86,7 +87,7 @@ num_samples = 50000
 sampler = { batch_size = 16 }
 ''', 1).replace('cells = { params = 675, fid = 2.27 }', '''sampler = { labels = "balanced", seed = 1, guided_channels = 3 }
 options = { flops_target = 0.5 }
-cells = { params = 675, fid = { paper = 2.27, sampler = { precision = "fp32", reference = "adm-ref-imagenet256" } } }''', 1) + '''
+cells = { params = 675, fid = { paper = 2.27, fid_reference = "adm-ref-imagenet256", sampler = { precision = "fp32" } } }''', 1) + '''
 [[plots]]
 x = "params"
 y = "fid"
@@ -94,7 +95,7 @@ log_x = true
 
 [[sections]]
 title = "Pipeline check"
-measure = "pipeline-check"
+module = "pipeline_check"
 profiles = ["smoke"]
 '''
 
@@ -103,22 +104,31 @@ def test_a_cells_sampler_is_suite_then_row_then_column_then_cell_with_the_defaul
     suite = load_suite(write(tmp_path, RICH))
     row = suite.rows[0]
     fid, params = row.cells["fid"].sampler, row.cells["params"].sampler
-    assert fid == SamplerConfig(name="ddpm", steps=250, cfg_scale=1.5, num_samples=50000, labels="balanced", seed=1,
+    assert fid == SamplerSpec(name="ddpm", steps=250, cfg_scale=1.5, num_samples=50000, labels="balanced", seed=1,
                                 guided_channels=3, batch_size=16, precision="fp32")
     assert (params.batch_size, params.precision, params.labels) == (32, "tf32", "balanced")  # not the fid column's
-    spec = row.spec(row.cells["fid"])["sampler"]  # what quality.py and latency.py read, every value given
-    assert spec == fid.to_dict() and set(spec) == {"name", "steps", "cfg_scale", "guided_channels", "labels",
-                                                   "num_samples", "seed", "batch_size", "precision", "reference",
-                                                   "deepcache_interval"}
-    assert row.options == {"flops_target": 0.5} and suite.plots[0]["log_x"] is True
+    assert row.cells["fid"].fid_reference == "adm-ref-imagenet256"
+    assert row.options == Options(flops_target=0.5) and suite.plots[0]["log_x"] is True
     all_channels = load_suite(write(tmp_path, RICH.replace("guided_channels = 3", 'guided_channels = "all"')))
     assert all_channels.rows[0].cells["fid"].sampler.guided_channels is None  # SampleSpec's "all four"
 
 
 def test_sections_name_a_registered_module_and_get_its_import_path(tmp_path):
     suite = load_suite(write(tmp_path, RICH))
-    assert suite.sections == [{"title": "Pipeline check", "measure": "bench.pipeline_check", "profiles": ["smoke"]}]
-    assert load_suite(TABLE1).sections[0]["measure"] == "bench.pipeline_check"
+    assert suite.sections == [SectionSpec("Pipeline check", "bench.sections.pipeline_check", ("smoke",))]
+    assert load_suite(TABLE1).sections[0].module == "bench.sections.pipeline_check"
+
+
+@pytest.mark.parametrize("old, new, field, words", [
+    ('metric = "params"\n', 'metric = "params"\nunit = "M"\n', "unit", "follows from its metric"),
+    ('metric = "params"\n', 'metric = "params"\nmeasure = "params"\n', "measure", "follows from its metric"),
+    ('module = "pipeline_check"', 'measure = "pipeline-check"', "measure", "renamed to 'module'"),
+    ('precision = "fp32" }', 'precision = "fp32", reference = "adm-ref-imagenet256" }', "reference", "fid_reference"),
+])
+def test_an_old_suite_file_gets_one_line_naming_the_renamed_key(tmp_path, old, new, field, words):
+    with pytest.raises(SuiteError) as info:
+        load_suite(write(tmp_path, RICH.replace(old, new, 1)))
+    assert info.value.field == field and words in str(info.value) and "\n" not in str(info.value)
 
 
 def test_unavailable_cells_keep_their_status_and_say_why(tmp_path):
@@ -160,9 +170,6 @@ MALFORMED = {
                           "no such column"),
     "misspelt field": ('checkpoint = "dit-xl-2"', 'checkpiont = "dit-xl-2"', "row 'DiT-XL'", "checkpiont",
                        "unknown field"),
-    "wrong unit": ('unit = "M"', 'unit = "B"', "column 'params'", "unit", "measured in 'M', not 'B'"),
-    "wrong measurement": ('measure = "params"', 'measure = "flops"', "column 'params'", "measure",
-                          "produced by measurement 'params'"),
     "reproduced row without model": ('model = "DiT-XL/2"\n', "", "row 'DiT-XL'", "model", "missing"),
     "bad suite name": ('name = "mini"', 'name = "mini suite"', "[suite]", "name", "lowercase"),
     "wrong type flag": ("reference = true", 'reference = "yes"', "row 'ADM'", "reference", "true or false"),
@@ -188,13 +195,13 @@ MALFORMED = {
                             "expected a table"),
     "unknown precision": ('precision = "fp32"', 'precision = "fp16"', "row 'DiT-XL', cell 'fid': sampler",
                           "precision", "unknown precision 'fp16' (known: fp32, tf32)"),
-    "unknown reference": ('reference = "adm-ref-imagenet256"', 'reference = "adm-ref-imagenet512"',
-                          "row 'DiT-XL', cell 'fid': sampler", "reference", "unknown asset 'adm-ref-imagenet512'"),
+    "unknown reference": ('fid_reference = "adm-ref-imagenet256"', 'fid_reference = "adm-ref-imagenet512"',
+                          "row 'DiT-XL', cell 'fid'", "fid_reference", "unknown asset 'adm-ref-imagenet512'"),
     # sections: only the project's own modules
-    "section module path": ('measure = "pipeline-check"', 'measure = "os.path"', "section 1", "measure",
-                            f"unknown section 'os.path' (known: {', '.join(SECTIONS)})"),
-    "section of the right module by path": ('measure = "pipeline-check"', 'measure = "bench.pipeline_check"',
-                                            "section 1", "measure", "unknown section"),
+    "section module path": ('module = "pipeline_check"', 'module = "os.path"', "section 1", "module",
+                            f"unknown section module 'os.path' (known: {', '.join(SECTIONS)})"),
+    "section of the right module by path": ('module = "pipeline_check"', 'module = "bench.sections.pipeline_check"',
+                                            "section 1", "module", "unknown section"),
     # options, plots, lists, unavailable, cited cells
     "unknown option": ("flops_target = 0.5", "flop_target = 0.5", "row 'DiT-XL': options", "flop_target",
                        "unknown field"),
@@ -251,23 +258,23 @@ def test_malformed_suite_gets_one_line_naming_file_place_and_field(tmp_path, cas
 def test_validate_command_reports_each_file(tmp_path, capsys):
     from tests.bench.runner_helpers import cli
     good = write(tmp_path, MINI, "good.toml")
-    bad = write(tmp_path, MINI.replace('unit = "M"', "unit = 3"), "bad.toml")
+    bad = write(tmp_path, MINI.replace('label = "Params (M)"', "label = 3"), "bad.toml")
     assert cli("validate", good) == 0
     assert cli("validate", good, bad) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"ok: {good}: suite mini, 2 rows, 2 columns, 4 cells")
-    assert out[-1] == f"error: {bad}: column 'params': field 'unit': expected a string, got int 3"
+    assert out[-1] == f"error: {bad}: column 'params': field 'label': expected a string, got int 3"
 
 
 def test_validate_command_rejects_an_unknown_sampler_and_a_foreign_section_module(tmp_path, capsys):
     from tests.bench.runner_helpers import cli
     sampler = write(tmp_path, RICH.replace('name = "ddpm"', 'name = "no-such-sampler"'), "sampler.toml")
-    section = write(tmp_path, RICH.replace('measure = "pipeline-check"', 'measure = "os.path"'), "section.toml")
+    section = write(tmp_path, RICH.replace('module = "pipeline_check"', 'module = "os.path"'), "section.toml")
     assert cli("validate", sampler) == 1 and cli("validate", section) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [f"error: {sampler}: [suite.sampler]: field 'name': unknown sampler 'no-such-sampler' "
                    f"(known: {', '.join(SAMPLERS)})",
-                   f"error: {section}: section 1: field 'measure': unknown section 'os.path' (known: {', '.join(SECTIONS)})"]
+                   f"error: {section}: section 1: field 'module': unknown section module 'os.path' (known: {', '.join(SECTIONS)})"]
 
 
 def test_suite_names_resolve_to_files():

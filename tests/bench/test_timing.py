@@ -1,7 +1,7 @@
 """Timing bookkeeping: which calls run, in what order, and what each name's totals add up (no clock asserted)."""
 import pytest
 
-from bench import timing
+from bench.timing import calls as timing
 
 
 def test_interleaved_calls_rotate_the_order_and_total_each_name(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 from bench import data
 from bench.__main__ import main
-from dydit.models import create_model
+from dydit.registry import create_model
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # every process computes with one thread (tests/conftest.py)
 

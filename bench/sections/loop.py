@@ -6,7 +6,9 @@ FLOPs: 0.84, the scaling table); and, on the shortest schedule timed, the estima
 """
 import math
 
-from bench.measure.loop import DIT
+from bench.measure.loop import CALLS, DIT, REPEATS, LoopRun
+from bench.timing.loop import LoopTiming, check_estimate, time_loops
+from dydit.sampling import SamplerSpec
 
 PAPER_REALIZED = 1.73 / (118.69 / 57.88)  # DyDiT-XL λ=0.5: speed-up over the FLOPs ratio (scaling table)
 DEEPCACHE_2_MAX = 0.55  # interval 2 runs half the steps whole: at most 0.55 of the same model without cache
@@ -18,23 +20,25 @@ ESTIMATE_TOLERANCE = 0.15
 CHECK_SAMPLER, CHECK_STEPS = "dpm-solver++", 10  # the shortest schedule of the paper's tables: whole runs are cheap
 
 
-def run(ctx):
-    runs = ctx.cache.get("loop_runs", {})
+def run(suite_run):
+    record = suite_run.record("loop")
+    runs = record.runs if record is not None else []
     if not runs:
         return {"title": "Whole sampling loops", "note": "no loop timing ran (every ratio cell was skipped)",
                 "rows": [{"name": "loop timings ran", "value": 0, "unit": "", "ok": False, "expected": "≥ 1"}]}
     rows = []
-    for run_ in runs.values():
+    for run_ in runs:
         rows += realized_rows(run_) + deepcache_rows(run_)
-    rows += check_rows(ctx, runs)
+    checked = check_estimate_against_whole_runs(suite_run.ctx, record)
+    rows += check_rows(checked)
     note = ("s/image on this machine are estimates from timed calls on each schedule's own timesteps "
-            "(bench/loop_speed.py), checked here against whole runs of the shortest schedule. Weights: "
-            + "; ".join(f"{k}: {v}" for k, v in next(iter(runs.values()))["weights"].items())
-            + f". VAE: {next(iter(runs.values()))['vae']}.")
-    if any(_split(name)[1] for r in runs.values() for name in r["paths"]):
+            "(bench/timing/loop.py), checked here against whole runs of the shortest schedule. Weights: "
+            + "; ".join(f"{k}: {v}" for k, v in runs[0].weights.items()) + f". VAE: {runs[0].vae}.")
+    if any(_split(name)[1] for r in runs for name in r.paths):
         from dydit.deepcache import DESIGN
         note += " " + DESIGN
-    return {"title": "Whole sampling loops: realized speed-up and the estimate check", "note": note, "rows": rows}
+    return {"title": "Whole sampling loops: realized speed-up and the estimate check", "note": note, "rows": rows,
+            "provenance": {"loop_speed_check": checked}}
 
 
 def _row(name, value, ok, expected):
@@ -47,14 +51,14 @@ def _split(name):
     return base, int(n) if n else 0
 
 
-def realized_rows(run_) -> list:
+def realized_rows(run_: LoopRun) -> list:
     """Realized speed-up of every DyDiT path without DeepCache: judged against the paper's at XL; other sizes
     (the mini models, where fixed per-call work weighs more; S and B, judged per λ by the scaling suite's
     realized cells) shown, checked finite."""
-    label = f"{run_['setup']['name']}-{run_['paths'][DIT]['steps']}"
-    dit = run_["paths"][DIT]
+    label = f"{run_.setup.name}-{run_.paths[DIT]['steps']}"
+    dit = run_.paths[DIT]
     rows = []
-    for name, p in run_["paths"].items():
+    for name, p in run_.paths.items():
         if name == DIT or _split(name)[1]:
             continue
         text = (f"{label} · {name}: realized (speed-up {1 / p['ratio']:.2f}× at FLOPs ratio {p['flops_ratio']:.3f}; "
@@ -67,10 +71,10 @@ def realized_rows(run_) -> list:
     return rows
 
 
-def deepcache_rows(run_) -> list:
+def deepcache_rows(run_: LoopRun) -> list:
     """DeepCache: interval 2 against the same model without cache; DyDiT + DeepCache against the product."""
-    paths, rows = run_["paths"], []
-    label = f"{run_['setup']['name']}-{paths[DIT]['steps']}"
+    paths, rows = run_.paths, []
+    label = f"{run_.setup.name}-{paths[DIT]['steps']}"
     for name, p in paths.items():
         base, n = _split(name)
         if not n or base not in paths:
@@ -90,30 +94,29 @@ def deepcache_rows(run_) -> list:
     return rows
 
 
-def check_rows(ctx, runs) -> list:
+def check_estimate_against_whole_runs(ctx, record) -> dict:
     """The estimate against whole runs of the shortest schedule, for DiT and the suite's last DyDiT path
     (with DeepCache where the suite has it): the 10-step DPM-Solver++ run of the suite if it timed one,
     else one timed here with the first setup's CFG and batch."""
-    from bench.loop_speed import LoopTiming, check_estimate, time_loops
-    key = next(iter(runs))
-    setup = runs[key]["setup"]
-    paths = ctx.cache["loop_paths"][key]
-    check = [paths[0], paths[-1]]  # DiT without cache; the last DyDiT path
+    runs = record.runs
+    setup = runs[0].setup
+    check = [runs[0].timed[0], runs[0].timed[-1]]  # DiT without cache; the last DyDiT path
     # a suite's own 10-step run, if it was the last one timed (calibrated routers are set for the last setup)
-    short = [k for k, r in runs.items() if (r["setup"]["name"], r["setup"]["steps"]) == (CHECK_SAMPLER, CHECK_STEPS)
-             and k == ctx.cache.get("loop_last_setup")]
-    decode, decode_gmacs, _ = ctx.cache[("loop_vae", str(ctx.device))]
-    if short:
+    last = runs[-1]
+    if (last.setup.name, last.setup.steps) == (CHECK_SAMPLER, CHECK_STEPS):
         estimates = {name: LoopTiming(**{k: v for k, v in p.items() if k in LoopTiming.__dataclass_fields__})
-                     for name, p in runs[short[0]]["paths"].items()}
-        check = [paths[0], ctx.cache["loop_paths"][short[0]][-1]]
+                     for name, p in last.paths.items()}
+        check = [runs[0].timed[0], last.timed[-1]]
     else:
-        from bench.measure.loop import CALLS, REPEATS
-        estimates = time_loops(check, CHECK_SAMPLER, CHECK_STEPS, setup["batch_size"], setup["cfg_scale"],
-                               setup["guided_channels"], CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed)
-    checked = check_estimate(check, estimates, repeats=2, cfg_scale=setup["cfg_scale"],
-                             guided_channels=setup["guided_channels"], decode=decode, device=ctx.device, seed=ctx.seed)
-    ctx.provenance["loop_speed_check"] = checked
+        short = SamplerSpec(name=CHECK_SAMPLER, steps=CHECK_STEPS, batch_size=setup.batch_size,
+                            cfg_scale=setup.cfg_scale, guided_channels=setup.guided_channels)
+        estimates = time_loops(check, short, CALLS, REPEATS, record.decode, record.decode_gmacs, ctx.device, ctx.seed)
+    return check_estimate(check, estimates, repeats=2, cfg_scale=setup.cfg_scale,
+                          guided_channels=setup.guided_channels, decode=record.decode, device=ctx.device, seed=ctx.seed)
+
+
+def check_rows(checked: dict) -> list:
+    """One judged row per path of the estimate check."""
     rows = []
     for name, c in checked.items():
         rows.append(_row(f"estimate vs whole {CHECK_SAMPLER}-{CHECK_STEPS} runs · {name} "

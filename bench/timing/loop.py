@@ -21,12 +21,13 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from bench.timing import interleaved_call_medians, median_seconds
+from bench.timing.calls import interleaved_call_medians, median_seconds
 from dydit import sampling
 from dydit.deepcache import DeepCache, cached_step_macs, is_full_step
 from dydit.fast import FastDyDiT
 from dydit.flops import Arch, attention_macs, dit_macs, dynamic_macs, mlp_macs
 from dydit.models import DiT, DyDiT
+from dydit.sampling import SamplerSpec
 
 
 @dataclass
@@ -129,12 +130,14 @@ def _call_macs(path: LoopPath, x, t, y) -> float:
 
 
 @torch.no_grad()
-def time_loops(paths: List[LoopPath], sampler: str, steps: Optional[int] = None, batch: int = 1,
-               cfg_scale: float = 1.5, guided_channels: Optional[int] = 3, calls: int = 3, repeats: int = 3,
+def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats: int = 3,
                decode: Optional[Callable] = None, decode_gmacs_per_image: float = 0.0, device="cpu", seed=0,
                log=print, decode_s: Optional[float] = None) -> Dict[str, LoopTiming]:
-    """Estimated whole-loop s/image of every path (see the module docstring); decode(latents) times the VAE
-    (decode_s: its time for this batch, measured before: the same for every sampler)."""
+    """Estimated whole-loop s/image of every path sampling as `spec` says (sampler, steps, batch_size, CFG;
+    see the module docstring); decode(latents) times the VAE (decode_s: its time for this batch, measured
+    before: the same for every sampler)."""
+    sampler, steps, batch = spec.name, spec.steps, spec.batch_size
+    cfg_scale, guided_channels = spec.cfg_scale, spec.guided_channels
     timesteps = sampling.sampler_timesteps(sampler, steps)
     S = len(timesteps)
     model0 = paths[0].model

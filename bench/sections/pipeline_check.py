@@ -48,7 +48,8 @@ def write_random_inception(path, seed=0):
 
 
 def _spec(seed, num=NUM):
-    from bench.sample import RANDOM_VAE, SampleSpec
+    from bench.sample import SampleSpec
+    from dydit.sampling import RANDOM_VAE
     return SampleSpec(model=MODEL, num=num, sampler="ddpm", steps=STEPS, cfg_scale=CFG, seed=seed, batch_size=BATCH,
                       random_weights=True, vae=RANDOM_VAE, latent_size=LATENT)
 
@@ -61,7 +62,8 @@ def check(name, value, unit, ok, expected):
 def sampler_rows():
     """Each sampler a few steps on the random learned-sigma model with CFG: s/image (CPU); ok = finite latents."""
     from dydit import sampling
-    from dydit.models import create_model, randomize_
+    from dydit.models import randomize_
+    from dydit.registry import create_model
     model = randomize_(create_model(MODEL, input_size=LATENT), std=0.01).eval()
     velocity = randomize_(create_model(MODEL.replace("DiT-", "SiT-"), input_size=LATENT), std=0.01).eval()
     rows = []
@@ -113,8 +115,9 @@ def write_reference(path, images, features):
     return path
 
 
-def run(ctx):
+def run(suite_run):
     """-> {"title", "note", "rows": [{"name", "value", "unit"}]} for the report's pipeline-check section."""
+    ctx = suite_run.ctx
     work = Path(ctx.work_dir or "artifacts") / "pipeline_check"
     work.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()

@@ -1,9 +1,8 @@
 """The scaling mini's section: ΔFID against λ per width (the paper's scaling figure, on the mini models)
 and the ablation at the largest width, each claim judged, with the spread it must be read against."""
-from pathlib import Path
 
-from bench import mini
 from bench.mini import figures
+from dydit import registry
 from bench.report.lambda_figure import lambda_curves
 
 TITLE = "Scaling and ablation on the mini models: the claims"
@@ -15,14 +14,15 @@ def _check(name, value, ok, expected):
     return {"name": name, "value": value, "unit": "", "ok": bool(ok), "expected": expected}
 
 
-def measured_rows(ctx):
-    """[(row spec, evaluation)] of the suite's mini rows measured in this run, in suite order."""
+def measured_rows(suite_run):
+    """[(row, evaluation)] of the suite's mini rows measured in this run, in suite order."""
+    record = suite_run.record("mini")  # bench.mini.run.MiniRun
     seen, out = set(), []
-    for spec, _, measure in ctx.cache.get("suite_cells", []):
-        ev = mini.measured(spec, ctx) if measure == "mini" and spec["name"] not in seen else None
+    for item in suite_run.measured_items("mini") if record is not None else []:
+        ev = record.measured_for(item) if item.row.name not in seen else None
         if ev is not None:
-            seen.add(spec["name"])
-            out.append((spec, ev))
+            seen.add(item.row.name)
+            out.append((item.row, ev))
     if not out:
         raise RuntimeError("no mini model was measured in this run (its cells were skipped or failed)")
     return out
@@ -30,19 +30,18 @@ def measured_rows(ctx):
 
 def width_of(model):
     """'DyDiT-Mini-32/2' -> 32; the mini's own DiT-Mini/2 -> its hidden size (128)."""
-    from dydit.models import create_model
-    return create_model(model.replace("DyDiT-", "DiT-")).hidden_size
+    return registry.SIZES[registry.entry(model).size][1]
 
 
 def scaling_points(rows):
     """{width: {λ: (ΔmFID, Δaccuracy)}} of the DyDiTs with all routers learned."""
     out = {}
-    for spec, ev in rows:
-        lam = spec["options"].get("flops_target")
-        if lam is None or spec["options"].get("routers", "all") != "all":
+    for row, ev in rows:
+        lam = row.options.flops_target
+        if lam is None or row.options.routers != "all":
             continue
         m = ev["metrics"]
-        out.setdefault(width_of(spec["model"]), {})[lam] = (m["mini_fid_vs_dit"], m["accuracy_vs_dit"])
+        out.setdefault(width_of(row.model), {})[lam] = (m["mini_fid_vs_dit"], m["accuracy_vs_dit"])
     return out
 
 
@@ -70,11 +69,11 @@ ABLATION = {"width": "TDW only", "token": "SDT only", "all": "TDW + SDT", "rando
 
 def ablation_points(rows):
     """{routers: (mini-FID, FLOPs ratio, row name)} at λ=0.5 of the largest width measured."""
-    largest = max((width_of(spec["model"]) for spec, _ in rows), default=None)
+    largest = max((width_of(row.model) for row, _ in rows), default=None)
     out = {}
-    for spec, ev in rows:
-        if spec["options"].get("flops_target") == 0.5 and width_of(spec["model"]) == largest:
-            out[spec["options"].get("routers", "all")] = (ev["mini_fid"], ev["flops_ratio"], spec["name"])
+    for row, ev in rows:
+        if row.options.flops_target == 0.5 and width_of(row.model) == largest:
+            out[row.options.routers] = (ev["mini_fid"], ev["flops_ratio"], row.name)
     return out
 
 
@@ -91,9 +90,9 @@ def ablation_checks(points):
     return rows
 
 
-def run(ctx):
-    rows = measured_rows(ctx)
-    out = Path(ctx.work_dir or "reports/work") / "scaling-mini-figures"
+def run(suite_run):
+    rows = measured_rows(suite_run)
+    out = suite_run.ctx.scratch / "scaling-mini-figures"
     points = scaling_points(rows)
     panels = [(label, {f"ours hidden {w}": [(1.0, 0.0)] + [(lam, v[i]) for lam, v in points[w].items()]
                        for w in sorted(points)}) for i, label in ((0, "mini-FID − its DiT's"), (1, "accuracy − its DiT's"))]

@@ -5,8 +5,8 @@ import math
 import re
 from pathlib import Path
 
-from bench import mini
 from bench.mini import figures
+from dydit import registry
 
 TITLE = "Mini reproduction: what the claims are made of"
 CLASSIFIER_MIN_ACCURACY = 0.95  # below this the classifier's features are not a fair judge of digits
@@ -20,11 +20,11 @@ def _finite(name, value, unit=""):
     return _check(name, value, unit, value is not None and math.isfinite(value), "finite")
 
 
-def run(ctx):
-    s = ctx.cache.get(mini.CACHE_KEY)
+def run(suite_run):
+    s = suite_run.record("mini")  # bench.mini.run.MiniRun
     if s is None or not s.measured:
         raise RuntimeError("no mini model was measured in this run (its cells were skipped or failed)")
-    out = Path(ctx.work_dir or "reports/work") / "mini-figures"
+    out = suite_run.ctx.scratch / "mini-figures"
     c = s.config
     rows = [_check("digit classifier: accuracy on the 1,000 held-out real digits", s.classifier_info["heldout_accuracy"],
                    "", s.classifier_info["heldout_accuracy"] >= CLASSIFIER_MIN_ACCURACY, f">= {CLASSIFIER_MIN_ACCURACY}")]
@@ -74,7 +74,7 @@ def run(ctx):
             f"each DyDiT fine-tuned {c.finetune_steps} steps ({100 * c.finetune_steps / c.dit_steps:g} % of the "
             f"DiT's) with the FLOPs loss"
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
-               if any(n.startswith("SiT-") for n in s.models) else "")
+               if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
             + ". Sampling: each row's sampler (the suite file) with classifier-free guidance; the dynamic models "
             f"through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())

@@ -1,30 +1,25 @@
 """The scaling suite's section: the paper's scaling figure (FID and s/image ÷ DiT's against λ, one line per
 size), the paper's points and ours, and realized speed-up per size at λ=0.5 against the paper's."""
 import math
-from pathlib import Path
 
 from bench.definitions import METRIC_FID, METRIC_REALIZED, METRIC_S_PER_IMAGE_RATIO
 from bench.report.lambda_figure import lambda_curves
+from dydit import registry
 
 TITLE = "The scaling figure: FID and s/image vs λ per size"
 HALF = 0.5  # the λ the issue judges realized speed-up at, per size
 
 
-def size_of(model: str) -> str:
-    """'DyDiT-XL/2' -> 'XL'."""
-    return model.split("/")[0].split("-", 1)[1]
-
-
-def points(ctx):
+def points(suite_run):
     """[{size, lam, metric, paper, measured, status}] of every cell of the suite, λ = 1 for a DiT."""
-    specs = ctx.cache.get("suite_rows", {})
+    rows = {row.name: row for row in suite_run.suite.rows if row.model}
     out = []
-    for cell in ctx.cache.get("suite_results", []):
-        spec = specs.get(cell["row"])
-        if spec is None:  # a row with only cited cells
+    for cell in suite_run.cells:
+        row = rows.get(cell["row"])
+        if row is None:  # a cited row without a model
             continue
-        lam = spec["options"].get("flops_target", 1.0)
-        out.append({"size": size_of(spec["model"]), "lam": float(lam), "metric": cell["metric"],
+        lam = row.options.flops_target if row.options.flops_target is not None else 1.0
+        out.append({"size": registry.entry(row.model).size, "lam": float(lam), "metric": cell["metric"],
                     "paper": cell["paper"], "measured": cell["measured"], "status": cell["status"]})
     return out
 
@@ -42,8 +37,8 @@ def curves(pts, metric, measured):
     return out
 
 
-def run(ctx):
-    pts = points(ctx)
+def run(suite_run):
+    pts = points(suite_run)
     if not pts:
         raise RuntimeError("no cell of the scaling suite ran")
     panels = []
@@ -51,7 +46,7 @@ def run(ctx):
         series = {f"paper {s}": c for s, c in curves(pts, metric, False).items()}
         series.update({f"ours {s}": c for s, c in curves(pts, metric, True).items()})
         panels.append((label, series))
-    out = Path(ctx.work_dir or "reports/work") / "scaling-figures"
+    out = suite_run.ctx.scratch / "scaling-figures"
     figure = lambda_curves(out / "scaling-lambda.png", "Scaling: DiT-S/B/XL and DyDiT (paper solid, ours dashed)",
                            panels)
     rows = []

@@ -1,0 +1,236 @@
+"""One suite run of the mini reproduction: the classifier, the reference features and every model measured
+once, shared by the run's mini cells (bench.measure.mini) and read by the mini report sections.
+
+    run = MiniRun.start(ctx)          # the digit classifier trained or loaded, held-out features ready
+    metrics = run.measure_row(item)   # {metric: value} of one row under its cell's sampler
+"""
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
+                               METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL, METRIC_TRAINABLE_FRACTION,
+                               METRIC_WIDTH_LATE_VS_EARLY)
+from bench.measure.base import Item
+from bench.mini import build
+from bench.mini.config import MiniConfig
+from bench.suite import Options
+from dydit import registry
+from dydit.fileio import write_json_atomic
+from dydit.models import DyDiT
+from dydit.sampling import FLOW_SAMPLERS, SamplerSpec
+
+SPEED_CALLS = 5  # model calls timed per path, spread over the schedule, at the suite's CFG batch
+SPEED_REPEATS = 3
+
+
+@dataclasses.dataclass
+class MiniRun:
+    """What one suite run has built and measured so far (the record the mini report sections read)."""
+    config: MiniConfig
+    cache_dir: Path
+    retrain: object  # False, or rebuild what was built before this time (bench.mini.build._artifact)
+    classifier: Path = None
+    classifier_info: dict = None
+    reference: dict = None  # held-out digits' classifier features
+    floor: float = None  # mini-FID of the training split vs held-out: what real digits score
+    models: dict = dataclasses.field(default_factory=dict)  # model label -> (model, build info)
+    model_names: dict = dataclasses.field(default_factory=dict)  # model label -> its registry name
+    measured: dict = dataclasses.field(default_factory=dict)  # measured label -> evaluation dict
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def start(cls, ctx) -> "MiniRun":
+        """A run with the classifier and the held-out reference features ready."""
+        from bench.metrics import digits
+        config = ctx.mini_config or MiniConfig()
+        run = cls(config, build.cache_dir(ctx), ctx.retrain)
+        run.classifier, run.classifier_info = build.classifier(config, run.cache_dir, run.retrain)
+        heldout, _ = build.real_digits("heldout", config)
+        run.reference = digits.features(heldout, digits.extractor(run.classifier))
+        run.provenance = {"config": dataclasses.asdict(config), "cache": str(run.cache_dir),
+                          "classifier": {"path": str(run.classifier), **run.classifier_info}, "models": {}}
+        return run
+
+    def model(self, model: str, options: Options):
+        """(model, build info) of a row's model, built or loaded once per run."""
+        name = build.model_label(model, options)
+        if name not in self.models:
+            self.models[name] = build.build_row_model(self.config, self.cache_dir, self.retrain, model, options)
+            self.model_names[name] = model
+            self.provenance["models"][name] = self.models[name][1]
+        return self.models[name]
+
+    def measured_for(self, item: Item):
+        """The evaluation of a row under its own sampler in this run, or None (not measured)."""
+        return self.measured.get(label(item.row.name, _sampling(item.sampler)))
+
+    def measure_row(self, item: Item) -> dict:
+        """{metric: value} of one mini row under its cell's sampler (any sampler, DeepCache), measuring (and
+        building) what it needs once per run. "vs DiT" compares with the DiT under the same sampler, no cache."""
+        return measure_row(self, item.row.name, item.model, item.options, _sampling(item.sampler))
+
+    def speedup(self, item: Item) -> float:
+        """DiT's s/image / the fast path's, for a dynamic row measured by measure_row."""
+        sampling = _sampling(item.sampler)
+        self.measure_row(item)
+        ev = self.measured[label(item.row.name, sampling)]
+        if "speed" not in ev:
+            if item.options.flops_target is None or sampling.deepcache_interval > 1:
+                raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache (bench.measure.loop "
+                                 "times DeepCache)")
+            if item.options.routers == "random":
+                raise ValueError("random routing runs the masked path twice per call: its speed is not measured")
+            static = registry.entry(item.model).static
+            ev["speed"] = speed(sampling, self.model(static, Options())[0], self.model(item.model, item.options)[0])
+        return ev["speed"]["dit"] / ev["speed"]["fast"]
+
+
+def _sampling(spec: SamplerSpec) -> SamplerSpec:
+    """The mini samples pixels: every channel guided."""
+    if spec.guided_channels is not None:
+        raise ValueError("the mini samples pixels: guide every channel (guided_channels = \"all\")")
+    return spec
+
+
+def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sampling: SamplerSpec) -> dict:
+    """{metric: value} of one row (see MiniRun.measure_row)."""
+    name = label(row_name, sampling)
+    if name in s.measured:
+        return s.measured[name]["metrics"]
+    plain = dataclasses.replace(sampling, deepcache_interval=0)
+    entry = registry.entry(model_name)
+    base = label(entry.label, plain)
+    if base not in s.measured:
+        dit, info = s.model(entry.static, Options())
+        ev = _evaluate(s, plain, dit, info["key"])
+        s.provenance.setdefault("sampling", {})[base] = dataclasses.asdict(plain)
+        ev["metrics"] = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"]}
+        s.measured[base] = ev
+    dit_ev = s.measured[base]
+    model, info = s.model(model_name, options)
+    random_routing = options.routers == "random"
+    ev = dit_ev if name == base else _evaluate(s, sampling, model, info["key"] + ("-random" if random_routing else ""),
+                                               random_routing)
+    metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
+               METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
+               METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
+    if "trainable_parameters" in info:  # a fine-tuned DyDiT: what its fine-tuning trained
+        metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
+    if options.adapter != "none":  # against the full fine-tune of the same lambda
+        full_name = f"Dy{entry.label} λ={options.flops_target}"
+        measure_row(s, full_name, model_name, Options(flops_target=options.flops_target), sampling)
+        metrics[METRIC_MINI_FID_VS_FULL] = ev["mini_fid"] - s.measured[label(full_name, sampling)]["mini_fid"]
+    if "ink_vs_background" in ev:  # a DyDiT without DeepCache: where it skipped
+        metrics[METRIC_INK_VS_BACKGROUND] = ev["ink_vs_background"]
+    if "width_late_vs_early" in ev:  # ... and when, on DDPM's timesteps
+        metrics[METRIC_WIDTH_LATE_VS_EARLY] = ev["width_late_vs_early"]
+    if name != base:
+        s.measured[name] = {**ev, "metrics": metrics}
+    return metrics
+
+
+def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routing=False):
+    """Samples and measures one model, or loads that measurement (same model, sampling and code);
+    random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
+    from bench.metrics import digits
+    from bench.mini import evaluate
+    if s.floor is None:  # as many real training digits as the models generate: FID's bias depends on N
+        train, _ = build.real_digits("train", s.config)
+        s.floor = digits.mini_fid(digits.features(train[:sampling.num_samples], digits.extractor(s.classifier)),
+                                  s.reference)
+    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), _code_digest())
+    cached = s.cache_dir / f"evaluation-{key}"
+    if (cached / "numbers.json").is_file():
+        return _load_evaluation(cached)
+    recorder = evaluate.Recorder(model, sampling.deepcache_interval, random_routing_seed=sampling.seed if random_routing
+                                 else None)
+    start = time.perf_counter()
+    images, labels, pixels = evaluate.sample_digits(model, sampling, recorder)
+    out = {"seconds_sampling": time.perf_counter() - start, "images": images, "labels": labels,
+           "flops_ratio": evaluate.flops_ratio(model, recorder.calls),
+           **evaluate.quality(images, labels, digits.extractor(s.classifier), s.reference)}
+    if isinstance(model, DyDiT) and sampling.deepcache_interval <= 1 and not random_routing:  # what it skipped, where
+        out["widths"] = evaluate.widths_per_step(model, recorder.calls)
+        if sampling.name not in FLOW_SAMPLERS:  # claim 3 is stated on DDPM's t (noisy: t >= 750)
+            out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
+        out["patch_flops"] = evaluate.patch_mlp_flops(model, recorder.calls, len(pixels)).numpy()
+        out["ink_vs_background"] = evaluate.ink_over_background(model, recorder.calls, pixels)
+    _save_evaluation(out, cached)
+    return out
+
+
+ARRAYS = ("images", "labels", "patch_flops")
+
+
+def _save_evaluation(ev, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {k: ev[k] for k in ARRAYS if k in ev}
+    if "widths" in ev:
+        arrays.update(zip(("width_steps", "width_heads", "width_groups"), ev["widths"]))
+    np.savez(folder / "arrays.npz", **arrays)
+    write_json_atomic({k: v for k, v in ev.items() if k not in ARRAYS and k != "widths"}, folder / "numbers.json")
+
+
+def _load_evaluation(folder):
+    ev = json.loads((folder / "numbers.json").read_text())
+    with np.load(folder / "arrays.npz") as f:
+        ev.update({k: f[k] for k in ARRAYS if k in f.files})
+        if "width_steps" in f.files:
+            ev["widths"] = (f["width_steps"], f["width_heads"], f["width_groups"])
+    ev["cached"] = str(folder)
+    return ev
+
+
+def _code_digest():
+    """What decides an evaluation besides the model and the sampling: the measuring code."""
+    from bench.mini import evaluate
+    from bench.metrics import digits
+    from dydit import deepcache, fast, flops, sampling
+    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16]
+            for m in (evaluate, digits, fast, flops, sampling, deepcache)]
+
+
+def label(name: str, sampling) -> str:
+    """A measured model's name in this run: the row's, plus its sampler when not the mini's DDIM-50."""
+    extra = [] if (sampling.name, sampling.steps) == ("ddim", 50) else [f"{sampling.name}-{sampling.steps}"]
+    if sampling.deepcache_interval > 1 and "DeepCache" not in name:
+        extra.append(f"DeepCache {sampling.deepcache_interval}")
+    return " · ".join([name] + extra)
+
+
+@torch.no_grad()
+def speed(s: SamplerSpec, dit, dydit) -> dict:
+    """s/image of DiT, the fast path and the masked path: model calls interleaved call by call at SPEED_CALLS
+    of the sampler's own timesteps, evenly spread, on the suite's CFG batch, scaled to the schedule's
+    length (the scheduler's own step is negligible next to a call). The FLOPs ratio of exactly those
+    calls is beside it, so realized = speed-up / FLOPs ratio."""
+    from bench.timing.calls import interleaved_call_medians
+    from dydit import sampling
+    from dydit.fast import FastDyDiT
+    from dydit.flops import dit_macs, dynamic_macs
+    steps = sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // SPEED_CALLS)]
+    batch = 2 * s.batch_size  # [cond; uncond]
+    x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size,
+                    generator=torch.Generator().manual_seed(s.seed))
+    num_classes = dydit.y_embedder.embedding_table.num_embeddings - 1
+    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
+    fast = FastDyDiT(dydit).prepare([float(t) for t in steps])
+    t_of = [torch.full((batch,), t) for t in steps]  # int64 DDPM steps, float32 flow times
+    calls = {"dit": [lambda t=t: dit(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
+             "masked": [lambda t=t: dydit(x, t, y) for t in t_of]}
+    medians = interleaved_call_medians(calls, repeats=SPEED_REPEATS, warmup=1)
+    record_macs = []
+    for t in t_of:
+        record = []
+        fast(x, t, y, record=record)
+        record_macs.append(dynamic_macs(dydit, record).mean())
+    out = {name: seconds / (len(steps) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
+    out["calls_timed"], out["batch"] = len(steps), batch
+    out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
+    return out
