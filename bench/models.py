@@ -66,14 +66,3 @@ def row_model(row: Row, ctx: Context, fallback: str = CHECKPOINT_ONLY) -> RowMod
         raise Skip(status.message)
     raise Skip(f"row {row.name!r} names no checkpoint: " + ("DyDiT timing depends on the trained routers"
                                                            if entry.is_dynamic else "it needs trained weights"))
-
-
-def shared_dit(dydit: nn.Module) -> nn.Module:
-    """A DiT whose parameters *are* the DyDiT's (no second copy in memory): the DiT path of the same weights."""
-    from dydit.models import DiT
-    dit = DiT(input_size=dydit.input_size, patch_size=dydit.patch_size, in_channels=dydit.in_channels,
-              hidden_size=dydit.hidden_size, depth=len(dydit.blocks), num_heads=dydit.num_heads,
-              mlp_ratio=dydit.mlp_ratio, num_classes=dydit.y_embedder.embedding_table.num_embeddings - 1,
-              learn_sigma=dydit.learn_sigma)
-    dit.load_state_dict({k: v for k, v in dydit.state_dict().items() if k in dit.state_dict()}, assign=True)
-    return dit.eval()

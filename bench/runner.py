@@ -138,37 +138,48 @@ class Plan:
     """Every cell's decision (table order) and the groups of cells that run, in table order of their first cell."""
     decisions: List[Decision]
     groups: List[Group]
+    failed: Dict[tuple, Exception] = field(default_factory=dict)  # cells that could not be grouped, and why
 
 
-def measurements(suite: Suite, ctx: Context) -> Dict[str, object]:
-    """One instance of each measurement a suite uses, or the Skip saying why its module is not here."""
+def measurements(suite: Suite, profile: str, machine: Machine, ctx: Context) -> Dict[str, object]:
+    """One instance of each measurement with a cell that runs here; where one cannot be made, the exception
+    its cells get (Skip: its module is not in this checkout)."""
     out = {}
-    for name in sorted({cell.measure for _, cell in suite.cells() if not cell.reference}):
+    for name in sorted({cell.measure for _, cell in suite.cells() if decide(cell, profile, machine).profile}):
         module_name = MEASUREMENTS[name]
         try:
             out[name] = importlib.import_module(module_name).MEASUREMENT(ctx)
         except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            out[name] = Skip(f"measurement module {module_name} is not in this checkout")
+            out[name] = Skip(f"measurement module {module_name} is not in this checkout") if e.name == module_name \
+                else e
+        except Exception as e:  # isolation: that measurement's cells are errors, the run goes on
+            out[name] = e
     return out
 
 
 def make_plan(suite: Suite, profile: str, machine: Machine, instances: Dict[str, object]) -> Plan:
     """The decision of every cell, and the runnable cells grouped as their measurement groups them."""
-    decisions, groups = [], {}
+    decisions, groups, failed = [], {}, {}
     for row, cell in suite.cells():
         decision = decide(cell, profile, machine)
         decisions.append(decision)
         instance = instances.get(cell.measure)
-        if decision.profile is None or not isinstance(instance, Measurement):
+        if decision.profile is None:
             continue
         item = Item(row, cell)
-        key = (cell.measure, decision.profile, instance.group_key(item))
+        if not isinstance(instance, Measurement):
+            failed[item.key] = instance
+            continue
+        try:
+            key = (cell.measure, decision.profile, instance.group_key(item))
+            label = instance.group_label(item)
+        except Exception as e:  # isolation: this cell is an error
+            failed[item.key] = e
+            continue
         if key not in groups:
-            groups[key] = Group(cell.measure, decision.profile, key[2], instance.group_label(item))
+            groups[key] = Group(cell.measure, decision.profile, key[2], label)
         groups[key].items.append(item)
-    return Plan(decisions, list(groups.values()))
+    return Plan(decisions, list(groups.values()), failed)
 
 
 def plan_table(plan: Plan) -> str:
@@ -303,14 +314,13 @@ def run_section(section: SectionSpec, profile: str, run: SuiteRun, machine: Opti
 def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=()) -> dict:
     """Runs every group of cells and every section of a suite -> the result dict written to reports/<suite>.json."""
     started = utc_now()
-    instances = measurements(suite, ctx)
+    instances = measurements(suite, profile, machine, ctx)
     plan = make_plan(suite, profile, machine, instances)
     pairs = list(suite.cells())
     cells = [cell_result(cell, decision) for (_, cell), decision in zip(pairs, plan.decisions)]
     by_key = {(c["row"], c["column"]): (c, cell) for c, (_, cell) in zip(cells, pairs)}
-    for (out, cell) in by_key.values():  # cells whose measurement module is missing: skipped, with the why
-        if out["status"] is None and isinstance(instances.get(cell.measure), Skip):
-            settle(out, cell, instances[cell.measure])
+    for key, failure in plan.failed.items():  # no measurement for them here (module missing or broken)
+        settle(*by_key[key], failure)
     with tqdm(total=sum(len(g.items) for g in plan.groups), desc=f"{suite.name} [{profile}]", unit="cell",
               file=sys.stderr, dynamic_ncols=True) as bar:
         for group in plan.groups:

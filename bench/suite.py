@@ -30,7 +30,6 @@ FID_REFERENCE = "adm-ref-imagenet256"  # the default reference batch of quality 
 GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerSpec)
 
 
-
 SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerSpec))
 ROUTER_OPTIONS = (*ROUTERS, "random")  # "random": the all-model's counts of heads, groups and tokens, drawn at random
 # suite keys that were renamed or dropped: an old file gets one line saying what to write instead

@@ -9,7 +9,6 @@ step count and λ, then sample 500 digits as the suite does and print FLOPs rati
 The flops warm-up stays half of the steps, as in the mini's recipe.
 """
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bench.metrics import digits
 from bench.mini import build, evaluate
 from bench.mini.config import MiniConfig
 from dydit.checkpoints import load_trained
-from dydit.registry import entry
+from dydit.sampling import SamplerSpec
 from dydit.train import train
 from dydit.train_config import TrainConfig
 
@@ -39,14 +38,12 @@ def main():
     result = train(run, data.digits("train", 0), Path(args.out), progress=True)
     model = load_trained(result.checkpoint)
     config = MiniConfig()
-    trained = entry(base["model"])
-    if trained.family == "SiT" and trained.is_dynamic:  # a DySiT: the mini's SiT pair
-        config = dataclasses.replace(config, model="SiT-Mini/2", dynamic_model="DySiT-Mini/2")
+    config = build.config_for(config, base["model"])  # the model's family and size (DySiT: the SiT pair)
     classifier, _ = build.classifier(config, Path(args.cache))
     extractor = digits.extractor(classifier)
     heldout, _ = build.real_digits("heldout", config)
-    sampling = evaluate.Sampling(sampler=args.sampler, steps=50, cfg_scale=args.cfg, num_samples=500,
-                                 batch_size=250)
+    sampling = SamplerSpec(name=args.sampler, steps=50, cfg_scale=args.cfg, num_samples=500, batch_size=250,
+                           guided_channels=None)
     recorder = evaluate.Recorder(model)
     images, labels, _ = evaluate.sample_digits(model, sampling, recorder)
     print(json.dumps({"checkpoint": str(result.checkpoint), "flops_ratio": evaluate.flops_ratio(model, recorder.calls),

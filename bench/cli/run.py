@@ -63,7 +63,7 @@ def run(args):
     retrain = float(os.environ.get(RETRAIN_SINCE, time.time())) if args.retrain else False
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
                   work_dir=Path(args.work_dir) if args.work_dir else out / "work", retrain=retrain)
-    planned = make_plan(suite, profile, machine, measurements(suite, ctx))
+    planned = make_plan(suite, profile, machine, measurements(suite, profile, machine, ctx))
     print(f"{suite.name}: {suite.title} [profile {profile}, {'CUDA' if machine.cuda else 'no CUDA'}, assets root "
           f"{machine.assets_root or 'not set'}]\n{plan_table(planned)}", flush=True)
     result = run_suite(suite, profile, machine, ctx, command_line(args, profile))

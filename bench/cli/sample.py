@@ -3,7 +3,6 @@
     torchrun --standalone --nproc_per_node=8 -m bench sample --model DiT-XL/2 --ckpt dit-xl-2 \\
         --assets /data/dydit-assets --num-samples 50000 --out samples/dit-xl-2-ddpm250
 """
-from pathlib import Path
 
 from bench import assets, sample
 from dydit import sampling

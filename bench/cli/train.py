@@ -14,7 +14,6 @@ from pathlib import Path
 from dydit import sampling
 
 
-
 HELP = {
     "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2",
     "init_checkpoint": "weights to start from: a path or an asset name (dit-xl-2); a DiT loads into a DyDiT "

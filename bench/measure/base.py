@@ -74,7 +74,7 @@ class Measurement:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.record = None  # what report sections may read (typed by the subclass); None: nothing to show
-        self.provenance: dict = {}  # added to the result's provenance under the measurement's name
+        self.provenance: dict = {}  # merged into the result's provenance["measurements"] (its own keys)
 
     def group_key(self, item: Item) -> Hashable:
         """Cells with the same key are measured together, once (default: each cell alone)."""

@@ -73,7 +73,8 @@ class Flops(Measurement):
     ONE_VALUE_PER_GROUP = True
 
     def group_key(self, item: Item):
-        return (item.metric, item.model) if item.metric == METRIC_GFLOPS else (item.metric, item.row.name)
+        return (item.metric, item.model) if item.metric == METRIC_GFLOPS else (item.metric, item.row.name,
+                                                                                   item.sampler)
 
     def group_label(self, item: Item) -> str:
         return f"{item.model} static FLOPs" if item.metric == METRIC_GFLOPS else f"{item.row.name} dynamic FLOPs"

@@ -9,7 +9,7 @@ Models (bench.models.row_model): a mini row runs the mini reproduction's model t
 row with its checkpoint present runs its trained routers; without one (smoke, this CPU) its routers are
 calibrated (bench.timing.calibration: random weights, one bias offset bisected so the dynamic FLOPs reach
 the row's `options.flops_fraction`, default its `flops_target`). DiT is the same weights on the DiT path
-(bench.models.shared_dit): a static model's time does not depend on its weights. The VAE is the SD VAE's
+(bench.timing.loop.shared_dit): a static model's time does not depend on its weights. The VAE is the SD VAE's
 architecture (random weights: decode time does not depend on them); the mini has none (it samples pixels).
 """
 import dataclasses
@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 from bench.definitions import METRIC_REALIZED, METRIC_S_PER_IMAGE_RATIO
 from bench.measure.base import Item, Measurement, Skip
-from bench.models import OR_CALIBRATED, RowModel, row_model, shared_dit
+from bench.models import OR_CALIBRATED, RowModel, row_model
 from dydit import registry
 from dydit.sampling import SamplerSpec
 
@@ -27,9 +27,13 @@ CALLS, REPEATS = 3, 3  # full calls per path on each schedule's own timesteps; m
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
+SETUP_FIELDS = ("name", "steps", "cfg_scale", "guided_channels", "batch_size", "precision")  # what timing depends on
+
+
 def timed_setup(item: Item) -> SamplerSpec:
-    """The setup the paths of one timing run share: the cell's sampler without DeepCache."""
-    return dataclasses.replace(item.sampler, deepcache_interval=0)
+    """The setup the paths of one timing run share: the cell's sampler, without DeepCache, seed, labels or
+    sample count (a timing does not depend on them)."""
+    return SamplerSpec(**{f: getattr(item.sampler, f) for f in SETUP_FIELDS})
 
 
 def path_name(item: Item) -> str:
@@ -54,7 +58,7 @@ class LoopRun:
     timed: list  # the LoopPath objects, in timed order (DiT first): the section checks the estimate on them
 
     def to_dict(self) -> dict:
-        return {"setup": {**dataclasses.asdict(self.setup), "dit": self.static_model}, "vae": self.vae,
+        return {"setup": {**{f: getattr(self.setup, f) for f in SETUP_FIELDS}, "dit": self.static_model}, "vae": self.vae,
                 "paths": self.paths, "weights": self.weights, "timed_with": [p.name for p in self.timed]}
 
 
@@ -88,12 +92,16 @@ class Loop(Measurement):
     def measure_group(self, items: List[Item], ctx) -> dict:
         for item in items:
             self.check(item)
-            if item.metric == METRIC_REALIZED and not registry.entry(item.model).is_dynamic:
-                raise ValueError(f"row {item.row.name!r}: realized speed-up is measured for dynamic rows")
         run = self._time(items, ctx)
         self.record.runs.append(run)
         self.provenance.setdefault("loop_speed", []).append(run.to_dict())
-        return {item.key: run.paths[path_name(item)][RESULT_KEYS[item.metric]] for item in items}
+        out = {}
+        for item in items:
+            if item.metric == METRIC_REALIZED and not registry.entry(item.model).is_dynamic:
+                out[item.key] = ValueError(f"row {item.row.name!r}: realized speed-up is measured for dynamic rows")
+            else:
+                out[item.key] = run.paths[path_name(item)][RESULT_KEYS[item.metric]]
+        return out
 
     def _model(self, item: Item, ctx) -> RowModel:
         """The row's dynamic model (trained routers, the mini's, or random ones to calibrate), once per run."""
@@ -102,7 +110,12 @@ class Loop(Measurement):
         key = (item.model, item.options.flops_target)
         if key not in self._models:
             loaded = row_model(item.row, ctx, OR_CALIBRATED)
-            if not loaded.calibrate and not registry.entry(item.model).is_mini:
+            if registry.entry(item.model).is_mini:  # which recipe trained it, as the mini's own cells record
+                from bench.mini.build import cache_dir
+                from bench.mini.config import MiniConfig
+                self.provenance.setdefault("mini", {"config": dataclasses.asdict(ctx.mini_config or MiniConfig()),
+                                                    "cache": str(cache_dir(ctx))})
+            elif not loaded.calibrate:
                 loaded.weights += ": trained routers"
             self._models[key] = loaded
         return self._models[key]
@@ -110,7 +123,7 @@ class Loop(Measurement):
     def _time(self, items: List[Item], ctx) -> LoopRun:
         """Times every path of the group interleaved; ratios against the static path without cache."""
         from bench.timing.calibration import recalibrate
-        from bench.timing.loop import LoopPath, picks, time_loops, width_cost
+        from bench.timing.loop import LoopPath, picks, shared_dit, time_loops, width_cost
         from bench.timing.speed import timing_vae
         from dydit.fast import FastDyDiT
         from dydit.sampling import precision, sampler_timesteps

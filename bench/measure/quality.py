@@ -2,7 +2,7 @@
 
 The row's `sampler` table says how to sample: name (ddpm, ddim, dpm-solver++), steps, cfg_scale,
 guided_channels (3 = DiT's guidance, the default; "all"), num_samples (50000), labels ("uniform", as
-DiT's sample_ddp.py; or "balanced"), seed, batch_size, reference (asset; default the ADM batch).
+DiT's sample_ddp.py; or "balanced"), seed, batch_size; the column's or cell's `fid_reference` (asset; default the ADM batch).
 Samples go to <work_dir>/samples/<setup>/ (sharded, resumable: a killed run continues where it
 stopped; a folder filled beforehand by `torchrun ... -m bench sample --out <that folder>` with the
 same setup is used as is; README "Full Table 1 on a GPU runner"). The metrics of a sample set are

@@ -92,7 +92,7 @@ def dit(config: MiniConfig, cache, retrain=False):
 
 def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
     """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT;
-    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train.TrainConfig.routers);
+    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train_config.TrainConfig.routers);
     adapter="lora" / "td-lora": only adapters and routers train (DyDiT++'s parameter-efficient fine-tuning)."""
     _, dit_info = dit(config, cache, retrain=False)
     steps = config.finetune_steps

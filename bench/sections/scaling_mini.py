@@ -1,9 +1,8 @@
 """The scaling mini's section: ΔFID against λ per width (the paper's scaling figure, on the mini models)
 and the ablation at the largest width, each claim judged, with the spread it must be read against."""
-
 from bench.mini import figures
-from dydit import registry
 from bench.report.lambda_figure import lambda_curves
+from dydit import registry
 
 TITLE = "Scaling and ablation on the mini models: the claims"
 # the DiT-Mini's two-seed spread (NOTES.md: seeds 0 and 1): a difference below it is within seed noise

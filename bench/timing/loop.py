@@ -240,3 +240,13 @@ def vae_decode_gmacs(vae, latent_size: int) -> float:
     from dydit.flops import fvcore_macs
     z = torch.zeros(1, 4, latent_size, latent_size, device=next(vae.parameters()).device)
     return fvcore_macs(vae, (z,), forward=lambda z: vae.decode(z).sample) / 1e9
+
+
+def shared_dit(dydit: DyDiT) -> DiT:
+    """A DiT whose parameters *are* the DyDiT's (no second copy in memory): the DiT path of the same weights."""
+    dit = DiT(input_size=dydit.input_size, patch_size=dydit.patch_size, in_channels=dydit.in_channels,
+              hidden_size=dydit.hidden_size, depth=len(dydit.blocks), num_heads=dydit.num_heads,
+              mlp_ratio=dydit.mlp_ratio, num_classes=dydit.y_embedder.embedding_table.num_embeddings - 1,
+              learn_sigma=dydit.learn_sigma)
+    dit.load_state_dict({k: v for k, v in dydit.state_dict().items() if k in dit.state_dict()}, assign=True)
+    return dit.eval()

@@ -10,11 +10,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from bench.models import shared_dit
 from bench.timing.calibration import (calibrate, recalibrate, run_fraction, schedule, standardize_routers,
                                       standardized_dydit)
 from bench.timing.calls import interleaved_call_medians
-from bench.timing.loop import LoopPath, check_estimate, picks, time_loops, vae_decode_gmacs, width_cost
+from bench.timing.loop import LoopPath, check_estimate, picks, shared_dit, time_loops, vae_decode_gmacs, width_cost
 from dydit import registry
 from dydit.fast import FastDyDiT
 from dydit.models import randomize_

@@ -1,17 +1,16 @@
 """Whole-loop s/image: the estimate's accounting, the estimate against whole runs on a work clock (no
 wall-clock assertions: speed is measured in benchmarks), and the Table 4/18 measurement through the runner."""
 import pytest
-import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from bench.timing import calls as timing
-from bench.timing.loop import LoopPath, check_estimate, picks, step_counts, time_loops
+from bench.timing.loop import LoopPath, check_estimate, picks, shared_dit, step_counts, time_loops
 from bench.measure.base import Context
 from dydit.sampling import SamplerSpec
 from bench.results import ERROR, PASS, SKIPPED
 from bench.runner import AUTO, run_suite
-from bench.models import shared_dit
+
 from bench.timing.calibration import calibrated_dydit, schedule
 from bench.suite import load_suite
 from dydit.deepcache import cached_step_macs

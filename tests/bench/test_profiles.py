@@ -74,7 +74,7 @@ def test_the_plan_table_counts_cells_and_says_why():
 
 
 def plan(suite, profile, machine):
-    return make_plan(suite, profile, machine, measurements(suite, Context()))
+    return make_plan(suite, profile, machine, measurements(suite, profile, machine, Context()))
 
 
 RUN = SuiteRun(suite=None, ctx=Context(), cells=[], records={})  # what a section receives, empty

@@ -83,6 +83,26 @@ def test_a_measurement_module_not_in_the_checkout_skips_its_cells(tmp_path, monk
     assert "bench.measure.not_written_yet is not in this checkout" in by_row(result)["one"]["reason"]
 
 
+def test_a_measurement_that_cannot_start_or_group_makes_only_its_cells_errors(tmp_path, monkeypatch):
+    module = install_fake(monkeypatch, lambda item, ctx: 1.0)
+
+    def broken_group_key(self, item):
+        if item.row.name == "two":
+            raise RuntimeError("no key for two")
+        return item.key
+    monkeypatch.setattr(module.MEASUREMENT, "group_key", broken_group_key)
+    cells = by_row(run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context()))
+    assert cells["two"]["status"] == ERROR and "no key for two" in cells["two"]["reason"]
+    assert cells["one"]["status"] in (PASS, FAIL) and cells["three"]["status"] in (PASS, FAIL)
+
+    def broken_init(self, ctx):
+        raise ImportError("a dependency of this measurement is missing")
+    monkeypatch.setattr(module.MEASUREMENT, "__init__", broken_init)
+    cells = by_row(run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context()))
+    assert all(cells[r]["status"] == ERROR and "dependency" in cells[r]["reason"] for r in ("one", "two", "three"))
+    assert cells["cited"]["status"] == REFERENCE
+
+
 def test_sections_hook_runs_isolated_and_only_in_its_profiles(tmp_path, monkeypatch):
     checked = {"name": "steps", "value": 3, "unit": "", "ok": True, "expected": "3"}
     install_section(monkeypatch, "fake_checks.good",
