@@ -311,11 +311,17 @@ def run_section(section: SectionSpec, profile: str, run: SuiteRun, machine: Opti
 #                                   A suite                                     #
 #################################################################################
 
-def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=()) -> dict:
-    """Runs every group of cells and every section of a suite -> the result dict written to reports/<suite>.json."""
-    started = utc_now()
+def prepare(suite: Suite, profile: str, machine: Machine, ctx: Context):
+    """(measurement instances, Plan) of a suite run: what `bench run` prints, then hands to run_suite."""
     instances = measurements(suite, profile, machine, ctx)
-    plan = make_plan(suite, profile, machine, instances)
+    return instances, make_plan(suite, profile, machine, instances)
+
+
+def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(), prepared=None) -> dict:
+    """Runs every group of cells and every section of a suite -> the result dict written to reports/<suite>.json.
+    prepared: prepare()'s result when the caller already planned (and printed) the run."""
+    started = utc_now()
+    instances, plan = prepared or prepare(suite, profile, machine, ctx)
     pairs = list(suite.cells())
     cells = [cell_result(cell, decision) for (_, cell), decision in zip(pairs, plan.decisions)]
     by_key = {(c["row"], c["column"]): (c, cell) for c, (_, cell) in zip(cells, pairs)}

@@ -40,7 +40,7 @@ def run(args):
     from bench.measure.base import Context
     from bench.report.render import render_index, render_suite
     from bench.results import load_result, summary_line, write_json_atomic
-    from bench.runner import Machine, make_plan, measurements, plan_table, run_suite
+    from bench.runner import Machine, plan_table, prepare, run_suite
     from bench.suite import SuiteError, load_suite, suite_files
 
     try:
@@ -63,10 +63,10 @@ def run(args):
     retrain = float(os.environ.get(RETRAIN_SINCE, time.time())) if args.retrain else False
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
                   work_dir=Path(args.work_dir) if args.work_dir else out / "work", retrain=retrain)
-    planned = make_plan(suite, profile, machine, measurements(suite, profile, machine, ctx))
+    prepared = prepare(suite, profile, machine, ctx)
     print(f"{suite.name}: {suite.title} [profile {profile}, {'CUDA' if machine.cuda else 'no CUDA'}, assets root "
-          f"{machine.assets_root or 'not set'}]\n{plan_table(planned)}", flush=True)
-    result = run_suite(suite, profile, machine, ctx, command_line(args, profile))
+          f"{machine.assets_root or 'not set'}]\n{plan_table(prepared[1])}", flush=True)
+    result = run_suite(suite, profile, machine, ctx, command_line(args, profile), prepared)
     json_path = write_json_atomic(result, out / f"{suite.name}.json")
     page = render_suite(result, out)
     index = render_index(out)
