@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.registry import register_feature_extractor
 
 from bench.metrics import fidelity
@@ -121,6 +122,17 @@ def mini_fid(generated, reference) -> float:
     """Fréchet distance of two {penultimate} feature dicts (torch-fidelity's statistics and distance)."""
     stats = [fid_features_to_statistics(f[FEATURES].double()) for f in (generated, reference)]
     return float(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID])
+
+
+KID_SUBSETS = 10  # subsets of min(N, N_ref) features each: every subset uses (nearly) all of them
+
+
+def mini_kid(generated, reference, seed=0) -> float:
+    """Kernel distance of two {penultimate} feature dicts (torch-fidelity's unbiased KID, mean over subsets)."""
+    a, b = generated[FEATURES].double(), reference[FEATURES].double()
+    out = kid_features_to_metric(a, b, kid_subsets=KID_SUBSETS, kid_subset_size=min(len(a), len(b)),
+                                 kid_degree=3, kid_gamma=None, kid_coef0=1, rng_seed=seed, verbose=False)
+    return float(out[KEY_METRIC_KID_MEAN])
 
 
 def accuracy(generated, labels) -> float:

@@ -127,3 +127,16 @@ def test_bad_batches_fail_with_a_clear_message(tmp_path):
         pass
     with pytest.raises(BatchError, match="no 'arr_0'"):
         load_images(tmp_path / "empty.npz")
+
+
+def test_mini_kid_is_torch_fidelitys_unbiased_mmd_with_the_cubic_kernel():
+    from bench.metrics import digits
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(40, 8, generator=g, dtype=torch.float64), torch.randn(40, 8, generator=g, dtype=torch.float64)
+    kernel = lambda x, y: (x @ y.T / x.shape[1] + 1) ** 3  # noqa: E731
+    m = len(a)
+    off = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))  # noqa: E731
+    expected = off(kernel(a, a)) + off(kernel(b, b)) - 2 * kernel(a, b).mean()
+    kid = digits.mini_kid({digits.FEATURES: a}, {digits.FEATURES: b})
+    assert kid == pytest.approx(float(expected), rel=1e-9)  # every subset holds all rows: the one estimate
+    assert digits.mini_kid({digits.FEATURES: a + 1.0}, {digits.FEATURES: b}) > 10 * abs(kid)
