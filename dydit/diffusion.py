@@ -53,11 +53,17 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
 class GaussianDiffusion:
     """q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0) and DiT's training losses (learned sigma, MSE)."""
 
-    def __init__(self, num_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END):
+    def __init__(self, num_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
+                 min_snr_gamma=None):
+        """min_snr_gamma: weight the eps MSE by min(SNR_t, gamma) / SNR_t (Hang et al. 2023, Min-SNR); None:
+        unweighted, as DiT. The weight is 1 at the noisy steps, where the eps loss barely sees x_0, and below 1
+        at the clean ones, whose large eps errors would otherwise dominate the gradient."""
         betas = np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
         alphas_cumprod = np.cumprod(1.0 - betas)
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
         self.num_timesteps = num_timesteps
+        snr = alphas_cumprod / (1.0 - alphas_cumprod)
+        self.mse_weight = np.ones_like(snr) if min_snr_gamma is None else np.minimum(snr, min_snr_gamma) / snr
         self.betas = betas
         self.alphas_cumprod = alphas_cumprod
         self.sqrt_alphas_cumprod = np.sqrt(alphas_cumprod)
@@ -112,7 +118,7 @@ class GaussianDiffusion:
         eps, var_values = torch.split(model_output, x_start.shape[1], dim=1)
         # the bound trains the variance only: the mean it sees is detached
         vb = self.vb_terms_bpd(eps.detach(), var_values, x_start, x_t, t)
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat((noise - eps) ** 2) * self._at(self.mse_weight, t, t).reshape(-1)
         return {"mse": mse, "vb": vb, "loss": mse + vb}
 
     def training_losses(self, model_fn, x_start, t, noise, **model_kwargs):

@@ -125,6 +125,30 @@ def encode_images(vae, images, draws: StepRandom):
 #                                  Training loop                                #
 #################################################################################
 
+def set_token_router_bias(model, bias: float):
+    """Sets every token router's output bias (TrainConfig.token_router_bias); a model without routers refuses."""
+    if not isinstance(model, DyDiT):
+        raise TrainError(f"token_router_bias is a DyDiT setting; {type(model).__name__} has no token routers")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.token_selection.mlp_head[-1].bias.fill_(bias)
+
+
+def parameter_groups(model, token_router_lr_scale=1.0) -> list:
+    """AdamW's parameter groups of the trained tensors, each with its lr_scale: the token routers' is
+    token_router_lr_scale (one group when it is 1 or they are frozen: earlier checkpoints' optimizer state keeps
+    its layout)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if token_router_lr_scale != 1.0 and not isinstance(model, DyDiT):
+        raise TrainError(f"token_router_lr_scale is a DyDiT setting; {type(model).__name__} has no token routers")
+    routers = [p for n, p in named if ".token_selection." in f".{n}"]
+    if token_router_lr_scale == 1.0 or not routers:  # none trained: the ablation's "TDW only"
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    ids = {id(p) for p in routers}
+    return [{"params": [p for _, p in named if id(p) not in ids], "lr_scale": 1.0},
+            {"params": routers, "lr_scale": token_router_lr_scale}]
+
+
 def train(config: TrainConfig, dataset, run_dir, resume=False, stop_after: Optional[int] = None, progress=True,
           vae: Optional[nn.Module] = None) -> TrainResult:
     """Trains on `dataset` (items (x, y): latents, or images with config.vae) into run_dir.
@@ -197,9 +221,11 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     with torch.random.fork_rng(devices=[]):  # the adapters' initial A from the run's seed, as the model's
         torch.manual_seed(config.seed)
         add_adapter(model, config)
+    if config.token_router_bias is not None and state is None:  # a resume reads the trained bias
+        set_token_router_bias(model, config.token_router_bias)
     model.to(device)
     ema = deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+    opt = torch.optim.AdamW(parameter_groups(model, config.token_router_lr_scale), lr=config.lr,
                             betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay)
     step, last = 0, None
     if state is not None:
@@ -218,7 +244,8 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         return TrainResult(model.train(), ema, step, run_dir, last)
 
     flow = config.objective == "flow"
-    objective = TrainingObjective(model, FlowMatching() if flow else GaussianDiffusion(), config.flops_weight)
+    objective = TrainingObjective(model, FlowMatching() if flow else GaussianDiffusion(min_snr_gamma=config.min_snr_gamma),
+                                  config.flops_weight)
     ddp = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else objective
     loader = DataLoader(SeededItems(dataset), batch_sampler=StepBatches(len(dataset), B, rows, config.seed, step, end),
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
@@ -239,7 +266,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
             noise = draws.normal(x.shape[1:], NOISE)
             lr = learning_rate(step, config.lr, config.lr_warmup, config.lr_cosine, config.max_steps, config.min_lr)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before token_router_lr_scale lack it
             lambda_t = flops_target(step, config.flops_ratio, config.flops_hold, config.flops_warmup)
             until = config.complete_loss_until
             complete = config.complete_loss and (until is None or step < until)

@@ -37,12 +37,18 @@ class TrainConfig:
     complete_loss: bool = True  # DyDiT: add the complete model's diffusion loss
     complete_loss_until: Optional[int] = None  # ... only before this step (the two-stage lambda=0.5 recipe)
     objective: str = "diffusion"  # "diffusion": DDPM eps + VB (DiT, DyDiT); "flow": SiT's velocity flow matching
+    min_snr_gamma: Optional[float] = None  # diffusion: eps MSE weighted by min(SNR, gamma) / SNR (None: DiT's, unweighted)
     adapter: str = "none"  # "lora" (static, peft) or "td-lora" (dydit.lora): the base frozen, only adapters
     # and routers train, and checkpoints hold only those plus the sha256 of init_checkpoint (the base)
     adapter_rank: int = 4
     adapter_experts: int = 4  # TD-LoRA's experts per layer
     routers: str = "all"  # DyDiT: which routers learn; "width" (TDW only) / "token" (SDT only) freeze the
     # other kind at its init, which keeps every head, channel group or token (the paper's ablation)
+    # DyDiT's token routers (None / 1.0: the official recipe). A short fine-tune cannot move them: Adam moves each
+    # weight about lr per step, the routers start 35 logits from their decision boundary, and their first layer
+    # gets no gradient until the zero-initialised last layer has moved (NOTES.md, the mini's SDT)
+    token_router_bias: Optional[float] = None  # the token routers' output bias when the run starts (None: 35)
+    token_router_lr_scale: float = 1.0  # the token routers learn at lr x this
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
     # optimisation
     max_steps: int = 150_000
@@ -80,10 +86,13 @@ class TrainConfig:
                   ("precision", self.precision in ("fp32", "tf32")),
                   ("routers", self.routers in ROUTERS), ("objective", self.objective in OBJECTIVES),
                   ("adapter", self.adapter in ADAPTERS), ("adapter_rank", self.adapter_rank > 0),
-                  ("adapter_experts", self.adapter_experts > 0)]
+                  ("adapter_experts", self.adapter_experts > 0), ("token_router_lr_scale", self.token_router_lr_scale > 0)]
         for name, ok in checks:
             if not ok:
                 raise TrainError(f"bad {name}: {getattr(self, name)!r}")
+        if self.min_snr_gamma is not None and (self.objective != "diffusion" or not self.min_snr_gamma > 0):
+            raise TrainError(f"min_snr_gamma weights the diffusion objective's eps loss: a number > 0 with objective "
+                             f"'diffusion', got {self.min_snr_gamma!r} with {self.objective!r}")
         if self.adapter != "none" and not self.init_checkpoint:
             raise TrainError(f"adapter={self.adapter!r} fine-tunes a base: give init_checkpoint (its weights)")
 

@@ -2,10 +2,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from diffusers import DDPMScheduler
 
 from dydit.diffusion import GaussianDiffusion, sample_timesteps
+from dydit.train_config import TrainConfig, TrainError
 
 BETAS = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
 ABAR = np.cumprod(1.0 - BETAS)
@@ -117,3 +119,19 @@ def test_stratified_timesteps_cycle_through_the_four_quarters():
     assert quarter.tolist() == [i % 4 for i in range(400)]
     uniform = sample_timesteps(4000, torch.Generator().manual_seed(0))
     assert uniform.min() >= 0 and uniform.max() <= 999 and len(uniform.unique()) > 900
+
+
+def test_min_snr_weights_the_eps_loss_at_the_clean_steps_only():
+    plain, weighted = GaussianDiffusion(), GaussianDiffusion(min_snr_gamma=5.0)
+    snr = plain.alphas_cumprod / (1 - plain.alphas_cumprod)
+    assert np.allclose(weighted.mse_weight, np.minimum(snr, 5.0) / snr) and weighted.mse_weight[-1] == 1.0
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 1, 4, 4, generator=g), torch.randn(4, 1, 4, 4, generator=g)
+    out = torch.randn(4, 2, 4, 4, generator=g)
+    t = torch.tensor([0, 50, 500, 999])
+    a = plain.losses_from_output(out, x0, plain.q_sample(x0, t, noise), t, noise)
+    b = weighted.losses_from_output(out, x0, weighted.q_sample(x0, t, noise), t, noise)
+    assert torch.allclose(b["mse"], a["mse"] * torch.from_numpy(weighted.mse_weight[t.numpy()]).float())
+    assert torch.equal(a["vb"], b["vb"]) and torch.equal(a["mse"][2:], b["mse"][2:])  # noisy steps: unchanged
+    with pytest.raises(TrainError, match="min_snr_gamma weights the diffusion objective"):
+        TrainConfig(model="SiT-Mini/2", objective="flow", min_snr_gamma=5.0).validate()

@@ -238,6 +238,31 @@ def test_the_ablation_needs_a_dydit(tmp_path):
         train(tiny(routers="heads"), RandomLatents(), tmp_path)
 
 
+def test_token_router_bias_and_lr_scale(tmp_path):
+    """The mini's SDT recipe: the bias is set when a run starts (a resume keeps the trained one), and the token
+    routers' Adam steps are token_router_lr_scale times the others' (the first step moves each weight ~lr)."""
+    recipe = dict(token_router_bias=5.0, token_router_lr_scale=10.0, lr_warmup=0, lr_cosine=False, grad_clip=None,
+                  ckpt_every=1, flops_hold=0, flops_warmup=0)  # lambda_t = 0.5 from step 0: the FLOPs loss pulls
+    start = create_model("DyDiT-Mini/2", input_size=8).state_dict()
+    result = train(tiny(max_steps=2, **recipe), RandomLatents(), tmp_path / "run", stop_after=1, progress=False)
+    after = result.model.state_dict()
+    bias = "blocks.0.token_selection.mlp_head.2.bias"
+    step = abs(float(after[bias]) - 5.0)
+    assert 5e-3 < step < 2e-2  # Adam's first step: lr x 10 (1e-3 x 10), from 5.0, not from the init's 35
+    width = "blocks.0.mlp_rate.router.bias"
+    assert float((after[width] - start[width]).abs().max()) < 2e-3  # the other parameters: lr
+    resumed = train(tiny(max_steps=2, **recipe), RandomLatents(), tmp_path / "run", resume=True, progress=False)
+    assert abs(float(resumed.model.state_dict()[bias]) - float(after[bias])) < 2e-2  # not reset to 5.0
+    with pytest.raises(TrainError, match="token_router_bias is a DyDiT setting"):
+        train(tiny(model="DiT-Mini/2", token_router_bias=5.0), RandomLatents(), tmp_path / "dit")
+    with pytest.raises(TrainError, match="token_router_lr_scale is a DyDiT setting"):
+        train(tiny(model="DiT-Mini/2", token_router_lr_scale=10.0), RandomLatents(), tmp_path / "dit2")
+    frozen = train(tiny(routers="width", max_steps=1, **recipe), RandomLatents(), tmp_path / "tdw", progress=False)
+    assert frozen.step == 1  # TDW only: the token routers are frozen, the scale has nothing to scale
+    with pytest.raises(TrainError, match="bad token_router_lr_scale"):
+        train(tiny(token_router_lr_scale=0.0), RandomLatents(), tmp_path / "zero")
+
+
 #################################################################################
 #                       DyDiT++: flow matching, adapters                         #
 #################################################################################
