@@ -68,6 +68,14 @@ def reproduce_mini(session):
     run_suites(session, MINI_SUITES)
 
 
+@nox.session(name="mini-spread", python=PYTHON)
+def mini_spread(session):
+    """The mini's spread study (run when its recipe changes): the CFG scale per family on validation digits,
+    the seed and thread spread, the quality tolerances; writes suites/data/mini-spread.json (commit it)."""
+    install(session, "[mini]")
+    session.run("python", "-m", "bench", "mini-spread", *session.posargs)
+
+
 @nox.session(name="reproduce-scaling", python=PYTHON)
 def reproduce_scaling(session):
     """The scaling figure: DiT-S/B/XL and DyDiT per λ (speed here; FID with checkpoints), then its mini

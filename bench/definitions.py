@@ -30,6 +30,11 @@ METRIC_INK_VS_BACKGROUND = "ink_vs_background"  # MLP FLOPs per ink patch / per 
 METRIC_SPEEDUP = "speedup"  # DiT's s/image / the fast path's, interleaved in one run
 METRIC_TRAINABLE_FRACTION = "trainable_fraction"  # parameters a fine-tuning trained / what full fine-tuning trains
 METRIC_MINI_FID_VS_FULL = "mini_fid_vs_full"  # an adapter fine-tune's mini-FID minus the full fine-tune's
+METRIC_MINI_FID_OVER_FLOOR = "mini_fid_over_floor"  # mini-FID / what as many real training digits score
+METRIC_MINI_KID = "mini_kid"  # kernel distance (torch-fidelity's unbiased KID) on the classifier's features
+METRIC_MINI_FID_VS_CONTROL = "mini_fid_vs_control"  # mini-FID minus the fair control's (static, fine-tuned alike)
+METRIC_ACCURACY_VS_CONTROL = "accuracy_vs_control"  # accuracy minus the fair control's
+METRIC_MINI_KID_VS_CONTROL = "mini_kid_vs_control"  # mini-KID minus the fair control's
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"
@@ -76,6 +81,11 @@ METRICS = {
     METRIC_SPEEDUP: Metric("mini", "x", TIMING, HIGHER),
     METRIC_TRAINABLE_FRACTION: Metric("mini", "", STATIC, LOWER),
     METRIC_MINI_FID_VS_FULL: Metric("mini", "", QUALITY, LOWER),
+    METRIC_MINI_FID_OVER_FLOOR: Metric("mini", "x", QUALITY, LOWER),
+    METRIC_MINI_KID: Metric("mini", "", QUALITY, LOWER),
+    METRIC_MINI_FID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
+    METRIC_ACCURACY_VS_CONTROL: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_MINI_KID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
 }
 
 # measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)

@@ -49,6 +49,9 @@ class Options:
     flops_fraction: Optional[float] = None
     routers: str = "all"  # the mini's ablation: "width" (TDW only), "token" (SDT only), "random" (ROUTER_OPTIONS)
     adapter: str = "none"  # the mini's DyDiT++ fine-tuning: "lora" (static, peft), "td-lora" (ADAPTERS)
+    # the mini's fair control: a static model fine-tuned from its DiT exactly as its dynamic rows are (same steps,
+    # lr, EMA, data, adapter), without routers or the FLOPs loss ("DiT + FT"); dynamic rows are compared with it
+    finetuned: bool = False
 
     @property
     def calibration_fraction(self) -> Optional[float]:
@@ -383,7 +386,8 @@ def _options(c, table, where) -> Options:
     return Options(c.number(options, "flops_target", where, above=0, maximum=1),
                    c.number(options, "flops_fraction", where, above=0, maximum=1),
                    c.choices(options, "routers", ROUTER_OPTIONS, where, default="all"),
-                   c.choices(options, "adapter", ADAPTERS, where, default="none"))
+                   c.choices(options, "adapter", ADAPTERS, where, default="none"),
+                   c.get(options, "finetuned", bool, where, default=False))
 
 
 def _unavailable(c, table, where, reference):
@@ -407,11 +411,15 @@ def _row(c: _Checker, table, i, columns, suite_sampler, known_assets):
     model = c.get(table, "model", str, where, required=not reference)
     if model is not None and model not in registry.MODELS:
         c.fail(where, "model", f"unknown model {model!r} (dydit.registry.MODELS, e.g. 'DiT-XL/2', 'DyDiT-XL/2')")
+    options = _options(c, table, where)
+    if options.finetuned and (model is None or registry.entry(model).is_dynamic or not registry.entry(model).is_mini):
+        c.fail(f"{where}: options", "finetuned", "only a static mini model has a fine-tuned control (a dynamic row "
+                                                 "is always fine-tuned): remove it or use e.g. 'DiT-Mini/2'")
     checkpoint = c.get(table, "checkpoint", str, where)
     if checkpoint is not None:
         _check_assets(c, [checkpoint], known_assets, where, "checkpoint")
     row = Row(name, model, c.get(table, "variant", str, where, default=""), checkpoint, reference,
-              c.get(table, "note", str, where, default=""), _options(c, table, where),
+              c.get(table, "note", str, where, default=""), options,
               unavailable=_unavailable(c, table, where, reference))
     row_sampler = {**suite_sampler, **_sampler(c, table, where, known_assets)}
     cells = c.get(table, "cells", dict, where, required=True)

@@ -1,4 +1,5 @@
 """`python -m bench run SUITE`: runs a suite, writes reports/<suite>.json, renders the HTML report."""
+import dataclasses
 import os
 import sys
 import time
@@ -21,6 +22,9 @@ def register(subparsers):
     p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
     p.add_argument("--seed", type=int, default=0, help="global seed given to every measurement")
     p.add_argument("--work-dir", default=None, help="scratch folder for measurements (default: OUT/work)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                   help="default: cuda when present; cpu runs as if there were no GPU (CUDA-only cells skip, the "
+                        "mini trains and samples on the CPU)")
     p.add_argument("--retrain", action="store_true",
                    help="rebuild the models a suite trains itself (the mini reproduction) instead of their cache")
     p.set_defaults(func=run)
@@ -29,7 +33,8 @@ def register(subparsers):
 def command_line(args, profile):
     """The effective command: what to type to run this again (the profile as resolved)."""
     argv = ["run", str(args.suite), "--profile", profile, "--out", str(args.out), "--seed", str(args.seed)]
-    for flag, value in (("--assets", args.assets), ("--baseline", args.baseline), ("--work-dir", args.work_dir)):
+    for flag, value in (("--assets", args.assets), ("--baseline", args.baseline), ("--work-dir", args.work_dir),
+                        ("--device", args.device)):
         if value:
             argv += [flag, str(value)]
     return argv + (["--retrain"] if args.retrain else [])
@@ -57,6 +62,12 @@ def run(args):
             return 2
     out = Path(args.out)
     machine = Machine.here(args.assets)
+    if args.device == "cuda" and not machine.cuda:
+        print("error: --device cuda, but torch sees no CUDA GPU here (torch.cuda.is_available() is False): drop "
+              "--device or install a CUDA build of torch", file=sys.stderr)
+        return 2
+    if args.device == "cpu":
+        machine = dataclasses.replace(machine, cuda=False)
     profile = args.profile
     # --retrain: rebuild what was built before this run, or before $DYDIT_RETRAIN_SINCE (set by noxfile.py for
     # a whole session, so that a model several suites share is rebuilt once)

@@ -81,48 +81,66 @@ def dit(config: MiniConfig, cache, retrain=False):
         run = TrainConfig(model=config.model, max_steps=config.dit_steps, global_batch_size=config.batch_size,
                           lr=config.dit_lr, lr_warmup=config.dit_lr_warmup, lr_cosine=True, ema_decay=config.dit_ema,
                           stratified_timesteps=config.stratified_timesteps, complete_loss=False, seed=config.seed,
-                          objective=config.objective,
+                          **config.objective_recipe(),
                           data="digits", precision="fp32", log_every=100, ckpt_every=config.dit_steps,
-                          device="cpu")
+                          device=config.device)
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
-        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step}
+        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
+                "device": str(run.device or config.device)}
     folder, info = _artifact(cache, f"dit-{size_name(config.model)}", config.key("dit"), retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
 
 
-def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
-    """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT;
-    routers="width" / "token": the ablation's TDW only / SDT only (dydit.train_config.TrainConfig.routers);
-    adapter="lora" / "td-lora": only adapters and routers train (DyDiT++'s parameter-efficient fine-tuning)."""
+def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapter="none", **dynamic):
+    """(model in eval mode with its EMA weights, info): `model` fine-tuned from the mini's static model with the
+    recipe's fine-tuning budget, lr, EMA and data (the dynamic models and their controls alike); `dynamic`:
+    the TrainConfig fields only a dynamic model has (lambda, FLOPs schedule, complete-model loss, routers)."""
     _, dit_info = dit(config, cache, retrain=False)
     steps = config.finetune_steps
 
     def build(folder):
-        run = TrainConfig(model=config.dynamic_model, init_checkpoint=str(Path(dit_info["folder"]) /
-                                                                          dit_info["checkpoint"]),
-                          flops_ratio=lam, flops_hold=config.flops_hold, objective=config.objective,
-                          adapter=adapter, adapter_experts=config.adapter_experts,
+        run = TrainConfig(model=model, init_checkpoint=str(Path(dit_info["folder"]) / dit_info["checkpoint"]),
+                          **config.objective_recipe(), adapter=adapter, adapter_experts=config.adapter_experts,
                           adapter_rank=config.adapter_rank * (config.adapter_experts if adapter == "lora" else 1),
-                          flops_warmup=round(steps * config.flops_warmup_fraction), max_steps=steps,
-                          global_batch_size=config.batch_size, ema_decay=config.finetune_ema,
+                          max_steps=steps, global_batch_size=config.batch_size, ema_decay=config.finetune_ema,
                           lr=config.finetune_lr if adapter == "none" else config.adapter_lr,
-                          complete_loss=config.complete_model_loss, stratified_timesteps=config.stratified_timesteps,
-                          seed=config.seed, data="digits", precision="fp32", log_every=25, ckpt_every=steps,
-                          device="cpu", routers=routers)
+                          stratified_timesteps=config.stratified_timesteps, seed=config.seed, data="digits",
+                          precision="fp32", log_every=25, ckpt_every=steps, device=config.device,
+                          **{"complete_loss": False, **dynamic})
         start = time.perf_counter()
         result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
         seconds = time.perf_counter() - start
-        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "lambda": lam,
-                "routers": routers, "adapter": adapter, "finetune_seconds": round(seconds, 1),
+        return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "adapter": adapter,
+                "finetune_seconds": round(seconds, 1), "device": str(run.device or config.device),
                 "trainable_parameters": sum(p.numel() for p in trainable_parameters(result.model).values()),
                 # what full fine-tuning trains: every parameter but the fixed sin-cos positional embedding
-                "parameters": sum(p.numel() for p in create_model(config.dynamic_model).parameters()
-                                  if p.requires_grad)}
-    extra = [x for x in (routers, adapter) if x not in ("all", "none")]
-    parts = ("dydit", lam, dit_info["key"], *extra)
-    name = "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra])
-    folder, info = _artifact(cache, name, config.key(*parts), retrain, build)
+                "parameters": sum(p.numel() for p in create_model(model).parameters() if p.requires_grad)}
+    folder, info = _artifact(cache, name, config.key(*parts, dit_info["key"]), retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
+
+
+def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
+    """(DyDiT-Mini at lambda in eval mode with its EMA weights, info), fine-tuned from the mini DiT with the
+    FLOPs loss; routers="width" / "token": the ablation's TDW only / SDT only (dydit.train_config.TrainConfig.
+    routers); adapter="lora" / "td-lora": only adapters and routers train (DyDiT++'s parameter-efficient
+    fine-tuning)."""
+    steps = config.finetune_steps
+    extra = [x for x in (routers, adapter) if x not in ("all", "none")]
+    name = "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra])
+    model, info = _finetune(config, config.dynamic_model, cache, name, ("dydit", lam, *extra), retrain, adapter,
+                            flops_ratio=lam, flops_hold=config.flops_hold,
+                            flops_warmup=round(steps * config.flops_warmup_fraction), routers=routers,
+                            complete_loss=config.complete_model_loss, **config.router_recipe(routers))
+    return model, {**info, "lambda": lam, "routers": routers}
+
+
+def control(config: MiniConfig, cache, retrain=False, adapter="none"):
+    """(the static mini model fine-tuned like its dynamic models, info): the fair control ("DiT + FT"): the
+    same steps, lr, EMA, data and adapter as the DyDiTs, without routers or the FLOPs loss, so a DyDiT's
+    quality is compared with what the extra fine-tuning alone gives."""
+    extra = [] if adapter == "none" else [adapter]
+    name = "-".join([f"control-{size_name(config.model)}", *extra])
+    return _finetune(config, config.model, cache, name, ("control", *extra), retrain, adapter)
 
 
 #################################################################################
@@ -146,18 +164,24 @@ def model_label(model: str, options) -> str:
     """The name a row's model is built and measured under: 'DiT-Mini-32', or 'DyDiT-Mini λ=0.5 · TDW only'."""
     entry = registry.entry(model)
     if not entry.is_dynamic:
-        return entry.label
+        return " · ".join(filter(None, [entry.label + (" + FT" if options.finetuned else ""),
+                                        ADAPTERS[options.adapter]]))
     trained = "all" if options.routers == "random" else options.routers
     return " · ".join(filter(None, [f"Dy{entry.label} λ={options.flops_target}", ROUTERS[trained],
                                     ADAPTERS[options.adapter]]))
 
 
 def build_row_model(config: MiniConfig, cache, retrain, model: str, options):
-    """(model, build info) of a mini row: its size's static model, or the dynamic one fine-tuned to its
-    options.flops_target (options.routers "width" / "token": trained with only those routers; "random" is the
-    "all" model, whose routing bench.mini.evaluate replaces by random choices of the same sizes)."""
+    """(model, build info) of a mini row: its size's static model (options.finetuned: its fair control), or the
+    dynamic one fine-tuned to its options.flops_target (options.routers "width" / "token": trained with only those
+    routers; "random" is the "all" model, whose routing bench.mini.evaluate replaces by random choices of the
+    same sizes)."""
     config = config_for(config, model)
     if not registry.entry(model).is_dynamic:
+        if options.finetuned:
+            return control(config, cache, retrain, options.adapter)
+        if options.adapter != "none":
+            raise ValueError(f"{model}: a static mini row with an adapter is a control: add options.finetuned")
         return dit(config, cache, retrain)
     if options.flops_target is None:
         raise ValueError(f"{model}: a dynamic mini row needs options.flops_target (its lambda)")
@@ -170,6 +194,23 @@ def cache_dir(ctx) -> Path:
     return ctx.scratch / "mini-models"
 
 
+def run_config(ctx) -> MiniConfig:
+    """The recipe of a suite run: ctx.mini_config (else the default), on the run's device unless it names one."""
+    config = ctx.mini_config or MiniConfig()
+    return config if config.device else dataclasses.replace(config, device=ctx.device)
+
+
+def device_of(config: MiniConfig) -> torch.device:
+    """Where a recipe's models train and sample: its device, else CUDA when present, else the CPU."""
+    if config.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"the mini recipe asks for device {config.device!r}, but torch sees no CUDA GPU here")
+    return torch.device(config.device)
+
+
 def row_model(ctx, model: str, options):
-    """(model, build info) of a mini row in a suite run (ctx: its recipe, work dir and --retrain)."""
-    return build_row_model(ctx.mini_config or MiniConfig(), cache_dir(ctx), ctx.retrain, model, options)
+    """(model, build info) of a mini row in a suite run (ctx: its recipe, device, work dir and --retrain)."""
+    config = run_config(ctx)
+    model, info = build_row_model(config, cache_dir(ctx), ctx.retrain, model, options)
+    return model.to(device_of(config)), info

@@ -1,17 +1,18 @@
 """The mini reproduction's recipe: data, model, training and fine-tuning budgets, in one dataclass.
 
-Sized for a 2-core CPU: the DiT trains for DIT_STEPS at batch 64 (a probe: 6,000 steps at lr 1e-3 with
-warm-up and cosine decay gave clean digits, 99.8 % classified correctly); each DyDiT is fine-tuned from
-it for FINETUNE_FRACTION of those steps (the paper: 150k-200k of DiT's 7M, 2-3 %; the mini needs a
-larger share because the routers start far from their targets and the run is short), each DySiT for
-FLOW_FINETUNE_FRACTION (twice as long: its token routers learn to follow the digits' strokes, and in 600
-steps their eval FLOPs stayed 0.04-0.05 above lambda; NOTES.md).
+Sized for a 2-core CPU: the DiT trains for dit_steps at batch 64; each DyDiT and each fair control is
+fine-tuned from it for finetune_fraction of those steps (the paper: 150k-200k of DiT's 7M, 2-3 %; the mini
+needs a larger share because the routers start far from their targets and the run is short), each DySiT
+for flow_finetune_fraction. Every field that deviates from the paper's full-size recipe says why, with the
+measurement in NOTES.md (Min-SNR weighting, the token routers' start and step size). The CFG scale and the
+quality tolerances are not here: the spread study chooses them (bench/mini/spread.py).
 """
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import bench
 import dydit
@@ -45,6 +46,16 @@ class MiniConfig:
     flops_hold: int = 20  # lambda_t = 1 for these steps, then linear to lambda over flops_warmup
     flops_warmup_fraction: float = 0.5  # of the fine-tune steps
     complete_model_loss: bool = True
+    # The diffusion models' eps loss weighted by min(SNR, 5) / SNR (Min-SNR, Hang et al. 2023; DiT: unweighted). DiT's
+    # unweighted loss let the clean steps' eps errors dominate: the 6,000-step DiT-Mini scored validation mini-FID
+    # 64.5 / accuracy 0.826 at CFG 1.5 (127.6 / 0.656 at CFG 1); with Min-SNR-5, 35.2 / 0.940 (53.8 / 0.784): NOTES.md
+    min_snr_gamma: Optional[float] = 5.0
+    # The token routers. Official: bias 35, the routers' lr. In 600 fine-tuning steps Adam moves each weight <= 0.3
+    # (600 x lr 5e-4): the routers stayed all-on (MLP FLOPs ink / background 1.000). DyFLUX's bias 5 and 10x their
+    # lr: tokens kept 0.58, ink / background 1.29 at lambda 0.5 (NOTES.md). The full-size fine-tunes (150k-200k
+    # steps) reach 35 with the official values.
+    token_router_bias: Optional[float] = 5.0
+    token_router_lr_scale: float = 10.0
     stratified_timesteps: bool = True
     # DyDiT++'s parameter-efficient fine-tuning, at one adapter size: TD-LoRA has `adapter_experts` experts of
     # rank `adapter_rank` per layer, static LoRA one of rank adapter_rank x adapter_experts (as many weights).
@@ -54,6 +65,9 @@ class MiniConfig:
     adapter_lr: float = 2e-3  # adapters train few weights from zero: a larger step than full fine-tuning's
     classifier_epochs: int = 20
     classifier_seed: int = 0  # not `seed`: models trained with other seeds are judged by the same classifier
+    # where the models train and sample: None = CUDA when present, else the CPU (bench run --device). Not in the
+    # cache key: the same recipe on another device is the same model up to float rounding (done.json says where)
+    device: Optional[str] = field(default=None, metadata={"key": False})
 
     @property
     def objective(self) -> str:
@@ -66,9 +80,22 @@ class MiniConfig:
         fraction = self.flow_finetune_fraction if self.objective == "flow" else self.finetune_fraction
         return max(1, round(self.dit_steps * fraction))
 
+    def objective_recipe(self) -> dict:
+        """The TrainConfig fields of this recipe's objective (Min-SNR weights the diffusion objective only)."""
+        return {"objective": self.objective, "min_snr_gamma": self.min_snr_gamma if self.objective == "diffusion"
+                else None}
+
+    def router_recipe(self, routers="all") -> dict:
+        """The TrainConfig fields of a dynamic model's routers (routers="width", the ablation's TDW only: the
+        frozen token routers keep the official bias 35, so they keep every token in training too)."""
+        if routers == "width":
+            return {}
+        return {"token_router_bias": self.token_router_bias, "token_router_lr_scale": self.token_router_lr_scale}
+
     def key(self, *parts) -> str:
         """Cache key of one artifact: this config, the named parts and the code that trains it."""
-        digest = hashlib.sha256(json.dumps([dataclasses.asdict(self), parts], sort_keys=True).encode())
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
+        digest = hashlib.sha256(json.dumps([fields, parts], sort_keys=True).encode())
         for path in CODE:
             digest.update(path.read_bytes() if path.is_file() else b"")
         return digest.hexdigest()[:16]

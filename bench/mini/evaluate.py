@@ -89,14 +89,15 @@ def sample_digits(model, s: SamplerSpec, recorder=None):
     model_fn = recorder or Recorder(model, s.deepcache_interval)
     num_classes = model.y_embedder.embedding_table.num_embeddings - 1
     shape = (model.in_channels, model.input_size, model.input_size)
+    device = next(model.parameters()).device  # noise drawn on the CPU (the same digits on any device), moved there
     images, labels, pixels = [], [], []
     for start in range(0, s.num_samples, s.batch_size):
         idx = range(start, min(start + s.batch_size, s.num_samples))
         model_fn.offset = start
         noise, generators = sampling.noise_for(idx, s.seed, shape)
         y = sampling.labels_for(idx, s.seed, "balanced", num_classes)
-        x = sampling.sample_latents(model_fn, s.name, noise, y, s.steps, generators, s.cfg_scale,
-                                    guided_channels=None, null_class=num_classes)
+        x = sampling.sample_latents(model_fn, s.name, noise.to(device), y, s.steps, generators, s.cfg_scale,
+                                    guided_channels=None, null_class=num_classes).cpu()
         images.append(to_uint8(x))
         labels.append(y.numpy())
         pixels.append(x)
@@ -145,8 +146,8 @@ def patch_mlp_flops(model, calls, num_images):
         batch = record[0].tokens.shape[0] // 2  # [cond; uncond]: the conditional half
         calls_per_image[offset:offset + batch] += 1
         for m in record:
-            groups = m.channels[:batch].sum(-1, keepdim=True).double()  # (B, 1)
-            per_patch[offset:offset + batch] += m.tokens[:batch].double() * mlp_macs(a, groups, 1)
+            groups = m.channels[:batch].sum(-1, keepdim=True).double().cpu()  # (B, 1)
+            per_patch[offset:offset + batch] += m.tokens[:batch].double().cpu() * mlp_macs(a, groups, 1)
     return per_patch / calls_per_image
 
 
@@ -168,6 +169,7 @@ def ink_over_background(model, calls, pixels) -> float:
 #################################################################################
 
 def quality(images, labels, extractor, reference_features):
-    """{mini_fid, accuracy} of generated digits against held-out real ones."""
+    """{mini_fid, mini_kid, accuracy} of generated digits against held-out real ones."""
     feats = digits.features(images, extractor)
-    return {"mini_fid": digits.mini_fid(feats, reference_features), "accuracy": digits.accuracy(feats, labels)}
+    return {"mini_fid": digits.mini_fid(feats, reference_features), "mini_kid": digits.mini_kid(feats, reference_features),
+            "accuracy": digits.accuracy(feats, labels)}

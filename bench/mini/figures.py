@@ -53,14 +53,15 @@ def patch_flops(path, title, per_patch, images, grid, examples=6):
 
 
 def flops_vs_fid(path, points, floor):
-    """FLOPs ratio (x) vs mini-FID (y), one point per model, with the real-vs-real floor."""
+    """FLOPs ratio (x) vs mini-FID (y), one point per model, with the real-vs-real floor (None: not drawn)."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, ratio, fid in points:
         ax.scatter([ratio], [fid], s=40)
         ax.annotate(name, (ratio, fid), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.axhline(floor, color="grey", linestyle="--", linewidth=1)
-    ax.annotate("real vs real (floor)", (min(p[1] for p in points), floor), textcoords="offset points",
-                xytext=(0, 4), fontsize=8, color="grey")
+    if floor is not None:  # None: no DiT measured at the models' number of digits
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=1)
+        ax.annotate("real vs real (floor)", (min(p[1] for p in points), floor), textcoords="offset points",
+                    xytext=(0, 4), fontsize=8, color="grey")
     ax.set_xlabel("FLOPs over the sampling run / DiT's")
     ax.set_ylabel("mini-FID (classifier features)")
     ax.set_title("FLOPs vs mini-FID", fontsize=11)

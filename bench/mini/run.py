@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_DIT, METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND,
-                               METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL, METRIC_TRAINABLE_FRACTION,
+from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_CONTROL, METRIC_ACCURACY_VS_DIT,
+                               METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND, METRIC_MINI_FID_OVER_FLOOR,
+                               METRIC_MINI_FID_VS_CONTROL, METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL,
+                               METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_TRAINABLE_FRACTION,
                                METRIC_WIDTH_LATE_VS_EARLY)
 from bench.measure.base import Item
 from bench.mini import build
@@ -38,7 +40,7 @@ class MiniRun:
     classifier: Path = None
     classifier_info: dict = None
     reference: dict = None  # held-out digits' classifier features
-    floor: float = None  # mini-FID of the training split vs held-out: what real digits score
+    floors: dict = dataclasses.field(default_factory=dict)  # N -> mini-FID of N training digits vs held-out
     models: dict = dataclasses.field(default_factory=dict)  # model label -> (model, build info)
     model_names: dict = dataclasses.field(default_factory=dict)  # model label -> its registry name
     measured: dict = dataclasses.field(default_factory=dict)  # measured label -> evaluation dict
@@ -48,7 +50,7 @@ class MiniRun:
     def start(cls, ctx) -> "MiniRun":
         """A run with the classifier and the held-out reference features ready."""
         from bench.metrics import digits
-        config = ctx.mini_config or MiniConfig()
+        config = build.run_config(ctx)
         run = cls(config, build.cache_dir(ctx), ctx.retrain)
         run.classifier, run.classifier_info = build.classifier(config, run.cache_dir, run.retrain)
         heldout, _ = build.real_digits("heldout", config)
@@ -61,10 +63,21 @@ class MiniRun:
         """(model, build info) of a row's model, built or loaded once per run."""
         name = build.model_label(model, options)
         if name not in self.models:
-            self.models[name] = build.build_row_model(self.config, self.cache_dir, self.retrain, model, options)
+            built, info = build.build_row_model(self.config, self.cache_dir, self.retrain, model, options)
+            self.models[name] = built.to(build.device_of(self.config)), info
             self.model_names[name] = model
             self.provenance["models"][name] = self.models[name][1]
         return self.models[name]
+
+    def floor(self, n: int) -> float:
+        """What real digits score: mini-FID of n training digits vs the held-out ones (FID's bias depends on n,
+        so the floor uses as many digits as the models generate)."""
+        from bench.metrics import digits
+        if n not in self.floors:
+            train, _ = build.real_digits("train", self.config)
+            self.floors[n] = digits.mini_fid(digits.features(train[:n], digits.extractor(self.classifier)),
+                                             self.reference)
+        return self.floors[n]
 
     def measured_for(self, item: Item):
         """The evaluation of a row under its own sampler in this run, or None (not measured)."""
@@ -99,30 +112,34 @@ def _sampling(spec: SamplerSpec) -> SamplerSpec:
 
 
 def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sampling: SamplerSpec) -> dict:
-    """{metric: value} of one row (see MiniRun.measure_row)."""
+    """{metric: value} of one row (see MiniRun.measure_row). "vs DiT": against the family's static model under
+    the same sampler without cache; "vs control": a dynamic row against its fair control (the static model
+    fine-tuned alike, with the row's adapter)."""
     name = label(row_name, sampling)
     if name in s.measured:
         return s.measured[name]["metrics"]
     plain = dataclasses.replace(sampling, deepcache_interval=0)
     entry = registry.entry(model_name)
-    base = label(entry.label, plain)
-    if base not in s.measured:
-        dit, info = s.model(entry.static, Options())
-        ev = _evaluate(s, plain, dit, info["key"])
-        s.provenance.setdefault("sampling", {})[base] = dataclasses.asdict(plain)
-        ev["metrics"] = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"]}
-        s.measured[base] = ev
-    dit_ev = s.measured[base]
+    dit_ev = _measured(s, label(entry.label, plain), entry.static, Options(), plain)
     model, info = s.model(model_name, options)
     random_routing = options.routers == "random"
+    base = label(entry.label, plain)
     ev = dit_ev if name == base else _evaluate(s, sampling, model, info["key"] + ("-random" if random_routing else ""),
                                                random_routing)
-    metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"],
+    metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"], METRIC_MINI_KID: ev["mini_kid"],
+               METRIC_MINI_FID_OVER_FLOOR: ev["mini_fid"] / s.floor(sampling.num_samples),
                METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
                METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
-    if "trainable_parameters" in info:  # a fine-tuned DyDiT: what its fine-tuning trained
+    if entry.is_dynamic:  # against what the same fine-tuning without routers and FLOPs loss gives
+        control = Options(finetuned=True, adapter=options.adapter)
+        control_label = build.model_label(entry.static, control)
+        ctl = _measured(s, label(control_label, plain), entry.static, control, plain)
+        metrics.update({METRIC_MINI_FID_VS_CONTROL: ev["mini_fid"] - ctl["mini_fid"],
+                        METRIC_ACCURACY_VS_CONTROL: ev["accuracy"] - ctl["accuracy"],
+                        METRIC_MINI_KID_VS_CONTROL: ev["mini_kid"] - ctl["mini_kid"]})
+    if "trainable_parameters" in info:  # a fine-tuned model: what its fine-tuning trained
         metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
-    if options.adapter != "none":  # against the full fine-tune of the same lambda
+    if entry.is_dynamic and options.adapter != "none":  # against the full fine-tune of the same lambda
         full_name = f"Dy{entry.label} λ={options.flops_target}"
         measure_row(s, full_name, model_name, Options(flops_target=options.flops_target), sampling)
         metrics[METRIC_MINI_FID_VS_FULL] = ev["mini_fid"] - s.measured[label(full_name, sampling)]["mini_fid"]
@@ -130,9 +147,17 @@ def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sa
         metrics[METRIC_INK_VS_BACKGROUND] = ev["ink_vs_background"]
     if "width_late_vs_early" in ev:  # ... and when, on DDPM's timesteps
         metrics[METRIC_WIDTH_LATE_VS_EARLY] = ev["width_late_vs_early"]
-    if name != base:
-        s.measured[name] = {**ev, "metrics": metrics}
+    s.measured[name] = {**ev, "metrics": metrics}
     return metrics
+
+
+def _measured(s: MiniRun, name: str, model_name: str, options: Options, sampling: SamplerSpec) -> dict:
+    """The evaluation of a static model (the DiT, or its control) that rows are compared with, made once."""
+    if name not in s.measured:
+        model, info = s.model(model_name, options)
+        s.provenance.setdefault("sampling", {})[name] = dataclasses.asdict(sampling)
+        s.measured[name] = _evaluate(s, sampling, model, info["key"])
+    return s.measured[name]
 
 
 def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routing=False):
@@ -140,10 +165,6 @@ def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routin
     random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
     from bench.metrics import digits
     from bench.mini import evaluate
-    if s.floor is None:  # as many real training digits as the models generate: FID's bias depends on N
-        train, _ = build.real_digits("train", s.config)
-        s.floor = digits.mini_fid(digits.features(train[:sampling.num_samples], digits.extractor(s.classifier)),
-                                  s.reference)
     key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), _code_digest())
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():

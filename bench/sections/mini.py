@@ -19,6 +19,34 @@ def _finite(name, value, unit=""):
     return _check(name, value, unit, value is not None and math.isfinite(value), "finite")
 
 
+def spread_rows(s):
+    """The spread study this run's CFG scales and tolerances come from (suites/data/mini-spread.json): its CFG
+    sweep on the validation digits, and whether it was made for this recipe and chose the scale sampled here."""
+    from bench.mini import spread
+    try:
+        study = spread.load()
+    except (OSError, ValueError) as e:
+        return [_check(f"spread study: {spread.SPREAD_FILE.name} unreadable ({type(e).__name__}): run "
+                       f"`nox -s mini-spread`", None, "", False, "present")]
+    recipe = {k: v for k, v in dataclasses.asdict(s.config).items() if k != "device"}
+    same = {k: v for k, v in study["recipe"].items() if k != "device"} == recipe
+    p = study["provenance"]
+    rows = [_check(f"spread study made for this recipe ({p['command']} at {str(p['commit'])[:10]}, {p['date']}, "
+                   f"{p['seconds'] / 60:.0f} min)", None, "", same, "the recipe of this run")]
+    for family, fam in study["families"].items():
+        sampled = s.provenance.get("sampling", {}).get(registry.entry(fam["model"]).label)
+        for point in fam["cfg_sweep"]:
+            chosen = point["cfg_scale"] == fam["cfg_scale"]
+            rows.append(_check(f"{family}: CFG {point['cfg_scale']:g} on the validation digits: mini-FID "
+                               f"{point['mini_fid']:.1f}, accuracy {point['accuracy']:.3f}"
+                               + (" (chosen: " + study["rules"]["cfg"] + ")" if chosen else ""),
+                               point["mini_fid"], "", math.isfinite(point["mini_fid"]), "finite"))
+        if sampled is not None:
+            rows.append(_check(f"{family}: sampled at the study's CFG scale", sampled["cfg_scale"], "",
+                               sampled["cfg_scale"] == fam["cfg_scale"], f"{fam['cfg_scale']:g}"))
+    return rows
+
+
 def run(suite_run):
     s = suite_run.record("mini")  # bench.mini.run.MiniRun
     if s is None or not s.measured:
@@ -27,12 +55,16 @@ def run(suite_run):
     c = s.config
     rows = [_check("digit classifier: accuracy on the 1,000 held-out real digits", s.classifier_info["heldout_accuracy"],
                    "", s.classifier_info["heldout_accuracy"] >= CLASSIFIER_MIN_ACCURACY, f">= {CLASSIFIER_MIN_ACCURACY}")]
+    rows += spread_rows(s)
     dit = s.measured.get("DiT-Mini")
-    rows.append(_check("mini-FID floor: 4,000 training digits vs the 1,000 held-out", s.floor, "",
-                       dit is None or s.floor < dit["mini_fid"], "below the DiT's mini-FID"))
+    for n, floor in sorted(s.floors.items()):
+        rows.append(_check(f"mini-FID floor: {n:,} training digits vs the 1,000 held-out", floor, "",
+                           dit is None or len(dit["images"]) != n or floor < dit["mini_fid"],
+                           "below the DiT's mini-FID"))
     figs, points, findings = [], [], []
     for name, ev in s.measured.items():
         rows.append(_finite(f"{name}: mini-FID", ev["mini_fid"]))
+        rows.append(_finite(f"{name}: mini-KID (torch-fidelity's unbiased KID on the same features)", ev["mini_kid"]))
         rows.append(_finite(f"{name}: accuracy of generated digits", ev["accuracy"]))
         rows.append(_finite(f"{name}: FLOPs over the sampling run / DiT's", ev["flops_ratio"]))
         rows.append(_finite(f"{name}: sampling {len(ev['images'])} digits, seconds", ev["seconds_sampling"], "s"))
@@ -66,16 +98,16 @@ def run(suite_run):
             rows.append(_finite(f"{name}: fine-tuning wall time ({info['trainable_parameters']:,} of "
                                 f"{info['parameters']:,} parameters trained)", info["finetune_seconds"], "s"))
     figs.insert(0, {"title": "FLOPs vs mini-FID", "path": str(figures.flops_vs_fid(out / "flops-vs-fid.png", points,
-                                                                                  s.floor))})
+                                                                                  s.floor(len(dit["images"])) if dit else None))})
     dyn = [b for n, (_, b) in s.models.items() if n != "DiT-Mini"]
     flow = dataclasses.replace(c, model="SiT-Mini/2")
     note = (f"Models trained here (cache {s.cache_dir}): DiT-Mini {c.dit_steps} steps at batch {c.batch_size}; "
             f"each DyDiT fine-tuned {c.finetune_steps} steps ({100 * c.finetune_steps / c.dit_steps:g} % of the "
-            f"DiT's) with the FLOPs loss"
+            f"DiT's) with the FLOPs loss, and each control (+ FT) the same without routers or FLOPs loss"
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
                if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
             + ". Sampling: each row's sampler (the suite file) with classifier-free guidance; the dynamic models "
-            f"through FastDyDiT. Build times: "
+            "through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())
             + (" (cached: 0 s means loaded)" if dyn else "") + ".")
     if findings:

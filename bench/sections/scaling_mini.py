@@ -40,7 +40,7 @@ def scaling_points(rows):
         if lam is None or row.options.routers != "all":
             continue
         m = ev["metrics"]
-        out.setdefault(width_of(row.model), {})[lam] = (m["mini_fid_vs_dit"], m["accuracy_vs_dit"])
+        out.setdefault(width_of(row.model), {})[lam] = (m["mini_fid_vs_control"], m["accuracy_vs_control"])
     return out
 
 
@@ -57,7 +57,7 @@ def scaling_checks(points):
         ok = all(a > b for a, b in zip(deltas, deltas[1:]))
         spread = max(deltas) - min(deltas)
         text = " > ".join(f"{w}: {d:+.1f}" for w, d in zip(have, deltas))
-        rows.append(_check(f"λ={lam}: mini-FID − its DiT's falls with width (hidden {text}); range {spread:.1f} vs the "
+        rows.append(_check(f"λ={lam}: mini-FID − its control's falls with width (hidden {text}); range {spread:.1f} vs the "
                            f"DiT's seed spread {SEED_SPREAD_FID}", spread if ok else -spread, ok,
                            "strictly falling with width (value: its range, negative when not)"))
     return rows
@@ -94,7 +94,7 @@ def run(suite_run):
     out = suite_run.ctx.scratch / "scaling-mini-figures"
     points = scaling_points(rows)
     panels = [(label, {f"ours hidden {w}": [(1.0, 0.0)] + [(lam, v[i]) for lam, v in points[w].items()]
-                       for w in sorted(points)}) for i, label in ((0, "mini-FID − its DiT's"), (1, "accuracy − its DiT's"))]
+                       for w in sorted(points)}) for i, label in ((0, "mini-FID − its control's"), (1, "accuracy − its control's"))]
     figs = [{"title": "mini-FID and accuracy − the DiT's, against λ, per width (the paper's scaling figure)",
              "path": str(lambda_curves(out / "scaling-mini-lambda.png", "Scaling mini: ΔmFID and Δaccuracy vs λ", panels))}]
     ablation = ablation_points(rows)

@@ -46,11 +46,13 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
     (section,) = result["sections"]
     assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 6, section["note"]
     walls = [r for r in section["rows"] if "fine-tuning wall time" in r["name"]]
-    assert len(walls) == 6 and all(r["ok"] and r["value"] > 0 for r in walls)  # every DyDiT and DySiT
+    assert len(walls) == 10 and all(r["ok"] and r["value"] > 0 for r in walls)  # every DyDiT, DySiT and control
     mini = result["provenance"]["measurements"]["mini"]
     assert mini["config"]["dit_steps"] == 4 and next(iter(mini["sampling"].values()))["num_samples"] == 20
     assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5", "SiT-Mini", "DySiT-Mini λ=0.7",
-                                   "DySiT-Mini λ=0.5", "DyDiT-Mini λ=0.5 · LoRA", "DyDiT-Mini λ=0.5 · TD-LoRA"}
+                                   "DySiT-Mini λ=0.5", "DyDiT-Mini λ=0.5 · LoRA", "DyDiT-Mini λ=0.5 · TD-LoRA",
+                                   "DiT-Mini + FT", "SiT-Mini + FT", "DiT-Mini + FT · LoRA", "DiT-Mini + FT · TD-LoRA"}
+    assert mini["models"]["DiT-Mini + FT · LoRA"]["adapter"] == "lora"  # each adapter row has its own control
     assert mini["models"]["DyDiT-Mini λ=0.5 · TD-LoRA"]["adapter"] == "td-lora"
     cells = {(c["row"], c["column"]): c for c in result["cells"]}
     for adapter in ("LoRA", "TD-LoRA"):  # parameter-efficient: a few % of the parameters train
@@ -101,7 +103,7 @@ def test_tiny_tables_4_and_18_on_the_mini_models(tmp_path):
     assert cached["flops_ratio"] < 0.75, "half the steps cached: far fewer MACs"
 
 
-def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_claims(tmp_path):
+def test_tiny_scaling_mini_compares_each_width_with_its_own_control_and_judges_the_claims(tmp_path):
     """Two widths at λ=0.5 and the ablation (TDW only, SDT only, random routers), on a tiny budget."""
     text = (SUITES_DIR / "scaling-mini.toml").read_text(encoding="utf-8")
     head, *rows = text.split("[[rows]]")
@@ -115,12 +117,15 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_dit_and_judges_the_c
         assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
     models = result["provenance"]["measurements"]["mini"]["models"]
     assert set(models) == {"DiT-Mini-32", "DyDiT-Mini-32 λ=0.5", "DiT-Mini", "DyDiT-Mini λ=0.5",
-                           "DyDiT-Mini λ=0.5 · TDW only", "DyDiT-Mini λ=0.5 · SDT only"}
+                           "DyDiT-Mini λ=0.5 · TDW only", "DyDiT-Mini λ=0.5 · SDT only", "DiT-Mini-32 + FT",
+                           "DiT-Mini + FT"}  # each width's fair control
     assert models["DyDiT-Mini λ=0.5 · SDT only"]["routers"] == "token"
     measured = {name.removesuffix(" · ddim-4"): ev for name, ev in ctx.measured.items()}
     assert {"DiT-Mini-32", "DiT-Mini"} <= set(measured)  # each width's DyDiT against its own DiT
     small = measured["DyDiT-Mini-32 λ=0.5"]
     assert small["metrics"]["mini_fid_vs_dit"] == pytest.approx(small["mini_fid"] - measured["DiT-Mini-32"]["mini_fid"])
+    assert small["metrics"]["mini_fid_vs_control"] == pytest.approx(
+        small["mini_fid"] - measured["DiT-Mini-32 + FT"]["mini_fid"])
     random = measured["DyDiT-Mini λ=0.5 · random routers"]
     assert "widths" not in random and random["flops_ratio"] == pytest.approx(
         measured["DyDiT-Mini λ=0.5"]["flops_ratio"], abs=0.02)  # the learned counts, drawn at random

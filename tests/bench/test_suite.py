@@ -205,6 +205,8 @@ MALFORMED = {
     # options, plots, lists, unavailable, cited cells
     "unknown option": ("flops_target = 0.5", "flop_target = 0.5", "row 'DiT-XL': options", "flop_target",
                        "unknown field"),
+    "control of a full-size model": ("flops_target = 0.5", "finetuned = true", "row 'DiT-XL': options", "finetuned",
+                                     "only a static mini model has a fine-tuned control"),
     "option out of range": ("flops_target = 0.5", "flops_target = 1.5", "row 'DiT-XL': options", "flops_target",
                             "must be <= 1"),
     "plot of no column": ('\ny = "fid"', '\ny = "fdi"', "plot 1", "y", "unknown column 'fdi'"),

@@ -1,0 +1,41 @@
+"""`python -m bench mini-spread`: the mini's spread study (bench/mini/spread.py), written where the suites cite it.
+
+    python -m bench mini-spread                  # suites/data/mini-spread.json, models cached in reports/work
+    python -m bench mini-spread --out /tmp/s.json --work-dir /tmp/w
+"""
+import sys
+from pathlib import Path
+
+
+def register(subparsers):
+    p = subparsers.add_parser("mini-spread", help="the mini's spread study: CFG per family on validation digits, "
+                                                  "seed and thread spread, the quality tolerances (hours on a CPU)")
+    p.add_argument("--out", default=None, help="result JSON (default: suites/data/mini-spread.json, committed)")
+    p.add_argument("--work-dir", default="reports/work",
+                   help="scratch folder; models are cached in WORK_DIR/mini-models, shared with `bench run` (default "
+                        "reports/work)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from bench.measure.base import Context
+    from bench.mini import build, spread
+    from bench.mini.config import MiniConfig
+    out = Path(args.out) if args.out else spread.SPREAD_FILE
+    if out.exists() and not out.is_file():
+        print(f"error: --out {out} is not a file: name a .json file", file=sys.stderr)
+        return 2
+    config = MiniConfig(device=args.device)  # None: CUDA when present
+    try:
+        build.device_of(config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    command = "python -m bench mini-spread" + "".join(f" {k} {v}" for k, v in (("--device", args.device),) if v)
+    study = spread.run_study(config, build.cache_dir(Context(work_dir=Path(args.work_dir))), command=command)
+    print(f"spread study: {spread.write(study, out)}")
+    for family, fam in study["families"].items():
+        print(f"  {family}: CFG {fam['cfg_scale']:g}" + (f", N {fam['num_samples']}, tolerances {fam['tolerances']}"
+                                                        if "tolerances" in fam else ""))
+    return 0

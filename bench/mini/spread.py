@@ -1,0 +1,204 @@
+"""The mini's spread study: how far its numbers move with the training seed, the sampling seed and the thread
+count; the CFG scale chosen per family on the validation digits; the number of digits to generate; and the
+quality tolerances derived from the spread. Its result is committed (suites/data/mini-spread.json) and the
+mini suites' tolerances and CFG scales cite it (tests/bench/test_mini_spread.py checks they still match).
+
+    python -m bench mini-spread                 # trains the baseline with 3 seeds (cached with the mini's)
+    nox -s mini-spread                          # the same, in its own venv; run it when the recipe changes
+
+The rules, stated once:
+- CFG: per family (DiT, SiT), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
+  digits among those whose accuracy is at least MIN_ACCURACY (none: the most accurate); the seed-0 baseline,
+  DDIM-50 / flow-Euler-50, VAL_SAMPLES digits. The held-out digits, which score the claims, are not used.
+- Digits per model: the smallest of SAMPLE_SIZES whose sampling-seed standard deviation of mini-FID is at
+  most SPREAD_FRACTION of its mean (seed-0 baseline, SAMPLING_SEEDS, nested prefixes of one sampling run).
+- Tolerances: TOLERANCE_SIGMAS x the standard deviation of the baseline's metric over TRAIN_SEEDS x
+  SAMPLING_SEEDS, plus the difference between 1 and 2 threads (the machine effect), rounded up.
+"""
+import dataclasses
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.mini import build
+from bench.mini.config import MiniConfig
+from dydit import registry
+from dydit.fileio import write_json_atomic
+from dydit.sampling import SamplerSpec
+
+SPREAD_FILE = Path(__file__).resolve().parents[2] / "suites" / "data" / "mini-spread.json"
+CFG_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
+MIN_ACCURACY = 0.95
+VAL_SAMPLES = 500  # the validation split's size: FID against it at the same N
+TRAIN_SEEDS = (0, 1, 2)
+SAMPLING_SEEDS = (0, 1, 2)
+SAMPLE_SIZES = (250, 500, 1000)
+SPREAD_FRACTION = 0.05
+TOLERANCE_SIGMAS = 2.0
+QUALITY_KEYS = ("mini_fid", "mini_kid", "accuracy")
+FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler"}  # 50 model calls each, as the mini suite samples
+
+
+#################################################################################
+#                                  The rules                                    #
+#################################################################################
+
+def choose_cfg(sweep) -> float:
+    """The CFG rule on a sweep [{cfg_scale, mini_fid, accuracy}] (validation digits)."""
+    accurate = [p for p in sweep if p["accuracy"] >= MIN_ACCURACY]
+    if not accurate:
+        return max(sweep, key=lambda p: (p["accuracy"], -p["mini_fid"]))["cfg_scale"]
+    return min(accurate, key=lambda p: p["mini_fid"])["cfg_scale"]
+
+
+def choose_num_samples(by_size) -> int:
+    """The N rule on {N: [mini-FID per sampling seed]}: the smallest N whose std / mean <= SPREAD_FRACTION
+    (none: the largest measured)."""
+    for n in sorted(by_size):
+        values = np.asarray(by_size[n], dtype=float)
+        if values.std(ddof=1) <= SPREAD_FRACTION * values.mean():
+            return int(n)
+    return int(max(by_size))
+
+
+def tolerance(values, thread_difference) -> float:
+    """The tolerance rule: TOLERANCE_SIGMAS x std (ddof 1) of the values + |1 vs 2 threads|, rounded up to 3
+    significant digits (a tolerance is a bound: never rounded down)."""
+    raw = TOLERANCE_SIGMAS * float(np.std(values, ddof=1)) + abs(thread_difference)
+    if raw == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(raw)) - 2)
+    return math.ceil(raw / scale) * scale
+
+
+#################################################################################
+#                                  The study                                    #
+#################################################################################
+
+def _provenance(command, seconds):
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpus": torch.get_num_threads(), "torch": torch.__version__,
+                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": seconds}
+
+
+def _spec(family, cfg_scale, num_samples, seed, steps=50):
+    return SamplerSpec(name=FAMILY_SAMPLERS[family], steps=steps, cfg_scale=cfg_scale, guided_channels=None,
+                       labels="balanced", num_samples=num_samples, seed=seed, batch_size=250, precision="fp32")
+
+
+def _quality(model, spec, extractor, reference):
+    from bench.mini import evaluate
+    images, labels, _ = evaluate.sample_digits(model, spec)
+    return {k: round(float(v), 6) for k, v in evaluate.quality(images, labels, extractor, reference).items()}
+
+
+def _prefix_quality(model, spec, sizes, extractor, reference):
+    """{N: quality of the first N digits} of one sampling run of max(sizes) digits (balanced labels: any
+    prefix of a multiple of 10 digits is balanced too)."""
+    from bench.metrics import digits
+    from bench.mini import evaluate
+    images, labels, _ = evaluate.sample_digits(model, dataclasses.replace(spec, num_samples=max(sizes)))
+    feats = digits.features(images, extractor)
+    out = {}
+    for n in sizes:
+        part = {k: v[:n] for k, v in feats.items()}
+        out[n] = {"mini_fid": digits.mini_fid(part, reference), "mini_kid": digits.mini_kid(part, reference),
+                  "accuracy": digits.accuracy(part, labels[:n])}
+    return out
+
+
+def run_study(config: MiniConfig, cache, families=("DiT", "SiT"), train_seeds=TRAIN_SEEDS,
+              sampling_seeds=SAMPLING_SEEDS, sizes=SAMPLE_SIZES, cfg_scales=CFG_SCALES, command="", log=print,
+              steps=50, val_samples=VAL_SAMPLES):
+    """The whole study (see the module docstring) -> the dict committed as SPREAD_FILE (steps, val_samples:
+    smaller for the tests)."""
+    from bench.metrics import digits
+    start = time.perf_counter()
+    device = build.device_of(config)
+
+    def baseline(recipe):
+        model, info = build.dit(recipe, cache)
+        return model.to(device), info
+    classifier, _ = build.classifier(config, cache)
+    extractor = digits.extractor(classifier)
+    refs = {split: digits.features(build.real_digits(split, config)[0], extractor) for split in ("val", "heldout")}
+    out = {"rules": {"cfg": f"lowest validation mini-FID among scales with accuracy >= {MIN_ACCURACY}",
+                     "num_samples": f"smallest N of {list(sizes)} with sampling-seed std <= {SPREAD_FRACTION:g} x mean",
+                     "tolerance": f"{TOLERANCE_SIGMAS:g} x std over training x sampling seeds + |1 vs 2 threads|"},
+           "recipe": dataclasses.asdict(config), "families": {}}
+    for family in families:
+        model_name = {"DiT": config.model, "SiT": "SiT-Mini/2"}[family]
+        fam = dataclasses.replace(build.config_for(config, model_name), model=model_name)
+        log(f"{family}: the seed-{fam.seed} baseline ({model_name}), CFG sweep on the validation digits")
+        base, info = baseline(fam)
+        sweep = []
+        for scale in cfg_scales:
+            q = _quality(base, _spec(family, scale, val_samples, 0, steps), extractor, refs["val"])
+            sweep.append({"cfg_scale": scale, **q})
+            log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
+        cfg = choose_cfg(sweep)
+        out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": cfg,
+                                   "baseline_key": info["key"]}
+    # the spread, on the DiT family (the one the spread of every quality claim is judged with)
+    family = families[0]
+    fam = out["families"][family]
+    cfg = fam["cfg_scale"]
+    base, _ = baseline(config)
+    log(f"{family}: sampling-seed spread at N in {list(sizes)} (held-out digits, cfg {cfg:g})")
+    prefix = {seed: _prefix_quality(base, _spec(family, cfg, max(sizes), seed, steps), sizes, extractor, refs["heldout"])
+              for seed in sampling_seeds}
+    by_size = {n: [prefix[seed][n]["mini_fid"] for seed in sampling_seeds] for n in sizes}
+    n = choose_num_samples(by_size)
+    fam["sampling_spread"] = {str(k): v for k, v in by_size.items()}
+    fam["num_samples"] = n
+    log(f"  N = {n}: " + ", ".join(f"{k}: {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for k, v in by_size.items()))
+    evaluations = []
+    for train_seed in train_seeds:
+        model, info = baseline(dataclasses.replace(config, seed=train_seed))
+        for seed in sampling_seeds:
+            q = _quality(model, _spec(family, cfg, n, seed, steps), extractor, refs["heldout"])
+            evaluations.append({"train_seed": train_seed, "sampling_seed": seed, **q})
+            log(f"  train seed {train_seed}, sampling seed {seed}: mini-FID {q['mini_fid']:.1f}, "
+                f"accuracy {q['accuracy']:.3f}")
+    threads = torch.get_num_threads()
+    by_threads = {}
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        by_threads[count] = _quality(base, _spec(family, cfg, n, 0, steps), extractor, refs["heldout"])
+    torch.set_num_threads(threads)
+    fam["evaluations"] = evaluations
+    fam["threads"] = {str(k): v for k, v in by_threads.items()}
+    fam["tolerances"] = {k: tolerance([e[k] for e in evaluations], by_threads[1][k] - by_threads[2][k])
+                         for k in QUALITY_KEYS}
+    fam["baseline_mean"] = {k: float(np.mean([e[k] for e in evaluations])) for k in QUALITY_KEYS}
+    out["provenance"] = _provenance(command, round(time.perf_counter() - start))
+    return out
+
+
+def load(path=SPREAD_FILE) -> dict:
+    """The committed study (what the suites' tolerances cite)."""
+    return json.loads(Path(path).read_text())
+
+
+def write(study, path=SPREAD_FILE):
+    write_json_atomic(study, path)
+    return path
+
+
+def family_of(model: str) -> str:
+    """The family whose CFG scale and spread a mini model uses."""
+    return registry.entry(model).family

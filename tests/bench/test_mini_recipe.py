@@ -1,0 +1,97 @@
+"""The mini as a measuring instrument: the spread study's rules, the fair control's recipe, the device choice."""
+import json
+
+import pytest
+import torch
+
+from bench.measure.base import Context
+from bench.mini import build, spread
+from bench.mini.config import MiniConfig
+from bench.suite import Options
+
+
+#################################################################################
+#                               The spread rules                                #
+#################################################################################
+
+def test_cfg_rule_takes_the_lowest_validation_fid_among_the_accurate_scales():
+    sweep = [{"cfg_scale": 1.0, "mini_fid": 40.0, "accuracy": 0.80}, {"cfg_scale": 1.5, "mini_fid": 45.0, "accuracy": 0.96},
+             {"cfg_scale": 2.0, "mini_fid": 50.0, "accuracy": 0.99}]
+    assert spread.choose_cfg(sweep) == 1.5  # 1.0 scores better but misses the accuracy bar
+    inaccurate = [dict(p, accuracy=p["accuracy"] - 0.5) for p in sweep]
+    assert spread.choose_cfg(inaccurate) == 2.0  # none accurate: the most accurate
+
+
+def test_sample_size_rule_takes_the_smallest_n_within_the_spread_fraction():
+    by_size = {250: [50.0, 60.0, 40.0], 500: [50.0, 52.0, 49.0], 1000: [50.0, 50.5, 49.5]}
+    assert spread.choose_num_samples(by_size) == 500  # 250: std 10 > 5 % of 50; 500: std 1.5 <= 2.5
+    assert spread.choose_num_samples({250: [1.0, 9.0, 5.0]}) == 250  # none within: the largest measured
+
+
+def test_tolerance_rule_is_two_sigmas_plus_the_thread_effect_rounded_up():
+    values = [10.0, 12.0, 14.0]  # std (ddof 1) 2
+    assert spread.tolerance(values, 0.5) == pytest.approx(4.5)
+    assert spread.tolerance(values, -0.5) == pytest.approx(4.5)  # the machine effect counts either way
+    assert spread.tolerance([0.9, 0.91, 0.95], 0.0) >= 2 * 0.026457  # rounded up, never down
+    assert spread.tolerance([1.0, 1.0], 0.0) == 0.0
+
+
+TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifier_epochs=1)
+
+
+def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
+    study = spread.run_study(TINY, tmp_path, train_seeds=(0, 1), sampling_seeds=(0, 1), sizes=(10, 20),
+                             cfg_scales=(1.0, 2.0), steps=3, val_samples=20, command="test", log=lambda *a: None)
+    assert set(study["families"]) == {"DiT", "SiT"}
+    dit = study["families"]["DiT"]
+    assert [p["cfg_scale"] for p in dit["cfg_sweep"]] == [1.0, 2.0] and dit["cfg_scale"] in (1.0, 2.0)
+    assert dit["num_samples"] in (10, 20) and len(dit["evaluations"]) == 4
+    assert set(dit["tolerances"]) == set(spread.QUALITY_KEYS) and all(v >= 0 for v in dit["tolerances"].values())
+    assert study["provenance"]["command"] == "test" and study["recipe"]["dit_steps"] == 4
+    path = spread.write(study, tmp_path / "s.json")
+    assert spread.load(path) == json.loads(json.dumps(study))
+
+
+#################################################################################
+#                        The fair control, the device                           #
+#################################################################################
+
+def test_the_control_is_labelled_apart_from_the_dit():
+    assert build.model_label("DiT-Mini/2", Options()) == "DiT-Mini"
+    assert build.model_label("DiT-Mini/2", Options(finetuned=True)) == "DiT-Mini + FT"
+    assert build.model_label("SiT-Mini/2", Options(finetuned=True, adapter="td-lora")) == "SiT-Mini + FT · TD-LoRA"
+    with pytest.raises(ValueError, match="a static mini row with an adapter is a control"):
+        build.build_row_model(MiniConfig(), "/nonexistent", False, "DiT-Mini/2", Options(adapter="lora"))
+
+
+def test_the_control_is_finetuned_exactly_as_the_dydits_but_without_routers(tmp_path):
+    control, info = build.control(TINY, tmp_path)
+    dydit, dinfo = build.dydit(TINY, 0.5, tmp_path)
+    runs = [json.loads((build.Path(i["folder"]) / "run" / "config.json").read_text()) for i in (info, dinfo)]
+    same = ("init_checkpoint", "max_steps", "lr", "lr_warmup", "lr_cosine", "ema_decay", "global_batch_size",
+            "stratified_timesteps", "seed", "data", "adapter", "objective")
+    assert {k: runs[0][k] for k in same} == {k: runs[1][k] for k in same}
+    assert runs[0]["model"] == "DiT-Mini/2" and runs[1]["model"] == "DyDiT-Mini/2"
+    assert runs[0]["complete_loss"] is False and runs[0]["max_steps"] == TINY.finetune_steps
+    assert not hasattr(control.blocks[0], "token_selection")  # a DiT: no routers, no FLOPs loss
+    dit, _ = build.dit(TINY, tmp_path)
+    assert any(not torch.equal(a, b) for a, b in zip(control.state_dict().values(), dit.state_dict().values()))
+
+
+def test_the_mini_runs_where_the_suite_runs_unless_its_recipe_names_a_device():
+    assert build.run_config(Context(device="cpu")).device == "cpu"
+    assert build.run_config(Context(device="cuda", mini_config=MiniConfig(device="cpu"))).device == "cpu"
+    assert build.device_of(MiniConfig(device="cpu")).type == "cpu"
+    assert MiniConfig(device="cpu").key("x") == MiniConfig().key("x")  # where it ran does not change the model
+    if not torch.cuda.is_available():
+        assert build.device_of(MiniConfig()).type == "cpu"
+        with pytest.raises(ValueError, match="asks for device 'cuda', but torch sees no CUDA GPU"):
+            build.device_of(MiniConfig(device="cuda"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_bench_run_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    from bench.__main__ import main
+    assert main(["run", "table1", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device cuda, but torch sees no CUDA GPU") and "\n" not in err
