@@ -32,7 +32,7 @@ def run(args):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = "python -m bench mini-spread" + "".join(f" {k} {v}" for k, v in (("--device", args.device),) if v)
+    command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "")
     study = spread.run_study(config, build.cache_dir(Context(work_dir=Path(args.work_dir))), command=command)
     print(f"spread study: {spread.write(study, out)}")
     for family, fam in study["families"].items():

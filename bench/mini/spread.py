@@ -1,7 +1,8 @@
 """The mini's spread study: how far its numbers move with the training seed, the sampling seed and the thread
 count; the CFG scale chosen per family on the validation digits; the number of digits to generate; and the
 quality tolerances derived from the spread. Its result is committed (suites/data/mini-spread.json) and the
-mini suites' tolerances and CFG scales cite it (tests/bench/test_mini_spread.py checks they still match).
+mini suites' tolerances and CFG scales cite it (the mini report section fails when it is missing, was made for
+another recipe, or chose another CFG scale than the suite samples with).
 
     python -m bench mini-spread                 # trains the baseline with 3 seeds (cached with the mini's)
     nox -s mini-spread                          # the same, in its own venv; run it when the recipe changes
@@ -28,7 +29,6 @@ import torch
 
 from bench.mini import build
 from bench.mini.config import MiniConfig
-from dydit import registry
 from dydit.fileio import write_json_atomic
 from dydit.sampling import SamplerSpec
 
@@ -90,7 +90,7 @@ def _provenance(command, seconds):
             return None
     return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "cpus": torch.get_num_threads(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": seconds}
 
@@ -198,7 +198,3 @@ def write(study, path=SPREAD_FILE):
     write_json_atomic(study, path)
     return path
 
-
-def family_of(model: str) -> str:
-    """The family whose CFG scale and spread a mini model uses."""
-    return registry.entry(model).family
