@@ -2,6 +2,8 @@
 
     python -m bench mini-spread                  # suites/data/mini-spread.json, models cached in reports/work
     python -m bench mini-spread --out /tmp/s.json --work-dir /tmp/w
+
+Interrupted, it resumes where it stopped (models cached, evaluations in WORK_DIR/mini-spread-progress.json).
 """
 import sys
 from pathlib import Path
@@ -33,7 +35,15 @@ def run(args):
         print(f"error: {e}", file=sys.stderr)
         return 2
     command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "")
-    study = spread.run_study(config, build.cache_dir(Context(work_dir=Path(args.work_dir))), command=command)
+    work_dir = Path(args.work_dir)
+    progress = work_dir / "mini-spread-progress.json"
+    try:
+        study = spread.run_study(config, build.cache_dir(Context(work_dir=work_dir)), command=command,
+                                 progress_file=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the trained models and finished evaluations are kept ({progress}); run the same "
+              f"command again to resume", file=sys.stderr)
+        return 130
     print(f"spread study: {spread.write(study, out)}")
     for family, fam in study["families"].items():
         print(f"  {family}: CFG {fam['cfg_scale']:g}" + (f", N {fam['num_samples']}, tolerances {fam['tolerances']}"

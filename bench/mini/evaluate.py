@@ -7,6 +7,9 @@ MLP ran. From those records come the run's dynamic FLOPs (dydit.flops, routers c
 widths of the paper's Fig. 5 and the per-patch MLP FLOPs of Fig. 6.
 """
 
+import hashlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -173,3 +176,10 @@ def quality(images, labels, extractor, reference_features):
     feats = digits.features(images, extractor)
     return {"mini_fid": digits.mini_fid(feats, reference_features), "mini_kid": digits.mini_kid(feats, reference_features),
             "accuracy": digits.accuracy(feats, labels)}
+
+
+def code_digest():
+    """What decides an evaluation besides the model and the sampling: the measuring code (cache keys hash it)."""
+    from dydit import deepcache, fast, flops
+    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16]
+            for m in (sys.modules[__name__], digits, fast, flops, sampling, deepcache)]

@@ -5,7 +5,6 @@ once, shared by the run's mini cells (bench.measure.mini) and read by the mini r
     metrics = run.measure_row(item)   # {metric: value} of one row under its cell's sampler
 """
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -165,7 +164,7 @@ def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routin
     random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
     from bench.metrics import digits
     from bench.mini import evaluate
-    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), _code_digest())
+    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), evaluate.code_digest())
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():
         return _load_evaluation(cached)
@@ -206,15 +205,6 @@ def _load_evaluation(folder):
             ev["widths"] = (f["width_steps"], f["width_heads"], f["width_groups"])
     ev["cached"] = str(folder)
     return ev
-
-
-def _code_digest():
-    """What decides an evaluation besides the model and the sampling: the measuring code."""
-    from bench.mini import evaluate
-    from bench.metrics import digits
-    from dydit import deepcache, fast, flops, sampling
-    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16]
-            for m in (evaluate, digits, fast, flops, sampling, deepcache)]
 
 
 def label(name: str, sampling) -> str:

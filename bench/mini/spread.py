@@ -7,6 +7,10 @@ another recipe, or chose another CFG scale than the suite samples with).
     python -m bench mini-spread                 # trains the baseline with 3 seeds (cached with the mini's)
     nox -s mini-spread                          # the same, in its own venv; run it when the recipe changes
 
+Interrupted, it keeps its work: the trained models in the mini's cache, every finished evaluation in
+WORK_DIR/mini-spread-progress.json; the same command resumes (an evaluation is reused only for the same model
+key, sampler spec, reference digits and thread count).
+
 The rules, stated once:
 - CFG: per family (DiT, SiT), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
   digits among those whose accuracy is at least MIN_ACCURACY (none: the most accurate); the seed-0 baseline,
@@ -23,6 +27,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -100,6 +105,31 @@ def _spec(family, cfg_scale, num_samples, seed, steps=50):
                        labels="balanced", num_samples=num_samples, seed=seed, batch_size=250, precision="fp32")
 
 
+class Progress:
+    """The study's finished evaluations, kept in a JSON file as they finish (so an interrupted study resumes);
+    the file is reused only when the measuring code is unchanged (evaluate.code_digest)."""
+
+    def __init__(self, path: Optional[Path], log=print):
+        from bench.mini import evaluate
+        self.path, self.code = path, evaluate.code_digest()
+        kept = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        self.done = kept.get("done", {}) if kept.get("code") == self.code else {}
+        if self.done:
+            log(f"resuming: {len(self.done)} finished evaluation(s) from {path}")
+
+    def get(self, key: str, compute):
+        """The evaluation `key` (recorded earlier, or computed now and recorded)."""
+        if key not in self.done:
+            self.done[key] = compute()
+            if self.path is not None:
+                write_json_atomic({"code": self.code, "done": self.done}, self.path)
+        return self.done[key]
+
+
+def _evaluation_key(model_key, spec, reference, *parts):
+    return "|".join([model_key, repr(spec), reference, f"threads={torch.get_num_threads()}", *map(str, parts)])
+
+
 def _quality(model, spec, extractor, reference):
     from bench.mini import evaluate
     images, labels, _ = evaluate.sample_digits(model, spec)
@@ -107,7 +137,7 @@ def _quality(model, spec, extractor, reference):
 
 
 def _prefix_quality(model, spec, sizes, extractor, reference):
-    """{N: quality of the first N digits} of one sampling run of max(sizes) digits (balanced labels: any
+    """{str(N): quality of the first N digits} of one sampling run of max(sizes) digits (balanced labels: any
     prefix of a multiple of 10 digits is balanced too)."""
     from bench.metrics import digits
     from bench.mini import evaluate
@@ -116,19 +146,21 @@ def _prefix_quality(model, spec, sizes, extractor, reference):
     out = {}
     for n in sizes:
         part = {k: v[:n] for k, v in feats.items()}
-        out[n] = {"mini_fid": digits.mini_fid(part, reference), "mini_kid": digits.mini_kid(part, reference),
-                  "accuracy": digits.accuracy(part, labels[:n])}
+        out[str(n)] = {"mini_fid": digits.mini_fid(part, reference), "mini_kid": digits.mini_kid(part, reference),
+                       "accuracy": digits.accuracy(part, labels[:n])}
     return out
 
 
 def run_study(config: MiniConfig, cache, families=("DiT", "SiT"), train_seeds=TRAIN_SEEDS,
               sampling_seeds=SAMPLING_SEEDS, sizes=SAMPLE_SIZES, cfg_scales=CFG_SCALES, command="", log=print,
-              steps=50, val_samples=VAL_SAMPLES):
+              steps=50, val_samples=VAL_SAMPLES, progress_file=None):
     """The whole study (see the module docstring) -> the dict committed as SPREAD_FILE (steps, val_samples:
-    smaller for the tests)."""
+    smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). The first family
+    is studied in full (CFG, N, seeds, threads) before the others' CFG sweeps."""
     from bench.metrics import digits
     start = time.perf_counter()
     device = build.device_of(config)
+    progress = Progress(progress_file, log)
 
     def baseline(recipe):
         model, info = build.dit(recipe, cache)
@@ -142,51 +174,65 @@ def run_study(config: MiniConfig, cache, families=("DiT", "SiT"), train_seeds=TR
            "recipe": dataclasses.asdict(config), "families": {}}
     for family in families:
         model_name = {"DiT": config.model, "SiT": "SiT-Mini/2"}[family]
-        fam = dataclasses.replace(build.config_for(config, model_name), model=model_name)
-        log(f"{family}: the seed-{fam.seed} baseline ({model_name}), CFG sweep on the validation digits")
-        base, info = baseline(fam)
+        fam_config = dataclasses.replace(build.config_for(config, model_name), model=model_name)
+        log(f"{family}: the seed-{fam_config.seed} baseline ({model_name}), CFG sweep on the validation digits")
+        base, info = baseline(fam_config)
         sweep = []
         for scale in cfg_scales:
-            q = _quality(base, _spec(family, scale, val_samples, 0, steps), extractor, refs["val"])
+            spec = _spec(family, scale, val_samples, 0, steps)
+            q = progress.get(_evaluation_key(info["key"], spec, "val"),
+                             lambda: _quality(base, spec, extractor, refs["val"]))
             sweep.append({"cfg_scale": scale, **q})
             log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
-        cfg = choose_cfg(sweep)
-        out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": cfg,
-                                   "baseline_key": info["key"]}
-    # the spread, on the DiT family (the one the spread of every quality claim is judged with)
-    family = families[0]
-    fam = out["families"][family]
-    cfg = fam["cfg_scale"]
-    base, _ = baseline(config)
+        fam = out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": choose_cfg(sweep),
+                                         "baseline_key": info["key"]}
+        if family == families[0]:  # the spread, on the family every quality claim's tolerance is judged with
+            fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, extractor, refs["heldout"],
+                               train_seeds, sampling_seeds, sizes, steps, log))
+    out["provenance"] = _provenance(command, round(time.perf_counter() - start))
+    return out
+
+
+def _spread(config, cfg, family, baseline, progress, extractor, reference, train_seeds, sampling_seeds, sizes,
+            steps, log) -> dict:
+    """The sampling-seed spread at each N, N chosen, the training x sampling seed evaluations, 1 vs 2 threads
+    and the tolerances of one family (held-out digits, the chosen CFG)."""
+    base, info = baseline(config)
     log(f"{family}: sampling-seed spread at N in {list(sizes)} (held-out digits, cfg {cfg:g})")
-    prefix = {seed: _prefix_quality(base, _spec(family, cfg, max(sizes), seed, steps), sizes, extractor, refs["heldout"])
-              for seed in sampling_seeds}
-    by_size = {n: [prefix[seed][n]["mini_fid"] for seed in sampling_seeds] for n in sizes}
+    prefix = {}
+    for seed in sampling_seeds:
+        spec = _spec(family, cfg, max(sizes), seed, steps)
+        prefix[seed] = progress.get(_evaluation_key(info["key"], spec, "heldout", "prefixes", *sizes),
+                                    lambda: _prefix_quality(base, spec, sizes, extractor, reference))
+    by_size = {n: [prefix[seed][str(n)]["mini_fid"] for seed in sampling_seeds] for n in sizes}
     n = choose_num_samples(by_size)
-    fam["sampling_spread"] = {str(k): v for k, v in by_size.items()}
-    fam["num_samples"] = n
     log(f"  N = {n}: " + ", ".join(f"{k}: {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for k, v in by_size.items()))
     evaluations = []
     for train_seed in train_seeds:
-        model, info = baseline(dataclasses.replace(config, seed=train_seed))
+        model, seed_info = baseline(dataclasses.replace(config, seed=train_seed))
         for seed in sampling_seeds:
-            q = _quality(model, _spec(family, cfg, n, seed, steps), extractor, refs["heldout"])
+            spec = _spec(family, cfg, n, seed, steps)
+            q = progress.get(_evaluation_key(seed_info["key"], spec, "heldout"),
+                             lambda: _quality(model, spec, extractor, reference))
             evaluations.append({"train_seed": train_seed, "sampling_seed": seed, **q})
             log(f"  train seed {train_seed}, sampling seed {seed}: mini-FID {q['mini_fid']:.1f}, "
                 f"accuracy {q['accuracy']:.3f}")
     threads = torch.get_num_threads()
     by_threads = {}
-    for count in (1, 2):
-        torch.set_num_threads(count)
-        by_threads[count] = _quality(base, _spec(family, cfg, n, 0, steps), extractor, refs["heldout"])
-    torch.set_num_threads(threads)
-    fam["evaluations"] = evaluations
-    fam["threads"] = {str(k): v for k, v in by_threads.items()}
-    fam["tolerances"] = {k: tolerance([e[k] for e in evaluations], by_threads[1][k] - by_threads[2][k])
-                         for k in QUALITY_KEYS}
-    fam["baseline_mean"] = {k: float(np.mean([e[k] for e in evaluations])) for k in QUALITY_KEYS}
-    out["provenance"] = _provenance(command, round(time.perf_counter() - start))
-    return out
+    spec = _spec(family, cfg, n, 0, steps)
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            by_threads[count] = progress.get(_evaluation_key(info["key"], spec, "heldout"),
+                                             lambda: _quality(base, spec, extractor, reference))
+    finally:
+        torch.set_num_threads(threads)
+    log(f"  1 vs 2 threads: mini-FID {by_threads[1]['mini_fid']:.2f} vs {by_threads[2]['mini_fid']:.2f}")
+    return {"sampling_spread": {str(k): v for k, v in by_size.items()}, "num_samples": n,
+            "evaluations": evaluations, "threads": {str(k): v for k, v in by_threads.items()},
+            "tolerances": {k: tolerance([e[k] for e in evaluations], by_threads[1][k] - by_threads[2][k])
+                           for k in QUALITY_KEYS},
+            "baseline_mean": {k: float(np.mean([e[k] for e in evaluations])) for k in QUALITY_KEYS}}
 
 
 def load(path=SPREAD_FILE) -> dict:

@@ -40,8 +40,9 @@ TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifie
 
 
 def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
-    study = spread.run_study(TINY, tmp_path, train_seeds=(0, 1), sampling_seeds=(0, 1), sizes=(10, 20),
-                             cfg_scales=(1.0, 2.0), steps=3, val_samples=20, command="test", log=lambda *a: None)
+    kwargs = dict(train_seeds=(0, 1), sampling_seeds=(0, 1), sizes=(10, 20), cfg_scales=(1.0, 2.0), steps=3,
+                  val_samples=20, command="test", log=lambda *a: None, progress_file=tmp_path / "progress.json")
+    study = spread.run_study(TINY, tmp_path, **kwargs)
     assert set(study["families"]) == {"DiT", "SiT"}
     dit = study["families"]["DiT"]
     assert [p["cfg_scale"] for p in dit["cfg_sweep"]] == [1.0, 2.0] and dit["cfg_scale"] in (1.0, 2.0)
@@ -50,6 +51,30 @@ def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
     assert study["provenance"]["command"] == "test" and study["recipe"]["dit_steps"] == 4
     path = spread.write(study, tmp_path / "s.json")
     assert spread.load(path) == json.loads(json.dumps(study))
+    # 1 vs 2 threads, both recorded; the 2-thread one is train seed 0, sampling seed 0 (the same evaluation)
+    assert set(dit["threads"]) == {"1", "2"}
+
+
+def test_an_interrupted_spread_study_resumes_from_its_finished_evaluations(tmp_path, monkeypatch):
+    kwargs = dict(families=("DiT",), train_seeds=(0, 1), sampling_seeds=(0, 1), sizes=(10, 20), cfg_scales=(1.0,),
+                  steps=3, val_samples=20, log=lambda *a: None, progress_file=tmp_path / "progress.json")
+    real, calls = spread._quality, []
+
+    def interrupted_after_four(*args):
+        calls.append(args)
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(spread, "_quality", interrupted_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        spread.run_study(TINY, tmp_path, **kwargs)
+    assert len(json.loads((tmp_path / "progress.json").read_text())["done"]) == 4 + 2  # + the 2 prefix runs
+    monkeypatch.setattr(spread, "_quality", real)
+    resumed = spread.run_study(TINY, tmp_path, **kwargs)
+    calls.clear()
+    monkeypatch.setattr(spread, "_quality", interrupted_after_four)
+    again = spread.run_study(TINY, tmp_path, **kwargs)  # everything recorded: nothing is sampled again
+    assert not calls and again["families"] == resumed["families"]
 
 
 #################################################################################
