@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
+from dydit.errors import UserError
 from dydit.fileio import sha256_file, write_json_atomic
 
 ENV_VAR = "DYDIT_ASSETS"
@@ -24,7 +25,7 @@ PRESENT, MISSING, BAD_CHECKSUM = "present", "missing", "bad-checksum"
 VAE, INCEPTION, INCEPTION_CLEANFID = "vae-ft-ema", "inception-fidelity", "inception-cleanfid"
 
 
-class AssetError(FileNotFoundError):
+class AssetError(UserError, FileNotFoundError):
     """An asset is missing or fails its checksum; the message says what, where it goes, where to get it."""
 
 
@@ -70,22 +71,37 @@ class AssetStatus:
 def load_manifest(path=None):
     """Reads the manifest TOML -> {name: Asset} (default: suites/assets.toml)."""
     path = Path(path) if path is not None else DEFAULT_MANIFEST
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    assets = {}
-    for name, entry in data.get("assets", {}).items():
-        files = tuple(AssetFile(f["path"], f.get("sha256", "").lower()) for f in entry["files"])
-        if not files:
-            raise ValueError(f"{path}: asset {name!r} lists no files")
-        assets[name] = Asset(name, entry.get("description", ""), files, entry.get("source", ""),
-                             entry.get("note", ""), entry.get("make", ""))
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        assets = {}
+        for name, entry in data.get("assets", {}).items():
+            files = tuple(AssetFile(f["path"], f.get("sha256", "").lower()) for f in entry["files"])
+            if not files:
+                raise AssetError(f"manifest {path}: asset {name!r} lists no files")
+            assets[name] = Asset(name, entry.get("description", ""), files, entry.get("source", ""),
+                                 entry.get("note", ""), entry.get("make", ""))
+    except OSError as e:
+        raise AssetError(f"manifest {path}: cannot read it ({e.strerror or e}): give suites/assets.toml or a copy "
+                         f"of it") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise AssetError(f"manifest {path}: not an assets manifest ({type(e).__name__}: {e}): see "
+                         f"suites/assets.toml for the format") from None
     return assets
 
 
 def assets_root(cli_value=None):
-    """The assets root: --assets DIR if given, else $DYDIT_ASSETS, else None (no root configured)."""
+    """The assets root: --assets DIR if given, else $DYDIT_ASSETS, else None (no root configured). A root that
+    does not exist yet holds nothing (every asset is reported missing, with where it goes); a file is refused."""
     value = cli_value or os.environ.get(ENV_VAR)
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    root = Path(value).expanduser()
+    source = "--assets" if cli_value else f"${ENV_VAR}"
+    if root.exists() and not root.is_dir():
+        raise AssetError(f"{source} {root} is a file, not a folder: name the folder that holds the assets "
+                         f"(`python -m bench assets` lists what goes where)")
+    return root
 
 
 def cached_sha256(path, root):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List
 
 from bench.compare import compare, report
-from bench.results import load_result, result_files
+from bench.results import ResultError, load_result, result_files
 
 
 def fingerprint(result: dict) -> str:
@@ -31,6 +31,7 @@ class Check:
     regressions: int = 0
     compared_suites: int = 0
     missing: List[str] = field(default_factory=list)  # suites without a baseline of this fingerprint
+    unmeasured: List[str] = field(default_factory=list)  # baselines of this fingerprint with no current result
 
     @property
     def ok(self) -> bool:
@@ -42,9 +43,11 @@ def check(reports, baselines) -> Check:
     out = Check()
     found = result_files(reports)
     if not found:
-        raise FileNotFoundError(f"no result JSON in {reports}: run a suite first (python -m bench run ...)")
+        raise ResultError(f"no result JSON in {reports}: run a suite first (python -m bench run ...)")
+    fingerprints = set()
     for path in found:
         new = load_result(path)
+        fingerprints.add(fingerprint(new))
         base = Path(baselines) / fingerprint(new) / path.name
         if not base.is_file():
             out.missing.append(f"{new['suite']}: no baseline {base} (accept one: python -m bench baseline accept "
@@ -54,6 +57,12 @@ def check(reports, baselines) -> Check:
         out.compared_suites += 1
         out.regressions += len(comparison.regressions)
         out.lines.append(report(comparison, str(base), str(path)))
+    names = {path.name for path in found}
+    for folder in sorted(Path(baselines) / f for f in fingerprints):
+        for base in result_files(folder) if folder.is_dir() else []:
+            if base.name not in names:
+                out.unmeasured.append(f"{load_result(base)['suite']}: baseline {base} has no current result in "
+                                      f"{reports} (run the suite, or remove the baseline)")
     return out
 
 
@@ -66,5 +75,5 @@ def accept(reports, baselines) -> List[Path]:
         shutil.copyfile(path, target)
         written.append(target)
     if not written:
-        raise FileNotFoundError(f"no result JSON in {reports}: nothing to accept")
+        raise ResultError(f"no result JSON in {reports}: nothing to accept")
     return written

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import List
 
 from bench.definitions import EXACT, HIGHER, LOWER, METRICS, Tolerance
-from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, fmt_value
+from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
 
 # lower is worse: losing a measurement (skipped) or breaking one (error) is worse than missing the paper
 RANK = {PASS: 3, FAIL: 2, SKIPPED: 1, ERROR: 0}
@@ -49,7 +49,7 @@ def _beyond(o, n, tolerance) -> str:
 def compare(old: dict, new: dict) -> Comparison:
     """Cell by cell (row, column) of the same suite; timing cells only when both ran on the same device."""
     if old["suite"] != new["suite"]:
-        raise ValueError(f"different suites: {old['suite']!r} vs {new['suite']!r}")
+        raise ResultError(f"different suites: {old['suite']!r} vs {new['suite']!r}: compare two results of one suite")
     same_device = old["provenance"].get("device") == new["provenance"].get("device")
     new_cells = {(c["row"], c["column"]): c for c in new["cells"]}
     regressions, improvements, notes, compared = [], [], [], 0

@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from dydit.errors import UserError
+
 DIGITS_TRAIN = 3500  # the first 3,500 shuffled digits train the models and the classifier
 DIGITS_VAL = 500  # the next 500 choose the recipe's settings (the CFG scale): never the held-out digits
 DIGITS_SIZE = 16
 SPLITS = ("train", "val", "heldout")  # held out: the last 1,000, which score the claims
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be read; the message says what and where in one line."""
 
 

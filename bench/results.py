@@ -1,6 +1,5 @@
 """Result files: `reports/<suite>.json` with statuses, tolerances, provenance, and atomic writes."""
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from dydit.errors import UserError
 from dydit.fileio import sha256_file, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
 
 SCHEMA = "dydit-bench-result/1"
@@ -105,24 +105,58 @@ def summary_line(result: dict) -> str:
             + ", ".join(f"{n[s]} {s}" for s in STATUSES) + sections)
 
 
+class ResultError(UserError, ValueError):
+    """A result JSON that cannot be read: the message names the file and what to do."""
+
+
 def load_result(path) -> dict:
-    """Reads a result JSON written by `bench run`; ValueError naming the file if it is not one."""
+    """Reads a result JSON written by `bench run`; ResultError naming the file if it is not one."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read a result: {e}") from e
+        raise ResultError(f"{path}: cannot read a result ({type(e).__name__}: {e}): rerun its suite, or move the "
+                          f"file away") from e
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a bench result (expected schema {SCHEMA!r})")
+        raise ResultError(f"{path}: not a bench result (expected schema {SCHEMA!r}): rerun its suite with this "
+                          f"version, or move the file away")
+    problem = _malformed(data)
+    if problem:
+        raise ResultError(f"{path}: a malformed result ({problem}): rerun its suite, or move the file away")
     return data
 
 
+def _malformed(data: dict) -> str:
+    """What is wrong with a result's structure ('' if nothing): what compare, the gate and the report read."""
+    if not isinstance(data.get("suite"), str) or not isinstance(data.get("provenance"), dict):
+        return "no suite name or provenance"
+    if not isinstance(data.get("cells"), list):
+        return "no list of cells"
+    for i, cell in enumerate(data["cells"]):
+        if not isinstance(cell, dict) or not all(isinstance(cell.get(k), str) for k in ("row", "column", "status")):
+            return f"cell {i} lacks its row, column or status"
+        if cell["status"] not in STATUSES:
+            return f"cell {i} ({cell['row']} / {cell['column']}): unknown status {cell['status']!r}"
+        measured = cell.get("measured")
+        if measured is not None and (isinstance(measured, bool) or not isinstance(measured, (int, float))):
+            return f"cell {i} ({cell['row']} / {cell['column']}): measured value {measured!r} is not a number"
+    return ""
+
+
 def result_files(out_dir):
-    """The result JSON files in a reports folder (other JSON there is ignored)."""
+    """The result JSON files in a reports folder. Fails closed: a JSON file there that cannot be parsed, or that
+    says it is a result of another schema, is a ResultError (a gate must not pass by not reading a result);
+    JSON without a "schema" key is someone else's and ignored."""
+    if not Path(out_dir).is_dir():
+        raise ResultError(f"{out_dir} is not a folder of results: run a suite first (python -m bench run SUITE --out "
+                          f"{out_dir})")
     found = []
     for path in sorted(Path(out_dir).glob("*.json")):
         try:
-            load_result(path)
-        except ValueError:
-            continue
-        found.append(path)
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ResultError(f"{path}: unreadable JSON in a reports folder ({type(e).__name__}: {e}): rerun its "
+                              f"suite, or move the file away") from e
+        if isinstance(data, dict) and "schema" in data:
+            load_result(path)  # a result of another schema: refused
+            found.append(path)
     return found

@@ -19,6 +19,7 @@ from bench.measure.base import Context, Group, Item, Measurement, Skip
 from bench.results import ERROR, FAIL, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance, utc_now
 from bench.definitions import MEASUREMENTS
 from bench.suite import Cell, SectionSpec, Suite
+from dydit.errors import UserError
 
 AUTO = "auto"  # run-time profile: each cell in the richest of its profiles this machine can run
 RICHEST_FIRST = ("full", "smoke")
@@ -43,6 +44,8 @@ class Machine:
             from bench import assets
             manifest, error = assets.load_manifest(), ""
             assets_root = assets.assets_root(assets_root)
+        except UserError:  # a root or manifest the user named that is wrong: refused before anything runs
+            raise
         except (ImportError, OSError, ValueError, KeyError) as e:
             manifest, error = None, f"{type(e).__name__}: {e}"
         return cls(torch.cuda.is_available(), Path(assets_root) if assets_root else None, manifest, error)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dydit import sampling
+from dydit import registry, sampling
 from dydit.sampling import RANDOM_VAE, SamplerSpec
 from dydit.fileio import atomic_write, sha256_file
 
@@ -47,18 +47,25 @@ class SampleSpec:
     batch_size: int = sampling.DEFAULT_BATCH_SIZE  # per process and per shard
     ckpt: Optional[str] = None  # path; None with random_weights for pipeline checks
     random_weights: bool = False
-    vae: str = RANDOM_VAE  # a path (diffusers folder or file) or RANDOM_VAE
-    latent_size: int = 32  # 32 -> 256 x 256 images through the SD VAE
-    num_classes: int = 1000
+    vae: Optional[str] = RANDOM_VAE  # a path (diffusers folder or file) or RANDOM_VAE; None for a pixel model
+    latent_size: Optional[int] = None  # None: the model's (32 -> 256 x 256 images through the SD VAE; mini: 16)
+    num_classes: Optional[int] = None  # None: the model's (1000; the mini's 10 digits)
     precision: str = sampling.DEFAULT_PRECISION  # tf32 (as DiT's sample_ddp.py) or fp32
     fast: bool = True  # DyDiT through FastDyDiT (skips compute) rather than the masked reference
     deepcache_interval: int = 0  # N > 1: whole model at steps 0, N, 2N, ..., cached blocks between (dydit.deepcache)
 
     def __post_init__(self):
         self.steps = self.steps or sampling.SAMPLERS.get(self.sampler)
+        # the mini models sample 16 x 16 one-channel digits of 10 classes in pixel space: no VAE, every
+        # channel guided; the others latents of the SD VAE (ImageNet's 1000 classes)
+        mini = registry.entry(self.model).is_mini
+        self.latent_size = self.latent_size or (registry.MINI_DEFAULTS["input_size"] if mini else 32)
+        self.num_classes = self.num_classes or (registry.MINI_DEFAULTS["num_classes"] if mini else 1000)
+        if mini:
+            self.vae, self.guided_channels = None, None
         # absolute paths, so a restart from another working directory is recognised as the same setup
         self.ckpt = str(Path(self.ckpt).resolve()) if self.ckpt else None
-        self.vae = self.vae if self.vae == RANDOM_VAE else str(Path(self.vae).resolve())
+        self.vae = self.vae if self.vae in (RANDOM_VAE, None) else str(Path(self.vae).resolve())
         if self.sampler not in sampling.SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampling.SAMPLERS)}")
         if self.labels not in sampling.LABELS:
@@ -77,6 +84,16 @@ class SampleSpec:
                    cfg_scale=sampler.cfg_scale, guided_channels=sampler.guided_channels, labels=sampler.labels,
                    seed=sampler.seed, batch_size=sampler.batch_size, precision=sampler.precision,
                    deepcache_interval=sampler.deepcache_interval, **rest)
+
+    @property
+    def channels(self) -> int:
+        """Channels the model samples: the mini's pixels (1), else SD VAE latents (4)."""
+        return registry.MINI_DEFAULTS["in_channels"] if self.vae is None else 4
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of one uint8 image this spec writes (pixels as sampled, or decoded RGB at 8x the latents)."""
+        return self.channels * self.latent_size ** 2 if self.vae is None else 3 * (8 * self.latent_size) ** 2
 
     @property
     def num_shards(self):
@@ -111,18 +128,22 @@ def build_model_fn(spec, device):
 
 
 def build_vae(spec, device):
+    """The VAE that decodes the spec's latents (None: a pixel-space model's samples are the images)."""
+    if spec.vae is None:
+        return None
     vae = sampling.random_vae(spec.seed) if spec.vae == RANDOM_VAE else sampling.load_vae(spec.vae)
     return vae.to(device)
 
 
 def generate(model_fn, vae, spec, indices, device):
-    """(uint8 images (B, H, W, 3), labels (B,)) of the given global indices."""
+    """(uint8 images (B, H, W, 3), or (B, H, W, 1) for the mini's digits; labels (B,)) of the given global indices."""
     labels = sampling.labels_for(indices, spec.seed, spec.labels, spec.num_classes)
-    noise, generators = sampling.noise_for(indices, spec.seed, (4, spec.latent_size, spec.latent_size))
+    noise, generators = sampling.noise_for(indices, spec.seed, (spec.channels, spec.latent_size, spec.latent_size))
     latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), labels, spec.steps, generators,
                                       spec.cfg_scale, spec.guided_channels, spec.num_classes,
                                       spec.deepcache_interval)
-    return sampling.decode_to_uint8(vae, latents), labels.numpy()
+    images = sampling.to_uint8(latents) if vae is None else sampling.decode_to_uint8(vae, latents)
+    return images, labels.numpy()
 
 
 #################################################################################
@@ -173,11 +194,11 @@ def assemble(out, spec):
     """Streams the shards, in index order, into one ADM-format samples.npz; returns (path, sha256)."""
     out = Path(out)
     with np.load(shard_path(out, 0)) as f:
-        height, width = f["images"].shape[1:3]
+        height, width, channels = f["images"].shape[1:4]  # RGB, or the mini's one channel
 
     def write(fileobj):
         with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, shape, key in (("arr_0.npy", (spec.num, height, width, 3), "images"),
+            for name, shape, key in (("arr_0.npy", (spec.num, height, width, channels), "images"),
                                      ("arr_1.npy", (spec.num,), "labels")):
                 dtype = np.uint8 if key == "images" else np.int64
                 with zf.open(name, "w", force_zip64=True) as member:
@@ -192,7 +213,7 @@ def assemble(out, spec):
     atomic_write(out / (SAMPLES_FILE + ".sha256"), lambda f: f.write(f"{sha}  {SAMPLES_FILE}\n".encode()))
     config = json.loads((out / CONFIG_FILE).read_text())
     config["result"] = {"file": SAMPLES_FILE, "sha256": sha, "num": spec.num, "shape": [spec.num, int(height),
-                                                                                        int(width), 3]}
+                                                                                        int(width), int(channels)]}
     atomic_write(out / CONFIG_FILE, lambda f: f.write(json.dumps(config, indent=1).encode()))
     return path, sha
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from bench.definitions import MEASUREMENTS, METRICS, SECTIONS, Tolerance
-from dydit import registry, sampling
-from dydit.sampling import SamplerSpec
+from dydit.errors import UserError
+from dydit import registry, sampler_spec
+from dydit.sampler_spec import SamplerSpec
 from dydit.train_config import ADAPTERS, ROUTERS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -25,7 +26,7 @@ NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; benc
 PROFILES = ("smoke", "full")
 DEVICES = ("cuda",)  # what a cell may require; a cell without `device` runs anywhere
 CHECKPOINT = "checkpoint"  # in an `assets` list: the row's own checkpoint asset
-PRECISIONS = sampling.PRECISIONS  # of sampling: TF32 matmuls on or off
+PRECISIONS = sampler_spec.PRECISIONS  # of sampling: TF32 matmuls on or off
 FID_REFERENCE = "adm-ref-imagenet256"  # the default reference batch of quality cells (ADM's ImageNet 256)
 GUIDED_ALL = "all"  # `guided_channels = "all"`: guidance on every latent channel (None in SamplerSpec)
 
@@ -62,7 +63,7 @@ class Options:
 OPTIONS = tuple(f.name for f in dataclasses.fields(Options))
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError, ValueError):
     """A malformed suite: one line naming the file, where in it (row/cell) and the field."""
 
     def __init__(self, path, where, field_name, message):
@@ -297,7 +298,7 @@ def _check_assets(c, names, known_assets, where, field_name="assets"):
 def _sampler(c: _Checker, table, where, known_assets) -> dict:
     """A `sampler` table as written (suite, row, column or cell): only SamplerSpec's fields, each typed and
     ranged. Returns its values as SamplerSpec takes them ("all" guided channels -> None)."""
-    from dydit.sampling import LABELS, SAMPLERS
+    from dydit.sampler_spec import LABELS, SAMPLERS
     raw = c.get(table, "sampler", dict, where, default={})
     where = "[suite.sampler]" if where == "[suite]" else f"{where}: sampler"
     c.renamed(raw, "sampler", where)
@@ -517,6 +518,9 @@ def suite_files(names=None) -> List[Path]:
         p = Path(name)
         if not p.exists() and p.suffix != ".toml" and (SUITES_DIR / f"{name}.toml").exists():
             p = _short(SUITES_DIR / f"{name}.toml")
+        if not p.exists():
+            known = ", ".join(q.stem for q in suite_files())
+            raise SuiteError(p, None, None, f"no such suite file or name: give a .toml file or one of {known}")
         paths.append(p)
     return paths
 

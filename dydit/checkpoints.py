@@ -1,30 +1,29 @@
 """Checkpoints: safe reading (.pt/.pth/.safetensors), loading validated before any copy, atomic saving.
 
-Reading never runs pickled code: torch.load(weights_only=True), with argparse.Namespace (the `args` of
-DiT/DyDiT training checkpoints) the one class allowed. A DiT checkpoint loads into DyDiT with fresh
+Reading never runs pickled code: every file is read by dydit.weights.read (safetensors, or
+torch.load(weights_only=True)). A DiT checkpoint loads into DyDiT with fresh
 routers (all masks on); a DyDiT one into DiT is refused unless allow_drop_routers; the first-release NUS
 router layout, Linear(D, H), is recognised and refused (ours is the official ALI layout, Linear(D, H-1)).
 A run of dydit/train.py loads with load_trained: its EMA weights, or its adapters on their base (the
 base's sha256 checked).
 """
-import argparse
-import contextlib
 import logging
 import math
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from dydit import weights
 from dydit.fileio import atomic_write, sha256_file
 from dydit.lora import add_static_lora, add_td_lora, merge_static_lora, trainable_parameters
 from dydit.models import DyDiT
 from dydit.registry import SIZES, create_model
 from dydit.train_config import TrainConfig, TrainError
+from dydit.weights import CheckpointError  # noqa: F401  (re-exported: dydit.checkpoints.CheckpointError)
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +32,6 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _MAX_LINES = 12
 _SHAPE_DIMS = ("depth", "hidden", "patch", "in_channels", "learn_sigma", "input_size", "num_classes")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message says exactly why."""
 
 
 @dataclass
@@ -55,55 +51,6 @@ class LoadReport:
 def is_router_key(key: str) -> bool:
     """True for DyDiT router tensors (head, MLP-channel and token routers)."""
     return any(part in key for part in ROUTER_PARTS)
-
-
-# ----------------------------------------------------------------------------- reading
-
-def _corrupt(path, size, err) -> CheckpointError:
-    """The error for a truncated or corrupt file, with the most telling reason we can find."""
-    text = str(err)
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S)
-    reason = f"{type(err).__name__}: {(found.group(1) if found else text).strip() or 'no details'}"
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if size == 0:
-        reason = "the file is empty"
-    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
-        reason = f"zip archive has no end record, the file looks truncated ({reason})"
-    return CheckpointError(f"truncated or corrupt checkpoint {path} ({size} bytes): {reason}")
-
-
-def _torch_load(path):
-    """torch.load on the CPU with weights_only=True; maps every failure to a CheckpointError."""
-    allow = getattr(torch.serialization, "safe_globals", None)
-    context = allow([argparse.Namespace]) if allow else contextlib.nullcontext()
-    try:
-        with context:
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises OSError, EOFError, RuntimeError, UnpicklingError...
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused:
-            raise CheckpointError(
-                f"checkpoint {path} contains non-tensor objects ({refused.group(1)}) and was refused for "
-                "safety: it is read with torch.load(weights_only=True), which never runs pickled code; "
-                "re-save it as a plain state dict or .safetensors from a trusted environment") from err
-        raise _corrupt(path, os.path.getsize(path), err) from err
-
-
-def _read_file(path) -> object:
-    """The raw object stored in a .pt/.pth (torch) or .safetensors file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint path is not a file: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device="cpu")
-        except Exception as err:  # SafetensorError: bad header, incomplete file...
-            raise _corrupt(path, os.path.getsize(path), err) from err
-    return _torch_load(path)
 
 
 def unwrap_state_dict(obj, where: str = "state dict") -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
@@ -135,7 +82,7 @@ def unwrap_state_dict(obj, where: str = "state dict") -> Tuple[Dict[str, torch.T
 
 def load_state_dict(path) -> Dict[str, torch.Tensor]:
     """Reads a checkpoint file into a CPU state dict (ema preferred, prefixes stripped); logs the source."""
-    state, source, notes = unwrap_state_dict(_read_file(path), where=f"checkpoint {os.fspath(path)}")
+    state, source, notes = unwrap_state_dict(weights.read(path), where=f"checkpoint {os.fspath(path)}")
     for note in notes:
         log.info("%s: %s", os.fspath(path), note)
     return state
@@ -228,7 +175,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
     """Validates keys and shapes against the model, then loads; raises CheckpointError with the reasons."""
     is_dict = isinstance(path_or_state_dict, dict)
     where = "the state dict" if is_dict else f"checkpoint {os.fspath(path_or_state_dict)}"
-    obj = path_or_state_dict if is_dict else _read_file(path_or_state_dict)
+    obj = path_or_state_dict if is_dict else weights.read(path_or_state_dict)
     state, source, notes = unwrap_state_dict(obj, where)
     expected = model.state_dict()
     ckpt, mine = _dims(state), _dims(expected)
@@ -327,7 +274,7 @@ def load_trained(path, model_kwargs=None, use_ema=True, merge=True):
     """A model from a training checkpoint of this trainer, with its EMA weights (use_ema=False: the raw ones),
     in eval mode. An adapter run's base is re-read from args.init_checkpoint and its sha256 checked; a static
     LoRA is merged into it, as inference runs it (merge=False keeps the peft layers)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = weights.read(path)
     config = TrainConfig(**{k: v for k, v in state["args"].items() if k in TrainConfig.__dataclass_fields__})
     model = create_model(config.model, **(model_kwargs or {}))
     if config.adapter == "none":
@@ -339,11 +286,11 @@ def load_trained(path, model_kwargs=None, use_ema=True, merge=True):
                          f"{config.init_checkpoint} now has sha256 {digest}")
     load_checkpoint(model, config.init_checkpoint)
     add_adapter(model, config)
-    weights = state["ema" if use_ema else "model"]
-    missing = set(trainable_parameters(model)) - set(weights)
+    trained = state["ema" if use_ema else "model"]
+    missing = set(trainable_parameters(model)) - set(trained)
     if missing:
         raise TrainError(f"{path} lacks trained tensors: {sorted(missing)[:3]}")
-    model.load_state_dict(weights, strict=False)
+    model.load_state_dict(trained, strict=False)
     if config.adapter == "lora" and merge:
         merge_static_lora(model)
     return model.eval()
@@ -353,7 +300,7 @@ def adapter_run_model(path) -> Optional[str]:
     """The model name of an adapter run's checkpoint (its trained tensors and its base's sha256); None for
     any other checkpoint."""
     try:  # memory-mapped: a full-size DiT checkpoint is not read to answer
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = weights.read(path, mmap=True)
     except Exception:  # missing, of torch's legacy format (not mappable; never an adapter run's) or no checkpoint
         return None  # load_checkpoint says which
     if isinstance(state, dict) and "base_sha256" in state:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dydit import weights
+from dydit.errors import UserError
 from dydit.fileio import atomic_write, sha256_file
 
 ADAPTED = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # per block: where DyDiT skips compute
@@ -140,7 +142,7 @@ def trainable_parameters(model):
 #                        Adapter checkpoints                                    #
 #################################################################################
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """An adapter checkpoint that does not belong to this base or model; the message says why."""
 
 
@@ -156,7 +158,7 @@ def save_adapter(model, path, base_checkpoint):
 def load_adapter(model, path, base_checkpoint):
     """Loads an adapter checkpoint into a TD-LoRA model built on `base_checkpoint`'s weights; refuses a base
     whose sha256 differs from the one the adapters were trained on, and a config or key set that differs."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = weights.read(path)
     digest = sha256_file(base_checkpoint)
     if digest != state["base_sha256"]:
         raise AdapterError(f"{path} was trained on a base with sha256 {state['base_sha256']} "

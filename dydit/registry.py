@@ -7,11 +7,10 @@
 Every name is written out below (DiT's models.py writes each config out), so a search for a name finds it.
 """
 from dataclasses import dataclass
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
-import torch.nn as nn
-
-from dydit.models import DiT, DyDiT
+if TYPE_CHECKING:  # the names alone import no torch: the CLI checks them before torch is loaded
+    import torch.nn as nn
 
 # name: (depth, hidden_size, num_heads). "Mini" is the mini reproduction's model (a CPU trains it on
 # 16 x 16 one-channel digits of ten classes: MINI_DEFAULTS); "Mini-32" and "Mini-64" are its narrower
@@ -54,8 +53,9 @@ class ModelEntry:
         """Family and size without the patch: "DiT-Mini-32", "SiT-Mini"."""
         return f"{self.family}-{self.size}"
 
-    def build(self, **kwargs) -> nn.Module:
+    def build(self, **kwargs) -> "nn.Module":
         """The module; kwargs go to the constructor and override the name's defaults."""
+        from dydit.models import DiT, DyDiT
         depth, hidden_size, num_heads = SIZES[self.size]
         defaults = dict(MINI_DEFAULTS) if self.is_mini else {}
         if self.family == "SiT":  # SiT's backbone is DiT without learned sigma (4 output channels)
@@ -183,6 +183,6 @@ def entry(name) -> ModelEntry:
     return MODELS[name]
 
 
-def create_model(name, **kwargs) -> nn.Module:
+def create_model(name, **kwargs) -> "nn.Module":
     """Builds a model by its name ("DiT-XL/2", "DyDiT-S/4", ...); kwargs go to the constructor."""
     return entry(name).build(**kwargs)

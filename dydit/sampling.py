@@ -12,64 +12,24 @@ Randomness is per image: the initial noise, the DDPM step noise and a uniform la
 generators seeded by (seed, global index), so an image does not depend on batch, rank or restart.
 """
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
 
+from dydit import weights
 from dydit.deepcache import DeepCache
 from dydit.diffusion import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
 from dydit.flow import score_from_velocity
 from dydit.models import cfg_forward
 
-RANDOM_VAE = "random-tiny"  # a VAE argument that means: a tiny random VAE (random_vae; pipeline checks only)
-LATENT_SCALE = 0.18215  # SD VAE latents are scaled by this in DiT's training; divide before decoding
-
-# sampler name -> default number of steps (the paper's Table 4 settings; DPM-Solver++ also runs 10), then
-# the flow-matching samplers of a velocity model (SiT; dydit.flow): SiT's SDE sampler 250 for FID, ODE 50
-DIFFUSION_SAMPLERS = {"ddpm": 250, "ddim": 50, "dpm-solver++": 20}
-FLOW_SAMPLERS = {"flow-euler": 50, "flow-heun": 50, "flow-sde": 250}
-SDE_LAST_STEP = 0.04  # SiT's default last_step_size: the stride of 250 steps over [0, 1]
-SDE_DIFFUSION_NORM = 1.0  # SiT's default diffusion_norm
-SAMPLERS = {**DIFFUSION_SAMPLERS, **FLOW_SAMPLERS}
-LABELS = ("uniform", "balanced")
-PRECISIONS = ("fp32", "tf32")
-
-# The paper's sampling setup: the one set of defaults, held by SamplerSpec below.
-DEFAULT_SAMPLER = "ddpm"
-DEFAULT_CFG_SCALE = 1.5
-DEFAULT_GUIDED_CHANNELS = 3  # DiT's guidance of the first 3 latent channels (DiT issue #41); None: all
-DEFAULT_LABELS = "uniform"  # a random class per image, as DiT's sample_ddp.py
-DEFAULT_NUM_SAMPLES = 50000
-DEFAULT_BATCH_SIZE = 32  # per GPU and per shard
-DEFAULT_PRECISION = "tf32"  # DiT's sample_ddp.py samples with TF32 on (no effect on a CPU)
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """How to sample: the one form of a sampling setup, from a suite file (bench.suite resolves
-    [suite.sampler] < row < column < cell into one) to the sampling run (bench.sample.SampleSpec), the
-    whole-loop timer (bench.timing.loop) and the mini reproduction. Values are checked where they enter."""
-    name: str = DEFAULT_SAMPLER  # a sampler of SAMPLERS
-    steps: Optional[int] = None  # None: the sampler's default (SAMPLERS: ddpm 250, ddim 50, ...)
-    cfg_scale: float = DEFAULT_CFG_SCALE  # classifier-free guidance scale; 1 = no guidance
-    guided_channels: Optional[int] = DEFAULT_GUIDED_CHANNELS  # None: every channel
-    labels: str = DEFAULT_LABELS  # LABELS: "uniform" (as DiT's sample_ddp.py) or "balanced"
-    num_samples: int = DEFAULT_NUM_SAMPLES
-    seed: int = 0
-    batch_size: int = DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
-    precision: str = DEFAULT_PRECISION  # "tf32" (as DiT's sample_ddp.py) or "fp32"
-    deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps; 0: none
-
-    def __post_init__(self):
-        if self.name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.name!r}; known: {', '.join(SAMPLERS)}")
-        if self.steps is None:
-            object.__setattr__(self, "steps", SAMPLERS[self.name])
+# the setup as data (re-exported: sampling.SAMPLERS, sampling.SamplerSpec, ...)
+from dydit.sampler_spec import (  # noqa: F401
+    RANDOM_VAE, LATENT_SCALE, DIFFUSION_SAMPLERS, FLOW_SAMPLERS, SDE_LAST_STEP, SDE_DIFFUSION_NORM, SAMPLERS,
+    LABELS, PRECISIONS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE, DEFAULT_GUIDED_CHANNELS, DEFAULT_LABELS,
+    DEFAULT_NUM_SAMPLES, DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, SamplerSpec)
 
 
 # The config of stabilityai/sd-vae-ft-ema (diffusers AutoencoderKL), so a single weights file suffices.
@@ -297,12 +257,8 @@ def load_vae(path):
     if path.is_dir():
         raise FileNotFoundError(f"{path} is a folder without config.json: expected a diffusers VAE folder "
                                 f"(config.json + diffusion_pytorch_model.safetensors)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+    state = weights.read(path)
+    state = state.get("state_dict", state)
     vae = AutoencoderKL(**SD_VAE_CONFIG)
     if not any(k.startswith("decoder.up_blocks.") for k in state):  # LDM layout (decoder.up.N...)
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
@@ -322,6 +278,11 @@ def random_vae(seed=0):
 @torch.no_grad()
 def decode_to_uint8(vae, latents):
     """Latents (B, 4, h, w) -> uint8 RGB images (B, H, W, 3), with DiT's conversion (x127.5 + 128, clamp)."""
-    images = vae.decode(latents / LATENT_SCALE).sample
-    return torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
+    return to_uint8(vae.decode(latents / LATENT_SCALE).sample)
+
+
+def to_uint8(pixels):
+    """Pixels (B, C, H, W) in [-1, 1] -> uint8 images (B, H, W, C) on the CPU, DiT's conversion (x127.5 + 128,
+    clamp): a VAE's output, or a pixel-space model's samples (the mini's digits)."""
+    return torch.clamp(127.5 * pixels + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
 

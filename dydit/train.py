@@ -12,11 +12,17 @@ config.json, log.jsonl and checkpoints/{step:07d}.pt = {"model", "ema", "opt", "
 layout: `dydit.checkpoints.load_checkpoint` reads its EMA weights; `dydit.checkpoints.load_trained` any
 run's, adapters included). All randomness derives from (seed, step), so `resume=True` continues
 bit-exactly on the CPU, from any world size. The config and the presets are dydit/train_config.py.
+
+SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends before it kills a job) finish the current step,
+write a checkpoint and raise TrainInterrupted (a KeyboardInterrupt) naming it: nothing since the last
+checkpoint is lost, and `resume=True` continues as if nothing had happened. A second Ctrl-C stops at once.
 """
 import dataclasses
 import json
 import os
 import re
+import signal
+import threading
 import time
 from copy import deepcopy
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dydit import weights
 from dydit.checkpoints import add_adapter, load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.fileio import atomic_write, sha256_file
@@ -51,6 +58,51 @@ class TrainResult:
     step: int
     run_dir: Path
     checkpoint: Optional[Path]  # the last checkpoint written or resumed from
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM after a finished step, its checkpoint written (resume from it)."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path, run_dir: Path):
+        super().__init__(f"{signal_name} at step {step}: checkpoint {checkpoint} written; resume the run in {run_dir}")
+        self.signal_name, self.step, self.checkpoint, self.run_dir = signal_name, step, checkpoint, run_dir
+
+
+#################################################################################
+#                                 Interruption                                  #
+#################################################################################
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """While active (main thread only), SIGINT / SIGTERM are recorded instead of raised: the loop finishes its
+    step, checkpoints and stops. A second SIGINT raises KeyboardInterrupt at once (a user who means it)."""
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._record) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        return False
+
+    def _record(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
+def _ignore_stop_signals(worker_id):
+    """DataLoader workers leave SIGINT / SIGTERM to the main process, which stops them after its step."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 #################################################################################
@@ -181,7 +233,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     if resume:
         if not found:
             raise TrainError(f"cannot resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-        state = torch.load(found[-1], map_location="cpu", weights_only=True)
+        state = weights.read(found[-1])
         diffs = config_differences(state["args"], config)
         if diffs:
             raise TrainError(f"cannot resume {run_dir}: it was trained with another config: {'; '.join(diffs)}")
@@ -249,71 +301,85 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     ddp = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else objective
     loader = DataLoader(SeededItems(dataset), batch_sampler=StepBatches(len(dataset), B, rows, config.seed, step, end),
                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=_ignore_stop_signals if config.num_workers else None,
                         generator=torch.Generator())  # its worker seeds are unused (SeededItems seeds items)
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()  # class dropout and Gumbel noise on
     bar = tqdm(total=config.max_steps, initial=step, disable=not progress or rank != 0, unit="step",
                desc=config.model, dynamic_ncols=True)
     sums, count, start, tick = None, 0, time.time(), time.time()
-    try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
-            draws = StepRandom(config.seed, step, rows, B, device)
-            if vae is not None:
-                x = encode_images(vae, x, draws)
-            t = draws.flow_times(config.stratified_timesteps) if flow else \
-                draws.timesteps(config.stratified_timesteps, objective.diffusion.num_timesteps)
-            noise = draws.normal(x.shape[1:], NOISE)
-            lr = learning_rate(step, config.lr, config.lr_warmup, config.lr_cosine, config.max_steps, config.min_lr)
-            for group in opt.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before token_router_lr_scale lack it
-            lambda_t = flops_target(step, config.flops_ratio, config.flops_hold, config.flops_warmup)
-            until = config.complete_loss_until
-            complete = config.complete_loss and (until is None or step < until)
+    with StopSignals() as stop:
+        try:
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
+                draws = StepRandom(config.seed, step, rows, B, device)
+                if vae is not None:
+                    x = encode_images(vae, x, draws)
+                t = draws.flow_times(config.stratified_timesteps) if flow else \
+                    draws.timesteps(config.stratified_timesteps, objective.diffusion.num_timesteps)
+                noise = draws.normal(x.shape[1:], NOISE)
+                lr = learning_rate(step, config.lr, config.lr_warmup, config.lr_cosine, config.max_steps, config.min_lr)
+                for group in opt.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before token_router_lr_scale lack it
+                lambda_t = flops_target(step, config.flops_ratio, config.flops_hold, config.flops_warmup)
+                until = config.complete_loss_until
+                complete = config.complete_loss and (until is None or step < until)
 
-            out = ddp(x, y, t, noise, lambda_t, complete, draws)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            if config.grad_clip is None:
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            terms = loss_terms(out, grad_norm)
-            if world > 1:
-                dist.all_reduce(terms)
-                terms /= world
-            if not torch.isfinite(terms).all():
-                values = ", ".join(f"{k} {v:.4g}" for k, v in zip(TERM_NAMES, terms.tolist()))
-                raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({values}): stopped before updating; "
-                                    f"last good checkpoint: {last or 'none written yet'}")
-            opt.step()  # exactly one optimizer step per iteration
-            update_ema(ema, model, config.ema_decay)
-            step += 1
-            sums, count = (terms if sums is None else sums + terms), count + 1
-            bar.update(1)
-
-            if step % config.log_every == 0 or step == end:
-                mean = dict(zip(TERM_NAMES, (sums / count).tolist()))
-                now = time.time()
-                record = {"step": step, **mean, "lambda_t": lambda_t, "lr": lr,
-                          "steps_per_sec": count / (now - tick), "seconds": now - start}
-                if rank == 0:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                shown = {"loss": f"{mean['loss']:.4f}"}
-                if isinstance(model, DyDiT):  # a DiT has no FLOPs target
-                    shown.update(flops=f"{mean['flops_ratio']:.3f}", lam=f"{lambda_t:.3f}")
-                bar.set_postfix(shown)
-                sums, count, tick = None, 0, now
-            if step % config.ckpt_every == 0 or step == end:
-                if not all(torch.isfinite(p).all() for p in list(model.parameters()) + list(ema.parameters())):
-                    raise NonFiniteLoss(f"non-finite weights after step {step}: not saved; last good checkpoint: "
-                                        f"{last or 'none written yet'}")
-                last = run_dir / "checkpoints" / f"{step:07d}.pt"
-                if rank == 0:
-                    save_training_checkpoint(last, model, ema, opt, config, step)
+                out = ddp(x, y, t, noise, lambda_t, complete, draws)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                if config.grad_clip is None:
+                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                terms = loss_terms(out, grad_norm)
                 if world > 1:
-                    dist.barrier()
-    finally:
-        bar.close()
+                    dist.all_reduce(terms)
+                    terms /= world
+                if not torch.isfinite(terms).all():
+                    values = ", ".join(f"{k} {v:.4g}" for k, v in zip(TERM_NAMES, terms.tolist()))
+                    raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({values}): stopped before updating; "
+                                        f"last good checkpoint: {last or 'none written yet'}")
+                opt.step()  # exactly one optimizer step per iteration
+                update_ema(ema, model, config.ema_decay)
+                step += 1
+                sums, count = (terms if sums is None else sums + terms), count + 1
+                bar.update(1)
+
+                if step % config.log_every == 0 or step == end:
+                    mean = dict(zip(TERM_NAMES, (sums / count).tolist()))
+                    now = time.time()
+                    record = {"step": step, **mean, "lambda_t": lambda_t, "lr": lr,
+                              "steps_per_sec": count / (now - tick), "seconds": now - start}
+                    if rank == 0:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                    shown = {"loss": f"{mean['loss']:.4f}"}
+                    if isinstance(model, DyDiT):  # a DiT has no FLOPs target
+                        shown.update(flops=f"{mean['flops_ratio']:.3f}", lam=f"{lambda_t:.3f}")
+                    bar.set_postfix(shown)
+                    sums, count, tick = None, 0, now
+                stopping = _agreed(stop.received is not None, world, device)
+                if stopping or step % config.ckpt_every == 0 or step == end:
+                    if not all(torch.isfinite(p).all() for p in list(model.parameters()) + list(ema.parameters())):
+                        raise NonFiniteLoss(f"non-finite weights after step {step}: not saved; last good checkpoint: "
+                                            f"{last or 'none written yet'}")
+                    last = run_dir / "checkpoints" / f"{step:07d}.pt"
+                    if rank == 0:
+                        save_training_checkpoint(last, model, ema, opt, config, step)
+                    if world > 1:
+                        dist.barrier()
+                if stopping:
+                    raise TrainInterrupted(stop.received or "a signal on another rank", step, last, run_dir)
+        finally:
+            bar.close()
     return TrainResult(model, ema, step, run_dir, last)
+
+
+def _agreed(flag: bool, world: int, device) -> bool:
+    """Whether any rank has the flag (every rank stops after the same step)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -9,10 +9,11 @@ The loop that runs a config is dydit/train.py.
 from dataclasses import dataclass
 from typing import Optional
 
+from dydit.errors import UserError
 from dydit.registry import MODELS
 
 
-class TrainError(ValueError):
+class TrainError(UserError, ValueError):
     """A run that cannot start or go on; the message says why in one line."""
 
 

@@ -6,11 +6,12 @@ Inception weights come from a local file (--inception PATH, or the inception-fid
 $DYDIT_ASSETS); nothing is downloaded. Prints the metrics (JSON with --json, as torch-fidelity's CLI).
 """
 import json
-import sys
 from pathlib import Path
 
-from bench import assets
+from bench import assets, preflight
 from bench.assets import INCEPTION, INCEPTION_CLEANFID
+from bench.cli import args as types
+from dydit.errors import UserError
 
 
 def register(subparsers):
@@ -24,42 +25,41 @@ def register(subparsers):
                    help=f"clean-fid's inception-2015-12-05.pt for the second FID backend (default: the "
                         f"{INCEPTION_CLEANFID} asset if present; 'none' to skip)")
     p.add_argument("--assets", default=None, help=f"assets root (default: ${assets.ENV_VAR})")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--device", type=types.device, default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--cache-dir", default=None, help="where reference features are cached (default: beside --ref)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
-def _asset_or_path(value, name, root, required):
+def _asset_or_path(value, name, root, required, option):
     if value is not None:
         if not Path(value).is_file():
-            raise SystemExit(f"error: {value}: no such file")
+            raise UserError(f"{option} {value}: no such file")
         return value
     status = assets.check_asset(name, root)
     if status.ok:
         return status.path
     if required:
-        raise SystemExit(f"error: {status.message}")
+        raise UserError(status.message)
     return None
 
 
 def run(args):
     import torch
     from bench.metrics.evaluate import evaluate_samples
-    from bench.metrics.reference import BatchError
     root = assets.assets_root(args.assets)
-    inception = _asset_or_path(args.inception, INCEPTION, root, required=True)
+    inception = _asset_or_path(args.inception, INCEPTION, root, required=True, option="--inception")
     cleanfid = None if args.cleanfid_inception == "none" else \
-        _asset_or_path(args.cleanfid_inception, INCEPTION_CLEANFID, root, required=False)
+        _asset_or_path(args.cleanfid_inception, INCEPTION_CLEANFID, root, required=False, option="--cleanfid-inception")
+    if cleanfid is not None:  # checked before an hour of feature extraction, not after
+        from bench.metrics.cleanfid import verify
+        verify(cleanfid)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ref = Path(args.ref)
     cache_dir = Path(args.cache_dir) if args.cache_dir else (ref if ref.is_dir() else ref.parent)
-    try:
-        results = evaluate_samples(args.samples, args.ref, inception, device, cleanfid, cache_dir,
-                                   verbose=not args.json)
-    except BatchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.cache_dir:
+        preflight.writable_folder(cache_dir, "--cache-dir")
+    results = evaluate_samples(args.samples, args.ref, inception, device, cleanfid, cache_dir, verbose=not args.json)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -8,6 +8,8 @@ Interrupted, it resumes where it stopped (models cached, evaluations in WORK_DIR
 import sys
 from pathlib import Path
 
+from dydit.errors import UserError
+
 
 def register(subparsers):
     p = subparsers.add_parser("mini-spread", help="the mini's spread study: CFG per family on validation digits, "
@@ -21,21 +23,21 @@ def register(subparsers):
 
 
 def run(args):
+    from bench import preflight
     from bench.measure.base import Context
     from bench.mini import build, spread
     from bench.mini.config import MiniConfig
     out = Path(args.out) if args.out else spread.SPREAD_FILE
     if out.exists() and not out.is_file():
-        print(f"error: --out {out} is not a file: name a .json file", file=sys.stderr)
-        return 2
+        raise UserError(f"--out {out} is not a file: name a .json file")
+    preflight.writable_folder(out.parent, "--out", names=[out.name])
+    work_dir = preflight.writable_folder(args.work_dir, "--work-dir")
     config = MiniConfig(device=args.device)  # None: CUDA when present
     try:
         build.device_of(config)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
     command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "")
-    work_dir = Path(args.work_dir)
     progress = work_dir / "mini-spread-progress.json"
     try:
         study = spread.run_study(config, build.cache_dir(Context(work_dir=work_dir)), command=command,

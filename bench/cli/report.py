@@ -11,12 +11,11 @@ def run(args):
     from pathlib import Path
 
     from bench.report.render import render_all
-    from bench.results import result_files
+    from bench.results import ResultError, result_files
     if not Path(args.out).is_dir():
-        print(f"error: {args.out} does not exist: run `python -m bench run SUITE --out {args.out}` first")
-        return 1
-    if not result_files(args.out):
-        print(f"no result JSON in {args.out}: run `python -m bench run SUITE --out {args.out}` first")
+        raise ResultError(f"--out {args.out} is not a folder: run `python -m bench run SUITE --out {args.out}` first")
+    if not result_files(args.out):  # reads every result first: a corrupt one fails before a page is written
+        raise ResultError(f"no result JSON in {args.out}: run `python -m bench run SUITE --out {args.out}` first")
     for page in render_all(args.out):
         print(page)
     return 0

@@ -3,9 +3,10 @@ import dataclasses
 import os
 import sys
 import time
-from pathlib import Path
 
+from bench.cli import args as types
 from bench.suite import PROFILES
+from dydit.errors import UserError
 
 RETRAIN_SINCE = "DYDIT_RETRAIN_SINCE"  # --retrain rebuilds models built before this time (seconds since epoch)
 
@@ -20,7 +21,7 @@ def register(subparsers):
     p.add_argument("--baseline", default=None, metavar="FILE",
                    help="compare with this earlier result JSON; exit 1 on a regression")
     p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
-    p.add_argument("--seed", type=int, default=0, help="global seed given to every measurement")
+    p.add_argument("--seed", type=types.non_negative_int, default=0, help="global seed given to every measurement")
     p.add_argument("--work-dir", default=None, help="scratch folder for measurements (default: OUT/work)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None,
                    help="default: cuda when present; cpu runs as if there were no GPU (CUDA-only cells skip, the "
@@ -41,31 +42,24 @@ def command_line(args, profile):
 
 
 def run(args):
+    from bench import preflight
     from bench.compare import compare, report
     from bench.measure.base import Context
     from bench.report.render import render_index, render_suite
-    from bench.results import load_result, summary_line, write_json_atomic
+    from bench.results import load_result, result_files, summary_line, write_json_atomic
     from bench.runner import Machine, plan_table, prepare, run_suite
-    from bench.suite import SuiteError, load_suite, suite_files
+    from bench.suite import load_suite, suite_files
 
-    try:
-        suite = load_suite(suite_files([args.suite])[0])
-    except SuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    baseline = None
-    if args.baseline:  # read it first: a bad baseline should fail before an hour of measuring
-        try:
-            baseline = load_result(args.baseline)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    out = Path(args.out)
+    suite = load_suite(suite_files([args.suite])[0])
+    # everything this run reads or writes, checked before measuring: an hour of work must not end in an error
+    baseline = load_result(args.baseline) if args.baseline else None
+    out = preflight.writable_folder(args.out, "--out", names=[f"{suite.name}.json", f"{suite.name}.html"])
+    result_files(out)  # the index is rendered from every result there: a corrupt one fails now, not at the end
+    work_dir = preflight.writable_folder(args.work_dir or out / "work", "--work-dir")
     machine = Machine.here(args.assets)
     if args.device == "cuda" and not machine.cuda:
-        print("error: --device cuda, but torch sees no CUDA GPU here (torch.cuda.is_available() is False): drop "
-              "--device or install a CUDA build of torch", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda, but torch sees no CUDA GPU here (torch.cuda.is_available() is False): drop "
+                        "--device or install a CUDA build of torch")
     if args.device == "cpu":
         machine = dataclasses.replace(machine, cuda=False)
     profile = args.profile
@@ -73,11 +67,18 @@ def run(args):
     # a whole session, so that a model several suites share is rebuilt once)
     retrain = float(os.environ.get(RETRAIN_SINCE, time.time())) if args.retrain else False
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
-                  work_dir=Path(args.work_dir) if args.work_dir else out / "work", retrain=retrain)
+                  work_dir=work_dir, retrain=retrain)
     prepared = prepare(suite, profile, machine, ctx)
     print(f"{suite.name}: {suite.title} [profile {profile}, {'CUDA' if machine.cuda else 'no CUDA'}, assets root "
           f"{machine.assets_root or 'not set'}]\n{plan_table(prepared[1])}", flush=True)
-    result = run_suite(suite, profile, machine, ctx, command_line(args, profile), prepared)
+    try:
+        result = run_suite(suite, profile, machine, ctx, command_line(args, profile), prepared)
+    except KeyboardInterrupt:
+        rerun = " ".join(["python -m bench", *command_line(args, profile)]).replace(" --retrain", "")
+        print(f"interrupted: no result was written. Kept in {work_dir}: every model trained and every evaluation "
+              f"finished so far (the mini's cache), the sample shards of each FID cell. Resume with the same "
+              f"command (without --retrain): {rerun}", file=sys.stderr)
+        return 130
     json_path = write_json_atomic(result, out / f"{suite.name}.json")
     page = render_suite(result, out)
     index = render_index(out)

@@ -1,36 +1,50 @@
 """`python -m bench speed`: DiT vs DyDiT, per model call (fast and masked paths) or over whole sampling loops."""
+import argparse
 import json
 import sys
 
-QUICK = dict(model="DyDiT-S/2", sampler="dpm-solver++", steps=10, calls=3, repeats=3, cache_gb="2")
+from bench.cli import args as types
+from dydit.errors import UserError
+
+QUICK = dict(model="DyDiT-S/2", sampler="dpm-solver++", steps=10, calls=3, repeats=3, cache_gb=[2.0])
+LOOP_SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
+MIN_CALL_REPEATS = 5  # the median of fewer is not a measurement
 
 
 def register(subparsers):
     p = subparsers.add_parser("speed", help="time DiT vs DyDiT fast/masked paths; realized = speedup / FLOPs ratio")
-    p.add_argument("--model", default="DyDiT-XL/2", help="a DyDiT model name (default: DyDiT-XL/2)")
-    p.add_argument("--flops-fraction", type=float, default=0.5, help="target dynamic FLOPs / DiT FLOPs")
-    p.add_argument("--batch", type=int, default=None, help="images per call (default: 2 per call, 1 image per loop)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--model", default="DyDiT-XL/2", type=types.model_name(dynamic=True), help="a DyDiT model name (default: DyDiT-XL/2)")
+    p.add_argument("--flops-fraction", type=types.fraction, default=0.5, help="target dynamic FLOPs / DiT FLOPs")
+    p.add_argument("--batch", type=types.positive_int, default=None, help="images per call (default: 2 per call, 1 image per loop)")
+    p.add_argument("--steps", type=types.positive_int, default=None,
                    help="per call: K timesteps spread over [0, 1000) (default 10); --loop: the sampler's steps")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (median reported; default 5, --loop 3)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-gb", default=None,
+    p.add_argument("--repeats", type=types.positive_int, default=None, help="timed repeats (median reported; default 5, --loop 3)")
+    p.add_argument("--device", type=types.device, default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--seed", type=types.non_negative_int, default=0)
+    p.add_argument("--cache-gb", type=cache_budgets, default=None,
                    help="budget(s) of FastDyDiT's sliced-weight cache in GiB, comma-separated with --loop "
                         "(one fast path each: the budget -> realized curve); default 2")
     loop = p.add_argument_group("whole sampling loop (scheduler, CFG batch, VAE decode): bench/timing/loop.py")
     loop.add_argument("--loop", action="store_true", help="time whole sampling loops instead of single calls")
-    loop.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpm-solver++ (default ddim)")
-    loop.add_argument("--calls", type=int, default=3, help="full calls timed per path on the schedule's timesteps")
-    loop.add_argument("--deepcache", type=int, default=0, metavar="N", help="DeepCache interval of every path")
+    loop.add_argument("--sampler", default="ddim", choices=LOOP_SAMPLERS, help="default ddim")
+    loop.add_argument("--calls", type=types.positive_int, default=3, help="full calls timed per path on the schedule's timesteps")
+    loop.add_argument("--deepcache", type=types.non_negative_int, default=0, metavar="N", help="DeepCache interval of every path")
     loop.add_argument("--check", action="store_true", help="also run whole loops and compare with the estimate")
     loop.add_argument("--no-vae", action="store_true", help="leave the VAE decode out of the loop")
     loop.add_argument("--quick", action="store_true",
                       help=f"a CI check in ~1-2 min on a CPU: --loop --check with {QUICK}")
-    loop.add_argument("--min-realized", type=float, default=None,
+    loop.add_argument("--min-realized", type=types.positive_float, default=None,
                       help="exit 1 when a fast path's realized speedup is below this (a CI gate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
+
+
+def cache_budgets(text):
+    """--cache-gb: comma-separated budgets in GiB, each finite and >= 0."""
+    budgets = [types.non_negative_float(v) for v in text.split(",")]
+    if not budgets:
+        raise argparse.ArgumentTypeError("give one or more budgets in GiB, e.g. 0,0.5,2")
+    return budgets
 
 
 def _device(args):
@@ -55,7 +69,7 @@ def run_loop(args, log):
     from dataclasses import asdict
 
     from bench.timing.speed import run_loop_speed
-    cache_gbs = [float(v) for v in (args.cache_gb or "2").split(",")]
+    cache_gbs = args.cache_gb or [2.0]
     r = run_loop_speed(args.model, args.flops_fraction, args.sampler, args.steps, args.batch or 1, args.calls,
                        args.repeats or 3, cache_gbs, args.deepcache, _device(args), args.seed, args.check,
                        not args.no_vae, log)
@@ -86,11 +100,14 @@ def run_loop(args, log):
 
 def run_calls(args, log):
     from bench.timing.speed import as_dict, run_speed
-    repeats = args.repeats or 5
-    if repeats < 5:
-        raise SystemExit("error: --repeats must be at least 5 (the median of fewer is not a measurement)")
+    repeats = args.repeats or MIN_CALL_REPEATS
+    if repeats < MIN_CALL_REPEATS:
+        raise UserError(f"--repeats {repeats}: give at least {MIN_CALL_REPEATS} (the median of fewer is not a "
+                        f"measurement)")
+    if args.cache_gb and len(args.cache_gb) > 1:
+        raise UserError("--cache-gb takes one budget per call timing; several (a curve) go with --loop")
     r = run_speed(args.model, args.flops_fraction, args.batch or 2, args.steps or 10, repeats, _device(args),
-                  args.seed, float(args.cache_gb or 2), log)
+                  args.seed, (args.cache_gb or [2.0])[0], log)
     if args.json:
         print(json.dumps(as_dict(r)))
         return 0

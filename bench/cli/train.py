@@ -11,7 +11,8 @@ import sys
 import typing
 from pathlib import Path
 
-from dydit import sampling
+from bench.cli import args as types
+from dydit import sampler_spec
 
 
 HELP = {
@@ -36,7 +37,7 @@ HELP = {
     "lr_warmup": "linear learning-rate warm-up steps",
     "lr_cosine": "cosine decay of the learning rate to --min-lr at --max-steps",
     "grad_clip": "max global gradient norm ('none': no clipping)",
-    "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {sampling.RANDOM_VAE!r}",
+    "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {sampler_spec.RANDOM_VAE!r}",
     "data": "training data: an image folder (one sub-folder per class), an .npz of latents "
             "(latents (N,C,H,W) float, labels (N,) int) or 'digits' (the mini's)",
     "device": "cuda or cpu (none: cuda when available)",
@@ -63,10 +64,10 @@ def register(subparsers):
     p.add_argument("--preset", choices=list(PRESETS), help="one of the recipes below")
     p.add_argument("--out", help="run folder (checkpoints/, log.jsonl, config.json)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
-    p.add_argument("--stop-after", type=int, metavar="STEP", help="stop (with a checkpoint) after this step")
-    p.add_argument("--split", default="train", help="digits: train or heldout")
-    p.add_argument("--data-seed", type=int, default=0, help="digits: the shuffle before the fixed split")
-    p.add_argument("--image-size", type=int, default=256, help="image folders: crop size")
+    p.add_argument("--stop-after", type=types.positive_int, metavar="STEP", help="stop (with a checkpoint) after this step")
+    p.add_argument("--split", default="train", help="digits: train, val or heldout (bench/data.py SPLITS)")
+    p.add_argument("--data-seed", type=types.non_negative_int, default=0, help="digits: the shuffle before the fixed split")
+    p.add_argument("--image-size", type=types.positive_int, default=256, help="image folders: crop size")
     p.add_argument("--assets", default=None, help="assets root (default: $DYDIT_ASSETS)")
     p.add_argument("--no-progress", action="store_true")
     for field in dataclasses.fields(TrainConfig):
@@ -97,19 +98,14 @@ def build_config(args):
     return TrainConfig(**values)
 
 
-def _one_line(err):
-    """An error message on one line: the first line and, for a checkpoint, its size-mismatch line."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    size = [ln for ln in lines[1:] if ln.startswith("size mismatch")]
-    return " ".join(lines[:1] + size) if lines else type(err).__name__
-
-
 def run(args):
     from torchvision.datasets import ImageFolder
 
-    from bench import assets, data
-    from dydit.checkpoints import CheckpointError
-    from dydit.train import train
+    from bench import assets, data, preflight
+    from bench.cli import one_line
+    from dydit import sampling
+    from dydit.errors import UserError
+    from dydit.train import TrainInterrupted, train
     from dydit.train_config import TrainError
     rank0 = int(os.environ.get("RANK", 0)) == 0
     try:
@@ -120,13 +116,15 @@ def run(args):
         config = build_config(args)
         if not config.data:
             raise TrainError("give --data (an image folder, an .npz of latents, or 'digits')")
+        config.validate()  # before the data load: a wrong option is refused in the first second
+        preflight.writable_folder(args.resume or args.out, "--resume" if args.resume else "--out", create=False)
         root, manifest = assets.assets_root(args.assets), assets.load_manifest()
         dataset = data.load(config.data, args.split, args.data_seed, args.image_size)
         images = isinstance(dataset, ImageFolder)
         vae = None
         if config.vae and not images:
             raise TrainError(f"--vae applies to image folders; {config.data} holds latents already")
-        if images and config.vae != sampling.RANDOM_VAE:
+        if images and config.vae != sampler_spec.RANDOM_VAE:
             config.vae = assets.resolve(config.vae or "vae-ft-ema", root, manifest)
         elif images:
             vae = sampling.random_vae(config.seed)
@@ -139,10 +137,16 @@ def run(args):
                   file=sys.stderr)
         result = train(config, dataset, run_dir, resume=bool(args.resume), stop_after=args.stop_after,
                        progress=not args.no_progress, vae=vae)
-    except (TrainError, data.DataError, CheckpointError, assets.AssetError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:  # every rank raises it; one prints
         if rank0:
-            print(f"error: {_one_line(err)}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except TrainInterrupted as stop:
+        if rank0:
+            launcher = "torchrun ... -m bench" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else "python -m bench"
+            print(f"\ninterrupted by {stop.signal_name} after step {stop.step}: checkpoint {stop.checkpoint} written, "
+                  f"nothing lost. Resume: {launcher} train --resume {stop.run_dir}", file=sys.stderr)
+        return 130
     if rank0:
         print(f"trained to step {result.step}: {result.checkpoint}")
     return 0

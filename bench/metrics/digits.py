@@ -19,6 +19,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metri
 from torch_fidelity.registry import register_feature_extractor
 
 from bench.metrics import fidelity
+from dydit import weights
 
 EXTRACTOR = "digits-classifier"
 FEATURES, LOGITS = "penultimate", "logits"
@@ -80,8 +81,7 @@ class DigitFeatures(FeatureExtractorBase):
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         self.classifier = DigitClassifier()
-        self.classifier.load_state_dict(torch.load(feature_extractor_weights_path, map_location="cpu",
-                                                   weights_only=True))
+        self.classifier.load_state_dict(weights.read(feature_extractor_weights_path))
         self.classifier.eval().requires_grad_(False)
 
     @staticmethod

@@ -15,7 +15,8 @@ import torch_fidelity
 
 from bench.assets import cached_sha256
 from bench.metrics import fidelity
-from bench.metrics.reference import load_images, load_reference
+from dydit import weights
+from bench.metrics.reference import BatchError, load_images, load_reference
 
 KEY_EVALUATION = "evaluation"  # result key: what the numbers were computed with
 
@@ -43,6 +44,13 @@ def _features_file(key, cache_dir):
     return Path(cache_dir) / f"reference-features-{digest[:16]}.pt"
 
 
+def _enough(images, path):
+    """BatchError unless a batch has the images every metric needs."""
+    if len(images) < fidelity.MIN_IMAGES:
+        raise BatchError(f"{path}: {len(images)} image(s); the metrics need at least {fidelity.MIN_IMAGES} (k-NN "
+                         f"precision/recall, covariances; the paper's FID uses 50,000)")
+
+
 def evaluate_samples(samples_path, reference_path, inception_path, device="cpu", cleanfid_path=None,
                      cache_dir=None, verbose=True):
     """Metrics of an ADM-format sample batch against a reference (ADM batch or a folder of real images).
@@ -52,14 +60,16 @@ def evaluate_samples(samples_path, reference_path, inception_path, device="cpu",
     from dydit.sampling import precision
     reference = load_reference(reference_path)
     images = load_images(samples_path)
+    _enough(images, samples_path)
     key = evaluation_key(reference_path, inception_path, cache_dir)
     cached = _features_file(key, cache_dir) if cache_dir else None
     with precision("fp32"):  # Inception in full fp32, as the TF evaluator (sampling may have used TF32)
         extractor = fidelity.inception(inception_path, device)
         features = fidelity.extract_features(images, extractor, verbose=verbose)
         if cached is not None and cached.is_file():
-            ref_features = torch.load(cached, weights_only=True)
+            ref_features = weights.read(cached)
         else:
+            _enough(reference.images, reference_path)
             ref_features = fidelity.extract_features(reference.images, extractor, verbose=verbose)
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)

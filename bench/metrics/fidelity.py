@@ -7,8 +7,11 @@ feature-level functions. Against an ADM reference batch, FID/sFID use its precom
 mu_s/sigma_s; precision/recall (and KID) use its images' features, as ADM's evaluator does.
 """
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import torch
 import torch_fidelity
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
@@ -18,6 +21,7 @@ from torch_fidelity.utils import get_featuresdict_from_dataset
 
 from bench.metrics import sfid as sfid_
 from bench.metrics.reference import ImageArrayDataset
+from dydit import weights
 
 # result keys
 KEY_FID = "fid"
@@ -35,14 +39,31 @@ LOGITS = "logits_unbiased"  # ADM's IS uses pool_3 @ softmax weights without the
 FEATURES = (POOL, LOGITS, sfid_.SPATIAL)
 IS_SPLIT_SIZE = 5000  # ADM: consecutive splits of 5000 samples, no shuffling
 PRC_NEIGHBORHOOD = 3  # k of the k-NN manifolds (Kynkaanniemi et al., ADM's evaluator)
+MIN_IMAGES = PRC_NEIGHBORHOOD + 1  # per batch: a point's k nearest others must exist
 BACKEND = f"torch-fidelity {torch_fidelity.__version__} inception-v3-compat"
 
 
 def inception(weights_path, device="cpu"):
-    """torch-fidelity's Inception-v3 with the sFID hook, weights from a local file (never downloaded)."""
-    # torch-fidelity loads the file with weights_only=False: callers pass a sha256-checked asset path
-    return sfid_.InceptionV3WithSpatial("inception-v3-compat", list(FEATURES),
-                                        feature_extractor_weights_path=str(weights_path)).to(device)
+    """torch-fidelity's Inception-v3 with the sFID hook, weights from a local file (never downloaded).
+
+    torch-fidelity would unpickle the file it is given (torch.load, weights_only=False). The user's file is read
+    here by dydit.weights.read (no pickled code runs: a crafted file is refused with one line) and its tensors
+    re-saved to a private temporary file, which alone the library opens."""
+    state = weights.read(weights_path)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise weights.CheckpointError(f"{weights_path}: not an Inception-v3 state dict (a dict of tensors): give "
+                                      f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
+    with tempfile.TemporaryDirectory(prefix="dydit-inception-") as folder:
+        plain = Path(folder) / "inception.pt"
+        torch.save({k: v.contiguous() for k, v in state.items()}, plain)  # tensors only: we wrote every byte
+        try:
+            model = sfid_.InceptionV3WithSpatial("inception-v3-compat", list(FEATURES),
+                                                 feature_extractor_weights_path=str(plain))
+        except RuntimeError as e:  # load_state_dict: missing or unexpected keys, wrong shapes
+            first = str(e).strip().splitlines()[0]
+            raise weights.CheckpointError(f"{weights_path}: not torch-fidelity's Inception-v3 weights ({first}): "
+                                          f"give weights-inception-2015-12-05-6726825d.pth") from None
+    return model.to(device)
 
 
 def extract_features(images, extractor, batch_size=100, verbose=False):

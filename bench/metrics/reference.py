@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dydit.errors import UserError
+
 IMAGES_KEY = "arr_0"
 FID_STATS = ("mu", "sigma")  # ADM: pool_3 statistics (2048-d)
 SFID_STATS = ("mu_s", "sigma_s")  # ADM: mixed_6/conv[..., :7] statistics (2023-d)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class BatchError(ValueError):
+class BatchError(UserError, ValueError):
     """An image batch or reference file that cannot be used; the message says why and what to do."""
 
 

@@ -16,13 +16,12 @@ import torch
 from bench import data
 from bench.metrics import digits
 from bench.mini.config import MiniConfig
-from bench.mini.evaluate import to_uint8
 from dydit.fileio import write_json_atomic
 from dydit.lora import trainable_parameters
-from dydit import registry
+from dydit import registry, sampling
 from dydit.checkpoints import load_trained
 from dydit.registry import create_model
-from dydit.train import train
+from dydit.train import checkpoints_of, train
 from dydit.train_config import TrainConfig
 
 DONE = "done.json"
@@ -43,10 +42,17 @@ def _artifact(cache, name, key, retrain, build):
     return folder, json.loads((folder / DONE).read_text())
 
 
+def _train(run: TrainConfig, config: MiniConfig, folder):
+    """One of the mini's training runs on the training digits, in folder/run; one that an interruption stopped
+    (its checkpoint written: dydit.train) resumes where it stopped."""
+    resume = bool(checkpoints_of(folder / "run"))
+    return train(run, data.digits("train", config.data_seed), folder / "run", resume=resume, progress=True)
+
+
 def real_digits(split, config: MiniConfig):
     """(uint8 images (N, 16, 16, 1), labels (N,)) of a split of the digits."""
     x, y = data.digits(split, config.data_seed).tensors
-    return to_uint8(x), y.numpy()
+    return sampling.to_uint8(x), y.numpy()
 
 
 def classifier(config: MiniConfig, cache, retrain=False):
@@ -84,7 +90,7 @@ def dit(config: MiniConfig, cache, retrain=False):
                           **config.objective_recipe(),
                           data="digits", precision="fp32", log_every=100, ckpt_every=config.dit_steps,
                           device=config.device)
-        result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
+        result = _train(run, config, folder)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
                 "device": str(run.device or config.device)}
     folder, info = _artifact(cache, f"dit-{size_name(config.model)}", config.key("dit"), retrain, build)
@@ -108,7 +114,7 @@ def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapt
                           precision="fp32", log_every=25, ckpt_every=steps, device=config.device,
                           **{"complete_loss": False, **dynamic})
         start = time.perf_counter()
-        result = train(run, data.digits("train", config.data_seed), folder / "run", progress=True)
+        result = _train(run, config, folder)
         seconds = time.perf_counter() - start
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "adapter": adapter,
                 "finetune_seconds": round(seconds, 1), "device": str(run.device or config.device),

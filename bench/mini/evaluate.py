@@ -81,11 +81,6 @@ class Recorder:
         return out
 
 
-def to_uint8(x):
-    """Pixels (B, 1, H, W) in [-1, 1] -> uint8 (B, H, W, 1), DiT's conversion (x127.5 + 128, clamp)."""
-    return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
-
-
 @torch.no_grad()
 def sample_digits(model, s: SamplerSpec, recorder=None):
     """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
@@ -101,7 +96,7 @@ def sample_digits(model, s: SamplerSpec, recorder=None):
         y = sampling.labels_for(idx, s.seed, "balanced", num_classes)
         x = sampling.sample_latents(model_fn, s.name, noise.to(device), y, s.steps, generators, s.cfg_scale,
                                     guided_channels=None, null_class=num_classes).cpu()
-        images.append(to_uint8(x))
+        images.append(sampling.to_uint8(x))
         labels.append(y.numpy())
         pixels.append(x)
     return np.concatenate(images), np.concatenate(labels), torch.cat(pixels)

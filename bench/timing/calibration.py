@@ -129,4 +129,4 @@ def _one_input(model, seed):
     g = torch.Generator().manual_seed(seed)
     device = model.pos_embed.device
     x = torch.randn(1, model.in_channels, model.input_size, model.input_size, generator=g).to(device)
-    return x, torch.randint(0, 1000, (1,), generator=g).to(device)
+    return x, torch.randint(0, model.y_embedder.num_classes, (1,), generator=g).to(device)

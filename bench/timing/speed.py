@@ -69,7 +69,7 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     dydit = randomize_(create_model(model_name), seed=seed).to(device).eval()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size, generator=g).to(device)
-    y = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    y = torch.randint(0, dydit.y_embedder.num_classes, (batch,), generator=g).to(device)
     ts = schedule(steps)
     log(f"calibrating routers of {model_name} to {fraction:.2f} of DiT's FLOPs (random weights, bisection)...")
     standardize_routers(dydit, ts, x[:1], y[:1], seed)
@@ -167,7 +167,10 @@ def run_loop_speed(model_name="DyDiT-XL/2", fraction=0.5, sampler="ddim", steps=
     paths = [LoopPath("DiT", dit, deepcache)]
     for gb in cache_gbs:
         paths.append(LoopPath(f"DyDiT fast, cache {gb:g} GiB", FastDyDiT(dydit, int(gb * 2**30)), deepcache))
-    decode, decode_gmacs, vae_note = timing_vae(device) if vae else (None, 0.0, "not timed")
+    if registry.entry(model_name).is_mini:  # the mini samples pixels
+        decode, decode_gmacs, vae_note = None, 0.0, "none: the mini samples pixels"
+    else:
+        decode, decode_gmacs, vae_note = timing_vae(device) if vae else (None, 0.0, "not timed")
     timings = time_loops(paths, SamplerSpec(name=sampler, steps=steps, batch_size=batch), calls=calls,
                          repeats=repeats, decode=decode, decode_gmacs_per_image=decode_gmacs, device=device, seed=seed,
                          log=log)

@@ -1,14 +1,9 @@
 """Shared by the suite/runner/report tests: a small valid suite, fake measurement modules, the CLI."""
-import argparse
-import importlib
 import sys
 import types
 
 from bench import definitions
 from bench.runner import Machine
-
-MY_COMMANDS = ("bench.cli.ls", "bench.cli.validate", "bench.cli.run", "bench.cli.report", "bench.cli.compare",
-               "bench.cli.baseline")
 
 # Valid: one reproduced row with a checkpoint, one cited row. Malformed variants are edits of this text.
 MINI = '''\
@@ -126,13 +121,9 @@ def machine(tmp_path, cuda=False):
 
 
 def cli(*argv):
-    """Runs one of this suite's commands as `python -m bench` would (exit status returned)."""
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in MY_COMMANDS:
-        importlib.import_module(name).register(sub)
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args) or 0
+    """Runs a command as `python -m bench` does (bench.cli.main: an input error is one line and exit 2)."""
+    from bench.cli import main
+    return main([str(a) for a in argv])
 
 
 def item(model="DiT-S/8", metric="params", checkpoint=None, name="r", sampler=None, options=None, column=None):

@@ -101,7 +101,13 @@ def test_unhashed_file_is_present_but_not_verified_and_alternatives_are_found(ma
 def test_assets_root_from_flag_or_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(assets.ENV_VAR, str(tmp_path))
     assert assets.assets_root() == tmp_path
-    assert assets.assets_root("/elsewhere") == assets.Path("/elsewhere")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert assets.assets_root(str(elsewhere)) == elsewhere
+    assert assets.assets_root(str(tmp_path / "missing")) == tmp_path / "missing"  # empty: every asset missing
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(assets.AssetError, match="is a file, not a folder"):
+        assets.assets_root(str(tmp_path / "file"))
     monkeypatch.delenv(assets.ENV_VAR)
     assert assets.assets_root() is None
 

@@ -74,7 +74,7 @@ def test_different_suites_are_refused(tmp_path, baseline, capsys):
     other = copy.deepcopy(baseline)
     other["suite"] = "table1"
     a, b = write_json_atomic(baseline, tmp_path / "a.json"), write_json_atomic(other, tmp_path / "b.json")
-    assert cli("compare", a, b) == 2 and "different suites" in capsys.readouterr().out
+    assert cli("compare", a, b) == 2 and "different suites" in capsys.readouterr().err
 
 
 # Real metrics (their directions come from bench.definitions) with faked measurements.

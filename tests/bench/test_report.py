@@ -99,7 +99,7 @@ def test_report_command_rerenders_from_json(tmp_path, monkeypatch, capsys):
     assert cli("report", "--out", out) == 0
     assert (out / "table1.html").is_file() and (out / "index.html").is_file()
     assert str(out / "index.html") in capsys.readouterr().out
-    assert cli("report", "--out", tmp_path / "nowhere") == 1
+    assert cli("report", "--out", tmp_path / "nowhere") == 2
 
 
 def test_error_cells_show_their_message(tmp_path, monkeypatch):

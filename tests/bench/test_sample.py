@@ -2,6 +2,7 @@
 from a run killed after its first shard and restarted; the ADM-format result and its checks."""
 import hashlib
 import json
+import re
 import os
 import signal
 import subprocess
@@ -138,15 +139,17 @@ def test_an_adapter_checkpoint_samples_on_its_base(adapter, tmp_path):
         sample.build_model_fn(sample.SampleSpec(model="DyDiT-S/2", **spec), "cpu")
 
 
-def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch):
+def test_cli_resolves_asset_names_and_says_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DYDIT_ASSETS", raising=False)
     base = ["sample", "--model", "DiT-S/8", "--num-samples", "2", "--out", str(tmp_path / "out")]
-    with pytest.raises(SystemExit, match="dit-xl-2 .* no assets root; pass --assets DIR"):
-        main([*base, "--ckpt", "dit-xl-2"])
-    with pytest.raises(SystemExit, match=r"not found: .*nowhere\.pt \(neither a file nor an asset name"):
-        main([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sampling.RANDOM_VAE])
-    with pytest.raises(SystemExit, match="vae-ft-ema .* is missing: put it at"):
-        main([*base, "--random-weights", "--assets", str(tmp_path)])
+
+    def error(argv):
+        assert main(argv) == 2
+        return capsys.readouterr().err
+    assert re.search("dit-xl-2 .* no assets root; pass --assets DIR", error([*base, "--ckpt", "dit-xl-2"]))
+    assert re.search(r"not found: .*nowhere\.pt \(neither a file nor an asset name",
+                     error([*base, "--ckpt", str(tmp_path / "nowhere.pt"), "--vae", sampling.RANDOM_VAE]))
+    assert re.search("vae-ft-ema .* is missing: put it at", error([*base, "--random-weights", "--assets", str(tmp_path)]))
 
 
 def test_deepcache_interval_is_part_of_the_run_and_changes_the_images(reference, tmp_path):

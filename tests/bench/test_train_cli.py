@@ -2,8 +2,10 @@
 and 2 torchrun ranks (gloo, CPU) giving the same weights as 1 process on the same global batch."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -165,3 +167,37 @@ def test_two_torchrun_ranks_give_the_same_update_as_one_process(latents, tmp_pat
     logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").open()] for run in ("one", "two")]
     for a, b in zip(*logs):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["flops_ratio"] == pytest.approx(b["flops_ratio"])
+
+
+#################################################################################
+#                                 Interruption                                   #
+#################################################################################
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_training_after_its_step_with_a_checkpoint_and_the_resume_is_bit_identical(sig, latents,
+                                                                                                   tmp_path):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM: the step finishes, a checkpoint is written, the resume command is
+    printed (exit 130), and resuming ends with the same weights as a run never interrupted."""
+    steps = ["--max-steps", "150", "--ckpt-every", "1000", "--log-every", "1"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    command = [sys.executable, "-m", "bench"]
+    subprocess.run([*command, *args_for(latents, whole, *steps)], env=ENV, check=True, timeout=600,
+                   capture_output=True)
+    proc = subprocess.Popen([*command, *args_for(latents, run, *steps)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log, start = run / "log.jsonl", time.time()
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):  # in the loop: the handlers are set
+        assert proc.poll() is None and time.time() - start < 300, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"Resume: python -m bench train --resume {run}" in err and "Traceback" not in err
+    saved = sorted((run / "checkpoints").glob("*.pt"))
+    assert len(saved) == 1 and 3 <= int(saved[0].stem) < 150  # the step it stopped after, not a later one
+    subprocess.run([*command, "train", "--resume", str(run), "--no-progress"], env=ENV, check=True, timeout=600,
+                   capture_output=True)
+    a, b = (torch.load(p / "checkpoints" / "0000150.pt", weights_only=True) for p in (whole, run))
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
