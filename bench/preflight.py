@@ -27,12 +27,12 @@ def writable_folder(path, option: str, names: Iterable[str] = (), create=True) -
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise PreflightError(f"{option} {folder} is a file, not a folder: name a folder (it is created if missing)")
-    existing = folder if create or folder.exists() else next(p for p in folder.parents if p.exists())
     try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
         if create:
             folder.mkdir(parents=True, exist_ok=True)
+        existing = folder if folder.exists() else next(p for p in folder.parents if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".preflight-"):
             pass
     except OSError as e:

@@ -74,10 +74,12 @@ def run(args):
     try:
         result = run_suite(suite, profile, machine, ctx, command_line(args, profile), prepared)
     except KeyboardInterrupt:
-        rerun = " ".join(["python -m bench", *command_line(args, profile)]).replace(" --retrain", "")
+        # --retrain: what this run rebuilt is kept, what it had not reached yet is still rebuilt on the rerun
+        since = f"{RETRAIN_SINCE}={retrain:.0f} " if args.retrain else ""
+        rerun = since + " ".join(["python -m bench", *command_line(args, profile)])
         print(f"interrupted: no result was written. Kept in {work_dir}: every model trained and every evaluation "
-              f"finished so far (the mini's cache), the sample shards of each FID cell. Resume with the same "
-              f"command (without --retrain): {rerun}", file=sys.stderr)
+              f"finished so far (the mini's cache), the sample shards of each FID cell. Resume: {rerun}",
+              file=sys.stderr)
         return 130
     json_path = write_json_atomic(result, out / f"{suite.name}.json")
     page = render_suite(result, out)

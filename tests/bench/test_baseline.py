@@ -64,3 +64,29 @@ def test_another_fingerprint_is_not_compared_and_missing_baselines_are_named(tmp
     assert "no baseline" in capsys.readouterr().out
     assert cli("baseline", "check", "--reports", reports, "--baselines", baselines, "--require") == 1
     assert cli("baseline", "check", "--reports", tmp_path / "nothing", "--baselines", baselines) == 2
+
+
+def test_the_gate_fails_closed_on_a_corrupt_or_absent_current_result(tmp_path, run_result, capsys):
+    """A baseline of two suites; today's run has one readable result and one corrupt: check (with or without
+    --require), accept and report all refuse; with the corrupt file gone, --require fails on the suite that
+    has a baseline and no current result."""
+    baselines = tmp_path / "baselines"
+    second = copy.deepcopy(run_result)
+    second["suite"] = "second"
+    old = reports_with(tmp_path, run_result, "old")
+    write_json_atomic(second, old / "second.json")
+    assert cli("baseline", "accept", "--reports", old, "--baselines", baselines) == 0
+    today = reports_with(tmp_path, copy.deepcopy(run_result), "today")
+    (today / "second.json").write_text('{"schema": "dydit-bench-result/1", "suite": "sec')  # cut off mid-write
+    capsys.readouterr()
+    for argv in (["baseline", "check", "--reports", today, "--baselines", baselines],
+                 ["baseline", "check", "--require", "--reports", today, "--baselines", baselines],
+                 ["baseline", "accept", "--reports", today, "--baselines", tmp_path / "new"],
+                 ["report", "--out", today]):
+        assert cli(*argv) == 2, argv
+        assert "second.json: unreadable JSON" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and not (today / "index.html").exists()
+    (today / "second.json").unlink()
+    assert cli("baseline", "check", "--reports", today, "--baselines", baselines) == 0  # no --require: noted
+    assert "unmeasured second: baseline" in capsys.readouterr().out
+    assert cli("baseline", "check", "--require", "--reports", today, "--baselines", baselines) == 1

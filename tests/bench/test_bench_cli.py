@@ -1,5 +1,6 @@
 """End to end: a tiny real suite (DiT-S/8 params and FLOPs measured for real) through run, ls, report, compare."""
 import json
+import re
 import subprocess
 import sys
 
@@ -139,3 +140,18 @@ def test_python_dash_m_bench_validates_the_shipped_suites():
                           cwd=SUITES_DIR.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok: suites/table1.toml: suite table1, 14 rows, 7 columns" in proc.stdout
+
+
+def test_an_interrupted_run_writes_no_result_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import bench.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench.runner, "run_suite", interrupted)
+    suite, out = write(tmp_path, TINY, "tiny.toml"), tmp_path / "reports"
+    assert cli("run", suite, "--out", out, "--retrain") == 130
+    err = capsys.readouterr().err
+    assert "interrupted: no result was written" in err and f"python -m bench run {suite}" in err
+    # the rerun rebuilds only what was built before this run started (what this run retrained is kept)
+    assert re.search(r"Resume: DYDIT_RETRAIN_SINCE=\d+ python -m bench run .* --retrain", err)
+    assert not (out / "tiny.json").exists()

@@ -163,3 +163,24 @@ def test_deepcache_interval_is_part_of_the_run_and_changes_the_images(reference,
         sample.run(SPEC, tmp_path, progress=False)
     with pytest.raises(ValueError, match="deepcache_interval must be >= 0"):
         sample.SampleSpec(model="DiT-S/8", num=2, deepcache_interval=-1)
+
+
+def test_a_mini_model_samples_its_digits_in_pixel_space(tmp_path, capsys):
+    """DiT-Mini and SiT-Mini through `bench sample`: 16 x 16 one-channel digits of 10 classes, no VAE."""
+    for model, sampler in (("DiT-Mini/2", "ddim"), ("SiT-Mini/2", "flow-euler")):
+        out = tmp_path / model.split("/")[0]
+        assert main(["sample", "--model", model, "--random-weights", "--num-samples", "5", "--batch-size", "2",
+                     "--steps", "2", "--sampler", sampler, "--out", str(out), "--no-progress"]) == 0
+        with np.load(out / "samples.npz") as f:
+            assert f["arr_0"].shape == (5, 16, 16, 1) and f["arr_0"].dtype == np.uint8
+            assert f["arr_1"].max() < 10
+
+
+def test_an_interrupted_sampling_says_what_is_kept_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(spec, out, **kwargs):
+        sample.write_shard(out, 0, np.zeros((2, 8, 8, 3), np.uint8), np.zeros(2, np.int64), range(2))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sample, "run", interrupted)
+    assert main(["sample", *ARGS, "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert f"1/5 shards are on disk under {tmp_path / 'shards'}" in err and "run the same command again" in err

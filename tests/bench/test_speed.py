@@ -44,3 +44,14 @@ def test_run_fraction_follows_the_router_offset():
         fractions.append(run_fraction(fast, ts, x, y))
         assert fractions[-1] == pytest.approx(run_fraction(FastDyDiT(model, cache_bytes=0), ts, x, y))
     assert fractions[0] < fractions[1]
+
+
+def test_speed_times_a_mini_model_per_call_and_over_a_pixel_loop(capsys):
+    """The mini models (1 channel, 10 classes, no VAE) go through `bench speed` like any other."""
+    from bench.cli import main
+    assert main(["speed", "--model", "DyDiT-Mini/2", "--steps", "2", "--batch", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["realized"] > 0
+    assert main(["speed", "--loop", "--model", "DyDiT-Mini/2", "--steps", "3", "--calls", "1", "--repeats", "1",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["vae"] == "none: the mini samples pixels" and set(r["paths"]) >= {"DiT"}
