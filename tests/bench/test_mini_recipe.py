@@ -1,4 +1,5 @@
 """The mini as a measuring instrument: the spread study's rules, the fair control's recipe, the device choice."""
+import dataclasses
 import json
 
 import pytest
@@ -120,3 +121,22 @@ def test_bench_run_device_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
     assert main(["run", "table1", "--device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --device cuda, but torch sees no CUDA GPU") and "\n" not in err
+
+
+def test_a_mini_model_interrupted_mid_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """An interruption (dydit.train: a checkpoint after the step) leaves a run folder without done.json; the
+    next build resumes it and ends with the weights of a build never interrupted."""
+    recipe = dataclasses.replace(TINY, dit_steps=6)
+    whole, _ = build.dit(recipe, tmp_path / "whole")
+    real = build.train
+
+    def interrupted_at_3(run, dataset, run_dir, resume=False, progress=True):
+        real(run, dataset, run_dir, resume=resume, stop_after=3, progress=False)  # its checkpoint at step 3
+        raise KeyboardInterrupt
+    monkeypatch.setattr(build, "train", interrupted_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        build.dit(recipe, tmp_path / "cut")
+    monkeypatch.setattr(build, "train", real)
+    resumed, info = build.dit(recipe, tmp_path / "cut")
+    assert info["steps"] == 6
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
