@@ -5,7 +5,9 @@ tolerances.
 Standard library only: it imports nothing else from `bench`, so suites, results, compare and the
 measurement modules all read the same definitions without import cycles.
 """
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Tuple
 
 # Metric names: the keys of result cells (as torch-fidelity names its result keys).
@@ -88,6 +90,13 @@ METRICS = {
     METRIC_MINI_KID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
 }
 
+TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")
+# The mini's spread study (bench/mini/spread.py): committed data that suite tolerances cite by name
+# (`tolerance = { spread = "mini_fid", why = ... }`, resolved by bench/suite.py to atmost/atleast by the metric's
+# better direction: a claim may be worse than its reference by the spread, better by any amount)
+SPREAD_FILE = Path(__file__).resolve().parents[1] / "suites" / "data" / "mini-spread.json"
+SPREAD_FAMILY = "DiT"  # the family whose baseline spread the study measures (the tolerances' source)
+
 # measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)
 MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop")}
 
@@ -97,17 +106,22 @@ SECTIONS = {name: f"bench.sections.{name}" for name in ("pipeline_check", "mini"
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a measured value may be from the paper's: rel, abs, or a window [lo, hi) of offsets."""
-    kind: str  # "rel" | "abs" | "window"
+    """How far a measured value may be from the paper's: rel, abs, a window [lo, hi) of offsets, or one-sided:
+    atmost (up to value above it; any lower passes) or atleast (down to value below it; any higher passes)."""
+    kind: str  # one of TOLERANCE_KINDS
     value: object  # float, or (lo, hi) for a window
     why: str
 
     def band(self, paper: float) -> Tuple[float, float]:
-        """The accepted measured values: closed [lo, hi] for rel/abs, half-open [lo, hi) for a window."""
+        """The accepted measured values: closed [lo, hi] for rel/abs/one-sided, half-open [lo, hi) for a window."""
         if self.kind == "rel":
             return paper - self.value * abs(paper), paper + self.value * abs(paper)
         if self.kind == "abs":
             return paper - self.value, paper + self.value
+        if self.kind == "atmost":
+            return -math.inf, paper + self.value
+        if self.kind == "atleast":
+            return paper - self.value, math.inf
         return paper + self.value[0], paper + self.value[1]
 
     def accepts(self, paper: float, measured: float) -> bool:
@@ -115,7 +129,10 @@ class Tolerance:
         return lo <= measured < hi if self.kind == "window" else lo <= measured <= hi
 
     def allowed_move(self, old: float) -> float:
-        """How far a value may move between two runs before compare calls it a change (half the band)."""
+        """How far a value may move between two runs before compare calls it a change (half the band; a
+        one-sided tolerance's value)."""
+        if self.kind in ("atmost", "atleast"):
+            return self.value
         lo, hi = self.band(old)
         return (hi - lo) / 2
 
@@ -124,6 +141,10 @@ class Tolerance:
             return f"±{self.value * 100:g} %"
         if self.kind == "abs":
             return f"±{self.value:g}"
+        if self.kind == "atmost":
+            return f"at most {self.value:+g} above the paper's value"
+        if self.kind == "atleast":
+            return f"at least {-self.value:+g} below the paper's value"
         lo, hi = self.value
         return f"[{lo:+g}, {hi:+g}) around the paper's value"
 
@@ -134,5 +155,5 @@ class Tolerance:
     def from_dict(cls, d: Optional[dict]) -> Optional["Tolerance"]:
         if not d:
             return None
-        kind = next(k for k in ("rel", "abs", "window") if k in d)
+        kind = next(k for k in TOLERANCE_KINDS if k in d)
         return cls(kind, tuple(d[kind]) if kind == "window" else d[kind], d.get("why", ""))

@@ -206,7 +206,8 @@ def judge(cell: Cell, measured: float):
     """(status, reason) of a measured value against the paper's within the cell's tolerance."""
     lo, hi = cell.tolerance.band(cell.paper)
     closing = ")" if cell.tolerance.kind == "window" else "]"
-    band = f"[{fmt_value(lo)}, {fmt_value(hi)}{closing}"
+    band = f"(-inf, {fmt_value(hi)}]" if math.isinf(lo) else f"[{fmt_value(lo)}, +inf)" if math.isinf(hi) else \
+        f"[{fmt_value(lo)}, {fmt_value(hi)}{closing}"
     if cell.tolerance.accepts(cell.paper, measured):
         return PASS, f"{fmt_value(measured)} is in {band} (paper {cell.paper:g}, {cell.tolerance.text()})"
     return FAIL, f"{fmt_value(measured)} is outside {band} (paper {cell.paper:g}, {cell.tolerance.text()})"

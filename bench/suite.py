@@ -7,6 +7,7 @@ gives those one-line errors naming file, place and field, and needs no new depen
 """
 import dataclasses
 import hashlib
+import json
 import math
 import re
 import tomllib
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from bench.definitions import MEASUREMENTS, METRICS, SECTIONS, Tolerance
+from bench.definitions import (EXACT, LOWER, MEASUREMENTS, METRICS, SECTIONS, SPREAD_FAMILY, SPREAD_FILE,
+                               TOLERANCE_KINDS, Tolerance)
 from dydit.errors import UserError
 from dydit import registry, sampler_spec
 from dydit.sampler_spec import SamplerSpec
@@ -257,16 +259,19 @@ class _Checker:
                 self.fail(where, key, f"{v!r} is listed twice")
         return tuple(values)
 
-    def tolerance(self, table, where):
+    def tolerance(self, table, where, metric):
         tol = self.get(table, "tolerance", dict, where)
         if tol is None:
             return None
-        self.only(tol, {"rel", "abs", "window", "why"}, f"{where}: tolerance")
-        kinds = [k for k in ("rel", "abs", "window") if k in tol]
+        self.only(tol, {*TOLERANCE_KINDS, "spread", "why"}, f"{where}: tolerance")
+        kinds = [k for k in (*TOLERANCE_KINDS, "spread") if k in tol]
         if len(kinds) != 1:
-            self.fail(where, "tolerance", f"give exactly one of rel, abs, window (got {', '.join(kinds) or 'none'})")
+            self.fail(where, "tolerance", f"give exactly one of {', '.join(TOLERANCE_KINDS)}, spread (got "
+                                          f"{', '.join(kinds) or 'none'})")
         kind = kinds[0]
         why = self.get(tol, "why", str, f"{where}: tolerance", required=True)
+        if kind == "spread":
+            return self.spread(tol, where, metric, why)
         if kind == "window":
             window = tol["window"]
             if not isinstance(window, list) or len(window) != 2 or not all(_is(v, float) for v in window):
@@ -278,6 +283,27 @@ class _Checker:
         if value < 0:
             self.fail(where, f"tolerance.{kind}", f"must not be negative, got {value!r}")
         return Tolerance(kind, value, why)
+
+    def spread(self, tol, where, metric, why):
+        """`spread = KEY`: the tolerance the mini's spread study derived for KEY (SPREAD_FILE), one-sided: the
+        claim may be worse than its reference by it, better by any amount (the metric says which way is worse)."""
+        key = self.get(tol, "spread", str, f"{where}: tolerance")
+        direction = METRICS[metric].direction
+        if direction == EXACT:
+            self.fail(where, "tolerance.spread", f"{metric!r} has no better direction: a spread applies to a claim "
+                                                 f"that may be worse by it")
+        try:
+            study = json.loads(SPREAD_FILE.read_text())
+            derived = study["families"][SPREAD_FAMILY]["tolerances"]
+            provenance = study["provenance"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} cannot be read ({type(e).__name__}): run "
+                                                 f"`nox -s mini-spread` (the mini's spread study) and commit it")
+        if key not in derived:
+            self.fail(where, "tolerance.spread", f"unknown {key!r}; the spread study derived {', '.join(derived)}")
+        source = (f"{key} {derived[key]:g} from {_short(SPREAD_FILE)} ({study['rules']['tolerance']}; "
+                  f"{provenance.get('date')}, {str(provenance.get('commit'))[:10]})")
+        return Tolerance("atmost" if direction == LOWER else "atleast", float(derived[key]), f"{why}; {source}")
 
 
 def _known_assets():
@@ -337,8 +363,8 @@ def _column(c: _Checker, table, i, known_assets):
     fid_reference = c.get(table, "fid_reference", str, where, default=FID_REFERENCE)
     _check_assets(c, [fid_reference], known_assets, where, "fid_reference")
     return Column(key, c.get(table, "label", str, where, required=True), metric, unit, measure,
-                  c.profiles(table, where), c.choices(table, "device", DEVICES, where), assets, c.tolerance(table, where),
-                  fid_reference, _sampler(c, table, where, known_assets))
+                  c.profiles(table, where), c.choices(table, "device", DEVICES, where), assets,
+                  c.tolerance(table, where, metric), fid_reference, _sampler(c, table, where, known_assets))
 
 
 def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
@@ -358,9 +384,10 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     for key in ("tolerance", "unavailable"):
         if reference and key in table:
             c.fail(where, key, "a cited cell is never measured: remove it")
-    tolerance = None if reference else c.tolerance(table, where) or column.tolerance
+    tolerance = None if reference else c.tolerance(table, where, metric) or column.tolerance
     if not reference and tolerance is None:
-        c.fail(where, "tolerance", "missing: give the cell or its column a tolerance (rel, abs or window, with why)")
+        c.fail(where, "tolerance", "missing: give the cell or its column a tolerance (rel, abs, window, atmost, "
+                                   "atleast or spread, with why)")
     assets = c.str_list(table, "assets", where, default=column.assets)
     _check_assets(c, assets, known_assets, where)
     if CHECKPOINT in assets and not reference and row.checkpoint is None:

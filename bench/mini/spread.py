@@ -32,12 +32,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from bench.definitions import SPREAD_FAMILY, SPREAD_FILE
 from bench.mini import build
 from bench.mini.config import MiniConfig
 from dydit.fileio import write_json_atomic
 from dydit.sampling import SamplerSpec
 
-SPREAD_FILE = Path(__file__).resolve().parents[2] / "suites" / "data" / "mini-spread.json"
 CFG_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 MIN_ACCURACY = 0.95
 VAL_SAMPLES = 500  # the validation split's size: FID against it at the same N
@@ -151,12 +151,12 @@ def _prefix_quality(model, spec, sizes, extractor, reference):
     return out
 
 
-def run_study(config: MiniConfig, cache, families=("DiT", "SiT"), train_seeds=TRAIN_SEEDS,
+def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_seeds=TRAIN_SEEDS,
               sampling_seeds=SAMPLING_SEEDS, sizes=SAMPLE_SIZES, cfg_scales=CFG_SCALES, command="", log=print,
               steps=50, val_samples=VAL_SAMPLES, progress_file=None):
     """The whole study (see the module docstring) -> the dict committed as SPREAD_FILE (steps, val_samples:
-    smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). The first family
-    is studied in full (CFG, N, seeds, threads) before the others' CFG sweeps."""
+    smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). SPREAD_FAMILY is
+    studied in full (CFG, N, seeds, threads), the others' CFG is swept; list it first to have it done first."""
     from bench.metrics import digits
     start = time.perf_counter()
     device = build.device_of(config)
@@ -186,7 +186,7 @@ def run_study(config: MiniConfig, cache, families=("DiT", "SiT"), train_seeds=TR
             log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
         fam = out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": choose_cfg(sweep),
                                          "baseline_key": info["key"]}
-        if family == families[0]:  # the spread, on the family every quality claim's tolerance is judged with
+        if family == SPREAD_FAMILY:  # the spread, on the family every quality claim's tolerance is judged with
             fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, extractor, refs["heldout"],
                                train_seeds, sampling_seeds, sizes, steps, log))
     out["provenance"] = _provenance(command, round(time.perf_counter() - start))

@@ -1,5 +1,7 @@
 """Suite files: the real Table 1 suite, tolerance semantics, the resolved sampler, and one-line errors for
 malformed files."""
+import json
+
 import pytest
 
 from bench.definitions import SECTIONS, Tolerance
@@ -283,3 +285,37 @@ def test_suite_names_resolve_to_files():
     assert suite_files(["table1"])[0].resolve() == TABLE1
     assert TABLE1 in [p.resolve() for p in suite_files()]
     assert all(p.name != "assets.toml" for p in suite_files())
+
+
+def test_one_sided_tolerances_accept_any_better_value():
+    worse_by = Tolerance("atmost", 8.0, "spread")  # a lower-is-better difference may rise by 8
+    assert worse_by.accepts(0.0, 8.0) and worse_by.accepts(0.0, -500.0) and not worse_by.accepts(0.0, 8.01)
+    assert worse_by.text() == "at most +8 above the paper's value" and worse_by.allowed_move(3.0) == 8.0
+    drops_by = Tolerance("atleast", 0.02, "spread")
+    assert drops_by.accepts(0.0, -0.02) and drops_by.accepts(0.0, 0.5) and not drops_by.accepts(0.0, -0.021)
+    assert Tolerance.from_dict(drops_by.to_dict()) == drops_by
+
+
+SPREAD_SUITE = MINI.replace('metric = "fid"\nprofiles = ["full"]\ndevice = "cuda"\nassets = ["checkpoint", "vae-ft-ema"]\n'
+                            'tolerance = { abs = 0.1, why = "seed noise" }',
+                            'metric = "mini_fid_vs_control"\nprofiles = ["full"]\n'
+                            'tolerance = { spread = "mini_fid", why = "keeps the control\'s quality" }')
+
+
+def test_a_spread_tolerance_cites_the_spread_study_one_sided_by_the_metrics_direction(tmp_path, monkeypatch):
+    import bench.suite
+    study = tmp_path / "mini-spread.json"
+    monkeypatch.setattr(bench.suite, "SPREAD_FILE", study)
+    suite_file = write(tmp_path, SPREAD_SUITE)
+    with pytest.raises(SuiteError, match="tolerance.spread.*cannot be read.*nox -s mini-spread"):
+        load_suite(suite_file)  # no study: refused, never a default
+    study.write_text(json.dumps({"families": {"DiT": {"tolerances": {"mini_fid": 8.4, "accuracy": 0.03}}},
+                                 "rules": {"tolerance": "2 x std"}, "provenance": {"date": "d", "commit": "c" * 40}}))
+    tol = load_suite(suite_file).rows[0].cells["fid"].tolerance
+    assert (tol.kind, tol.value) == ("atmost", 8.4) and "mini_fid 8.4 from" in tol.why and "2 x std" in tol.why
+    accuracy = SPREAD_SUITE.replace('metric = "mini_fid_vs_control"', 'metric = "accuracy_vs_control"').replace(
+        'spread = "mini_fid"', 'spread = "accuracy"')
+    tol = load_suite(write(tmp_path, accuracy, "acc.toml")).rows[0].cells["fid"].tolerance
+    assert (tol.kind, tol.value) == ("atleast", 0.03)
+    with pytest.raises(SuiteError, match="unknown 'fid'; the spread study derived mini_fid, accuracy"):
+        load_suite(write(tmp_path, SPREAD_SUITE.replace('spread = "mini_fid"', 'spread = "fid"'), "bad.toml"))
