@@ -28,6 +28,18 @@ HOW_TO_PROVIDE = ("put assets under --assets DIR or $DYDIT_ASSETS; `python -m be
                   "asset list say where to get each")
 
 
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2's GPU, ROCm
+
+
+def cuda_available() -> bool:
+    """torch.cuda.is_available(); on a Linux machine without any GPU driver the answer is no without importing
+    torch (`bench ls` starts in well under a second on a CPU machine)."""
+    if sys.platform.startswith("linux") and not any(Path(p).exists() for p in GPU_DRIVER_PATHS):
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
 @dataclass
 class Machine:
     """What this machine offers a cell: CUDA or not, and which assets are present under the assets root."""
@@ -39,7 +51,6 @@ class Machine:
 
     @classmethod
     def here(cls, assets_root=None):
-        import torch
         try:
             from bench import assets
             manifest, error = assets.load_manifest(), ""
@@ -48,7 +59,7 @@ class Machine:
             raise
         except (ImportError, OSError, ValueError, KeyError) as e:
             manifest, error = None, f"{type(e).__name__}: {e}"
-        return cls(torch.cuda.is_available(), Path(assets_root) if assets_root else None, manifest, error)
+        return cls(cuda_available(), Path(assets_root) if assets_root else None, manifest, error)
 
     @property
     def device(self):

@@ -33,7 +33,7 @@ def register(subparsers):
     loop.add_argument("--no-vae", action="store_true", help="leave the VAE decode out of the loop")
     loop.add_argument("--quick", action="store_true",
                       help=f"a CI check in ~1-2 min on a CPU: --loop --check with {QUICK}")
-    loop.add_argument("--min-realized", type=types.positive_float, default=None,
+    loop.add_argument("--min-realized", type=types.non_negative_float, default=None,
                       help="exit 1 when a fast path's realized speedup is below this (a CI gate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

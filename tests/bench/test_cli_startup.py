@@ -22,3 +22,16 @@ def test_help_validate_info_list_and_baseline_import_no_heavy_library(tmp_path):
     proc = subprocess.run([sys.executable, "-c", PROGRAM, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"imported at startup: {proc.stdout.strip()}"
+
+
+def test_ls_asks_torch_about_cuda_only_where_a_gpu_driver_exists():
+    from pathlib import Path
+
+    from bench.runner import GPU_DRIVER_PATHS
+    program = ("import contextlib, io, sys\nfrom bench.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+               "    assert main(['ls']) == 0\nprint(','.join(m for m in ('torch', 'diffusers', 'torch_fidelity') "
+               "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    driver = sys.platform.startswith("linux") and any(Path(p).exists() for p in GPU_DRIVER_PATHS)
+    assert proc.stdout.strip() == ("torch" if driver else "")
