@@ -99,4 +99,4 @@ def test_bench_info_cli_prints_params_and_gflops():
 
 def test_bench_info_rejects_an_unknown_model():
     proc = subprocess.run([sys.executable, "-m", "bench", "info", "DiT-Q/2"], capture_output=True, text=True)
-    assert proc.returncode != 0 and "unknown model" in proc.stderr
+    assert proc.returncode == 2 and "'DiT-Q/2' is not a model of the registry: did you mean DiT-S/2?" in proc.stderr
