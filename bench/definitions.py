@@ -144,7 +144,7 @@ class Tolerance:
         if self.kind == "atmost":
             return f"at most {self.value:+g} above the paper's value"
         if self.kind == "atleast":
-            return f"at least {-self.value:+g} below the paper's value"
+            return f"down to {self.value:g} below the paper's value"
         lo, hi = self.value
         return f"[{lo:+g}, {hi:+g}) around the paper's value"
 

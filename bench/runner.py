@@ -28,7 +28,8 @@ HOW_TO_PROVIDE = ("put assets under --assets DIR or $DYDIT_ASSETS; `python -m be
                   "asset list say where to get each")
 
 
-GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2's GPU, ROCm
+# NVIDIA (kernel driver, device nodes a container gets), WSL2's GPU, ROCm
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
 
 
 def cuda_available() -> bool:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dydit import registry, sampling
+from dydit.errors import UserError
 from dydit.sampling import RANDOM_VAE, SamplerSpec
 from dydit.fileio import atomic_write, sha256_file
 
@@ -31,6 +32,10 @@ SHARD_DIR = "shards"
 SAMPLES_FILE = "samples.npz"
 # collective timeout: ranks wait at most ~one shard for each other (assembly happens after the group is gone)
 DIST_TIMEOUT_MINUTES = 60
+
+
+class SampleError(UserError, ValueError):
+    """A sampling setup that cannot run, or an --out folder that holds another setup's samples."""
 
 
 @dataclass
@@ -67,7 +72,12 @@ class SampleSpec:
         self.ckpt = str(Path(self.ckpt).resolve()) if self.ckpt else None
         self.vae = self.vae if self.vae in (RANDOM_VAE, None) else str(Path(self.vae).resolve())
         if self.sampler not in sampling.SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampling.SAMPLERS)}")
+            raise SampleError(f"unknown sampler {self.sampler!r}; known: {', '.join(sampling.SAMPLERS)}")
+        flow = registry.entry(self.model).objective == "flow"
+        if flow != (self.sampler in sampling.FLOW_SAMPLERS):
+            kind = "a flow-matching (SiT) model: give --sampler " + " or ".join(sampling.FLOW_SAMPLERS) if flow else \
+                "a diffusion (DiT) model: give --sampler " + " or ".join(sampling.DIFFUSION_SAMPLERS)
+            raise SampleError(f"--sampler {self.sampler} does not fit {self.model}, {kind}")
         if self.labels not in sampling.LABELS:
             raise ValueError(f"unknown label mode {self.labels!r}; known: {', '.join(sampling.LABELS)}")
         if self.precision not in sampling.PRECISIONS:
@@ -185,7 +195,7 @@ def check_or_write_config(out, spec):
         changed = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if changed:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ValueError(f"{out} holds samples of another setup ({what}); use a new --out or the same options")
+            raise SampleError(f"{out} holds samples of another setup ({what}); use a new --out or the same options")
         return
     atomic_write(path, lambda f: f.write(json.dumps({"spec": mine}, indent=1).encode()))
 

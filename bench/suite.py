@@ -294,16 +294,17 @@ class _Checker:
                                                  f"that may be worse by it")
         try:
             study = json.loads(SPREAD_FILE.read_text())
-            derived = study["families"][SPREAD_FAMILY]["tolerances"]
+            derived = {k: float(v) for k, v in study["families"][SPREAD_FAMILY]["tolerances"].items()}
             provenance = study["provenance"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            source = (f"from {_short(SPREAD_FILE)} ({study['rules']['tolerance']}; {provenance['date']}, "
+                      f"{str(provenance['commit'])[:10]})")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} cannot be read ({type(e).__name__}): run "
                                                  f"`nox -s mini-spread` (the mini's spread study) and commit it")
         if key not in derived:
             self.fail(where, "tolerance.spread", f"unknown {key!r}; the spread study derived {', '.join(derived)}")
-        source = (f"{key} {derived[key]:g} from {_short(SPREAD_FILE)} ({study['rules']['tolerance']}; "
-                  f"{provenance.get('date')}, {str(provenance.get('commit'))[:10]})")
-        return Tolerance("atmost" if direction == LOWER else "atleast", float(derived[key]), f"{why}; {source}")
+        return Tolerance("atmost" if direction == LOWER else "atleast", derived[key],
+                         f"{why}; {key} {derived[key]:g} {source}")
 
 
 def _known_assets():

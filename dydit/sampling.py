@@ -255,8 +255,8 @@ def load_vae(path):
     if (folder / "config.json").is_file() and (path.is_dir() or path.stem == "diffusion_pytorch_model"):
         return AutoencoderKL.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).eval()
     if path.is_dir():
-        raise FileNotFoundError(f"{path} is a folder without config.json: expected a diffusers VAE folder "
-                                f"(config.json + diffusion_pytorch_model.safetensors)")
+        raise weights.CheckpointError(f"{path} is a folder without config.json: expected a diffusers VAE folder "
+                                      f"(config.json + diffusion_pytorch_model.safetensors) or one weights file")
     state = weights.read(path)
     state = state.get("state_dict", state)
     vae = AutoencoderKL(**SD_VAE_CONFIG)

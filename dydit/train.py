@@ -373,6 +373,8 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
                     raise TrainInterrupted(stop.received or "a signal on another rank", step, last, run_dir)
         finally:
             bar.close()
+    if stop.received is not None:  # arrived during the last step's save: the run is complete, the caller stops
+        raise TrainInterrupted(stop.received, step, last, run_dir)
     return TrainResult(model, ema, step, run_dir, last)
 
 

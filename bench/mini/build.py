@@ -32,7 +32,9 @@ def _artifact(cache, name, key, retrain, build):
     folder = Path(cache) / f"{name}-{key}"
     done = folder / DONE
     since = None if isinstance(retrain, bool) else float(retrain)
-    if retrain and folder.exists() and (since is None or not done.is_file() or done.stat().st_mtime < since):
+    # under --retrain since T, a folder this run already made is kept: finished, or interrupted with a checkpoint
+    newest = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0) if folder.exists() else 0
+    if retrain and folder.exists() and (since is None or newest < since):
         shutil.rmtree(folder)
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)

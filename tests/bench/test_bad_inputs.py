@@ -92,6 +92,10 @@ CASES = {
                                       "--no-progress"],
     "sample a vae for pixels": SMINI + ["--random-weights", "--vae", "random-tiny"],
     "sample no checkpoint": SMINI,
+    "sample a diffusion sampler for a flow model": ["sample", "--model", "SiT-Mini/2", "--random-weights",
+                                                    "--num-samples", "4", "--sampler", "ddim", "--out", "{out}"],
+    "sample a vae folder without config": S[:-2] + ["--vae", "{tmp}/cf", "--steps", "2", "--sampler", "ddim", "--out",
+                                                    "{out}", "--no-progress"],
     # speed
     "speed fraction above 1": ["speed", "--flops-fraction", "1.5"],
     "speed fraction 0": ["speed", "--flops-fraction", "0"],
