@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dydit import sampling
+from dydit.weights import CheckpointError
 from dydit.models import randomize_
 from dydit.registry import create_model
 
@@ -142,7 +143,7 @@ def test_vae_decodes_to_uint8_and_loads_from_a_folder_or_a_single_file(tmp_path,
     save_file(vae.state_dict(), str(tmp_path / "single.safetensors"))
     np.testing.assert_array_equal(sampling.decode_to_uint8(sampling.load_vae(tmp_path / "single.safetensors"), latents),
                                   images)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(CheckpointError, match="config.json"):
         sampling.load_vae(tmp_path)
 
 
