@@ -126,6 +126,24 @@ class Progress:
         return self.done[key]
 
 
+class _Baseline:
+    """A baseline model whose cache key is known at once and which is trained or loaded only when an evaluation
+    needs it (a resumed study whose evaluations of a seed are all recorded does not retrain that seed)."""
+
+    def __init__(self, recipe: MiniConfig, cache, device):
+        self.recipe, self.cache, self.device = recipe, cache, device
+        self.key = recipe.key("dit")  # = build.dit's artifact key
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            model, info = build.dit(self.recipe, self.cache)
+            assert info["key"] == self.key, (info["key"], self.key)
+            self._model = model.to(self.device)
+        return self._model
+
+
 def _evaluation_key(model_key, spec, reference, *parts):
     return "|".join([model_key, repr(spec), reference, f"threads={torch.get_num_threads()}", *map(str, parts)])
 
@@ -163,8 +181,7 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
     progress = Progress(progress_file, log)
 
     def baseline(recipe):
-        model, info = build.dit(recipe, cache)
-        return model.to(device), info
+        return _Baseline(recipe, cache, device)
     classifier, _ = build.classifier(config, cache)
     extractor = digits.extractor(classifier)
     refs = {split: digits.features(build.real_digits(split, config)[0], extractor) for split in ("val", "heldout")}
@@ -176,16 +193,16 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
         model_name = {"DiT": config.model, "SiT": "SiT-Mini/2"}[family]
         fam_config = dataclasses.replace(build.config_for(config, model_name), model=model_name)
         log(f"{family}: the seed-{fam_config.seed} baseline ({model_name}), CFG sweep on the validation digits")
-        base, info = baseline(fam_config)
+        base = baseline(fam_config)
         sweep = []
         for scale in cfg_scales:
             spec = _spec(family, scale, val_samples, 0, steps)
-            q = progress.get(_evaluation_key(info["key"], spec, "val"),
-                             lambda: _quality(base, spec, extractor, refs["val"]))
+            q = progress.get(_evaluation_key(base.key, spec, "val"),
+                             lambda: _quality(base.model, spec, extractor, refs["val"]))
             sweep.append({"cfg_scale": scale, **q})
             log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
         fam = out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": choose_cfg(sweep),
-                                         "baseline_key": info["key"]}
+                                         "baseline_key": base.key}
         if family == SPREAD_FAMILY:  # the spread, on the family every quality claim's tolerance is judged with
             fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, extractor, refs["heldout"],
                                train_seeds, sampling_seeds, sizes, steps, log))
@@ -197,23 +214,23 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
             steps, log) -> dict:
     """The sampling-seed spread at each N, N chosen, the training x sampling seed evaluations, 1 vs 2 threads
     and the tolerances of one family (held-out digits, the chosen CFG)."""
-    base, info = baseline(config)
+    base = baseline(config)
     log(f"{family}: sampling-seed spread at N in {list(sizes)} (held-out digits, cfg {cfg:g})")
     prefix = {}
     for seed in sampling_seeds:
         spec = _spec(family, cfg, max(sizes), seed, steps)
-        prefix[seed] = progress.get(_evaluation_key(info["key"], spec, "heldout", "prefixes", *sizes),
-                                    lambda: _prefix_quality(base, spec, sizes, extractor, reference))
+        prefix[seed] = progress.get(_evaluation_key(base.key, spec, "heldout", "prefixes", *sizes),
+                                    lambda: _prefix_quality(base.model, spec, sizes, extractor, reference))
     by_size = {n: [prefix[seed][str(n)]["mini_fid"] for seed in sampling_seeds] for n in sizes}
     n = choose_num_samples(by_size)
     log(f"  N = {n}: " + ", ".join(f"{k}: {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for k, v in by_size.items()))
     evaluations = []
     for train_seed in train_seeds:
-        model, seed_info = baseline(dataclasses.replace(config, seed=train_seed))
+        seeded = baseline(dataclasses.replace(config, seed=train_seed))
         for seed in sampling_seeds:
             spec = _spec(family, cfg, n, seed, steps)
-            q = progress.get(_evaluation_key(seed_info["key"], spec, "heldout"),
-                             lambda: _quality(model, spec, extractor, reference))
+            q = progress.get(_evaluation_key(seeded.key, spec, "heldout"),
+                             lambda: _quality(seeded.model, spec, extractor, reference))
             evaluations.append({"train_seed": train_seed, "sampling_seed": seed, **q})
             log(f"  train seed {train_seed}, sampling seed {seed}: mini-FID {q['mini_fid']:.1f}, "
                 f"accuracy {q['accuracy']:.3f}")
@@ -223,8 +240,8 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            by_threads[count] = progress.get(_evaluation_key(info["key"], spec, "heldout"),
-                                             lambda: _quality(base, spec, extractor, reference))
+            by_threads[count] = progress.get(_evaluation_key(base.key, spec, "heldout"),
+                                             lambda: _quality(base.model, spec, extractor, reference))
     finally:
         torch.set_num_threads(threads)
     log(f"  1 vs 2 threads: mini-FID {by_threads[1]['mini_fid']:.2f} vs {by_threads[2]['mini_fid']:.2f}")

@@ -76,6 +76,10 @@ def test_an_interrupted_spread_study_resumes_from_its_finished_evaluations(tmp_p
     monkeypatch.setattr(spread, "_quality", interrupted_after_four)
     again = spread.run_study(TINY, tmp_path, **kwargs)  # everything recorded: nothing is sampled again
     assert not calls and again["families"] == resumed["families"]
+    # a fresh machine with the progress file but no trained models: nothing is trained either
+    monkeypatch.setattr(build, "dit", lambda *a, **k: pytest.fail("a recorded evaluation's model was built"))
+    elsewhere = tmp_path / "elsewhere"
+    assert spread.run_study(TINY, elsewhere, **kwargs)["families"] == resumed["families"]
 
 
 #################################################################################
