@@ -343,6 +343,14 @@ def run_suite(suite: Suite, profile: str, machine: Machine, ctx: Context, argv=(
     by_key = {(c["row"], c["column"]): (c, cell) for c, (_, cell) in zip(cells, pairs)}
     for key, failure in plan.failed.items():  # no measurement for them here (module missing or broken)
         settle(*by_key[key], failure)
+    for name, instance in instances.items():
+        items = [item for group in plan.groups if group.measure == name for item in group.items]
+        if items and isinstance(instance, Measurement):
+            try:
+                instance.build_ahead(items)
+            except Exception as e:  # the groups build what they need themselves, and report their own errors
+                print(f"{name}: building ahead failed ({type(e).__name__}: {e}); each group builds its own",
+                      file=sys.stderr)
     with tqdm(total=sum(len(g.items) for g in plan.groups), desc=f"{suite.name} [{profile}]", unit="cell",
               file=sys.stderr, dynamic_ncols=True) as bar:
         for group in plan.groups:

@@ -28,6 +28,7 @@ class Context:
     work_dir: Optional[Path] = None
     retrain: Union[bool, float] = False  # models a suite trains itself: rebuild (True) or those built before a time
     mini_config: Optional[object] = None  # bench.mini.config.MiniConfig of the mini's models; None: its default
+    train_jobs: int = 0  # models a suite trains itself, trained this many at a time (0: one per CPU core, 1 on CUDA)
 
     @property
     def scratch(self) -> Path:
@@ -89,6 +90,10 @@ class Measurement:
         if item.metric not in self.METRICS:
             raise ValueError(f"{type(self).__module__} measures {', '.join(map(repr, self.METRICS))}, "
                              f"not {item.metric!r}")
+
+    def build_ahead(self, items: List[Item]) -> None:
+        """Builds ahead what the run's groups of this measurement will need (`items`: all of their cells), where
+        building several things at once beats one by one (default: nothing; each group builds what it needs)."""
 
     ONE_VALUE_PER_GROUP = False  # True: every cell of a group has the same value, measured once (params, FLOPs)
 

@@ -29,6 +29,13 @@ class Mini(Measurement):
             self.provenance["mini"] = self.record.provenance
         return self.record
 
+    def build_ahead(self, items):
+        """Trains the rows' models that are not cached yet, several at a time (bench.mini.parallel)."""
+        from bench.mini import build, parallel
+        rows = list(dict.fromkeys((item.model, item.options) for item in items))
+        parallel.build_ahead(build.run_config(self.ctx), build.cache_dir(self.ctx), self.ctx.retrain, rows,
+                             self.ctx.train_jobs)
+
     def measure(self, item: Item, ctx) -> float:
         run = self.run()
         if item.metric == METRIC_SPEEDUP:

@@ -27,14 +27,38 @@ from dydit.train_config import TrainConfig
 DONE = "done.json"
 
 
+@dataclasses.dataclass(frozen=True)
+class ArtifactId:
+    """Where a trained artifact lives in the cache, known before it is built: <cache>/<name>-<key>/."""
+    name: str
+    key: str
+
+    def folder(self, cache) -> Path:
+        return Path(cache) / f"{self.name}-{self.key}"
+
+
+def _stale(folder: Path, retrain) -> bool:
+    """Whether `retrain` asks to rebuild an existing folder (True: always; a time: when nothing in it is newer)."""
+    if not retrain or not folder.exists():
+        return False
+    if isinstance(retrain, bool):
+        return True
+    # under --retrain since T, a folder this run already made is kept: finished, or interrupted with a checkpoint
+    newest = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
+    return newest < float(retrain)
+
+
+def is_built(cache, artifact: ArtifactId, retrain=False) -> bool:
+    """Whether the artifact is finished in the cache and `retrain` keeps it (loading it trains nothing)."""
+    folder = artifact.folder(cache)
+    return (folder / DONE).is_file() and not _stale(folder, retrain)
+
+
 def _artifact(cache, name, key, retrain, build):
     """Path of a finished artifact folder, building it (build(folder) -> info dict) when missing."""
-    folder = Path(cache) / f"{name}-{key}"
+    folder = ArtifactId(name, key).folder(cache)
     done = folder / DONE
-    since = None if isinstance(retrain, bool) else float(retrain)
-    # under --retrain since T, a folder this run already made is kept: finished, or interrupted with a checkpoint
-    newest = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0) if folder.exists() else 0
-    if retrain and folder.exists() and (since is None or newest < since):
+    if _stale(folder, retrain):
         shutil.rmtree(folder)
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -83,6 +107,11 @@ def _load(folder, info):
     return load_trained(folder / info["checkpoint"])
 
 
+def dit_id(config: MiniConfig) -> ArtifactId:
+    """The static mini model's artifact (DiT-Mini, SiT-Mini, a narrow DiT: config.model)."""
+    return ArtifactId(f"dit-{size_name(config.model)}", config.key("dit"))
+
+
 def dit(config: MiniConfig, cache, retrain=False):
     """(DiT-Mini in eval mode with its EMA weights, info), trained from scratch on the training digits."""
     def build(folder):
@@ -95,8 +124,14 @@ def dit(config: MiniConfig, cache, retrain=False):
         result = _train(run, config, folder)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
                 "device": str(run.device or config.device)}
-    folder, info = _artifact(cache, f"dit-{size_name(config.model)}", config.key("dit"), retrain, build)
+    artifact = dit_id(config)
+    folder, info = _artifact(cache, artifact.name, artifact.key, retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
+
+
+def _finetune_id(config: MiniConfig, name: str, parts) -> ArtifactId:
+    """A fine-tune's artifact: its name, keyed by its parts and the static model it starts from."""
+    return ArtifactId(name, config.key(*parts, dit_id(config).key))
 
 
 def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapter="none", **dynamic):
@@ -123,8 +158,22 @@ def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapt
                 "trainable_parameters": sum(p.numel() for p in trainable_parameters(result.model).values()),
                 # what full fine-tuning trains: every parameter but the fixed sin-cos positional embedding
                 "parameters": sum(p.numel() for p in create_model(model).parameters() if p.requires_grad)}
-    folder, info = _artifact(cache, name, config.key(*parts, dit_info["key"]), retrain, build)
+    artifact = _finetune_id(config, name, parts)
+    assert dit_info["key"] == dit_id(config).key
+    folder, info = _artifact(cache, artifact.name, artifact.key, retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
+
+
+def _dydit_name(config: MiniConfig, lam: float, routers: str, adapter: str):
+    """(artifact name, key parts) of a DyDiT fine-tune."""
+    extra = [x for x in (routers, adapter) if x not in ("all", "none")]
+    return "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra]), ("dydit", lam, *extra)
+
+
+def _control_name(config: MiniConfig, adapter: str):
+    """(artifact name, key parts) of a fair control."""
+    extra = [] if adapter == "none" else [adapter]
+    return "-".join([f"control-{size_name(config.model)}", *extra]), ("control", *extra)
 
 
 def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
@@ -133,9 +182,8 @@ def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", a
     routers); adapter="lora" / "td-lora": only adapters and routers train (DyDiT++'s parameter-efficient
     fine-tuning)."""
     steps = config.finetune_steps
-    extra = [x for x in (routers, adapter) if x not in ("all", "none")]
-    name = "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra])
-    model, info = _finetune(config, config.dynamic_model, cache, name, ("dydit", lam, *extra), retrain, adapter,
+    name, parts = _dydit_name(config, lam, routers, adapter)
+    model, info = _finetune(config, config.dynamic_model, cache, name, parts, retrain, adapter,
                             flops_ratio=lam, flops_hold=config.flops_hold,
                             flops_warmup=round(steps * config.flops_warmup_fraction), routers=routers,
                             complete_loss=config.complete_model_loss, **config.router_recipe(routers))
@@ -146,9 +194,8 @@ def control(config: MiniConfig, cache, retrain=False, adapter="none"):
     """(the static mini model fine-tuned like its dynamic models, info): the fair control ("DiT + FT"): the
     same steps, lr, EMA, data and adapter as the DyDiTs, without routers or the FLOPs loss, so a DyDiT's
     quality is compared with what the extra fine-tuning alone gives."""
-    extra = [] if adapter == "none" else [adapter]
-    name = "-".join([f"control-{size_name(config.model)}", *extra])
-    return _finetune(config, config.model, cache, name, ("control", *extra), retrain, adapter)
+    name, parts = _control_name(config, adapter)
+    return _finetune(config, config.model, cache, name, parts, retrain, adapter)
 
 
 #################################################################################
@@ -179,22 +226,38 @@ def model_label(model: str, options) -> str:
                                     ADAPTERS[options.adapter]]))
 
 
-def build_row_model(config: MiniConfig, cache, retrain, model: str, options):
-    """(model, build info) of a mini row: its size's static model (options.finetuned: its fair control), or the
-    dynamic one fine-tuned to its options.flops_target (options.routers "width" / "token": trained with only those
-    routers; "random" is the "all" model, whose routing bench.mini.evaluate replaces by random choices of the
-    same sizes)."""
+def _row_recipe(config: MiniConfig, model: str, options):
+    """(its size's recipe, builder, builder's arguments) of a row's model: the one place a row's name and options
+    decide what is built (options.finetuned: its size's fair control; a dynamic model: fine-tuned to its
+    options.flops_target; routers "width" / "token": trained with only those routers; "random" is the "all"
+    model, whose routing bench.mini.evaluate replaces by random choices of the same sizes)."""
     config = config_for(config, model)
     if not registry.entry(model).is_dynamic:
         if options.finetuned:
-            return control(config, cache, retrain, options.adapter)
+            return config, control, {"adapter": options.adapter}
         if options.adapter != "none":
             raise ValueError(f"{model}: a static mini row with an adapter is a control: add options.finetuned")
-        return dit(config, cache, retrain)
+        return config, dit, {}
     if options.flops_target is None:
         raise ValueError(f"{model}: a dynamic mini row needs options.flops_target (its lambda)")
     trained = "all" if options.routers == "random" else options.routers
-    return dydit(config, options.flops_target, cache, retrain, routers=trained, adapter=options.adapter)
+    return config, dydit, {"lam": options.flops_target, "routers": trained, "adapter": options.adapter}
+
+
+def build_row_model(config: MiniConfig, cache, retrain, model: str, options):
+    """(model, build info) of a mini row (see _row_recipe)."""
+    config, builder, kwargs = _row_recipe(config, model, options)
+    return builder(config, cache=cache, retrain=retrain, **kwargs)
+
+
+def row_artifact(config: MiniConfig, model: str, options) -> ArtifactId:
+    """The artifact build_row_model builds or loads for a row, without building it."""
+    config, builder, kwargs = _row_recipe(config, model, options)
+    if builder is dit:
+        return dit_id(config)
+    if builder is control:
+        return _finetune_id(config, *_control_name(config, kwargs["adapter"]))
+    return _finetune_id(config, *_dydit_name(config, **kwargs))
 
 
 def cache_dir(ctx) -> Path:

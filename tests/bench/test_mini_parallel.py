@@ -1,0 +1,44 @@
+"""The mini's models trained ahead, several at a time (bench.mini.parallel): the same artifacts as one by one."""
+import torch
+
+from bench.mini import build, parallel
+from bench.mini.config import MiniConfig
+from bench.suite import Options
+
+TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifier_epochs=1)
+ROWS = [("DyDiT-Mini/2", Options(flops_target=0.5)), ("DiT-Mini/2", Options()), ("SiT-Mini/2", Options()),
+        ("DiT-Mini/2", Options(finetuned=True)), ("DyDiT-Mini/2", Options(flops_target=0.5, routers="random"))]
+
+
+def test_static_models_come_first_and_each_artifact_once():
+    static, rest = parallel.waves(TINY, ROWS)
+    assert static == [("DiT-Mini/2", Options()), ("SiT-Mini/2", Options())]
+    # the random-routing row measures the "all" model: one artifact, one training
+    assert rest == [("DyDiT-Mini/2", Options(flops_target=0.5)), ("DiT-Mini/2", Options(finetuned=True))]
+
+
+def test_the_artifact_of_a_row_is_the_folder_its_build_makes(tmp_path):
+    for model, options in [("DiT-Mini/2", Options()), ("DiT-Mini/2", Options(finetuned=True))]:
+        artifact = build.row_artifact(TINY, model, options)
+        assert not build.is_built(tmp_path, artifact)
+        _, info = build.build_row_model(TINY, tmp_path, False, model, options)
+        assert build.is_built(tmp_path, artifact) and build.Path(info["folder"]) == artifact.folder(tmp_path)
+        assert not build.is_built(tmp_path, artifact, retrain=True)
+
+
+def test_models_trained_ahead_in_workers_are_what_the_measurement_loads(tmp_path, monkeypatch):
+    rows = ROWS[:4]
+    assert parallel.build_ahead(TINY, tmp_path, False, rows, jobs=2, log=lambda *a: None) == 4
+    assert all(build.is_built(tmp_path, build.row_artifact(TINY, *row)) for row in rows)
+    assert list((tmp_path / "logs").glob("*.log"))  # each worker's training output, off the terminal
+    assert parallel.build_ahead(TINY, tmp_path, False, rows, jobs=2) == 0  # all cached: nothing to do
+    ahead, _ = build.build_row_model(TINY, tmp_path, False, "DiT-Mini/2", Options())
+    serial, _ = build.build_row_model(TINY, tmp_path / "serial", False, "DiT-Mini/2", Options())
+    for a, b in zip(ahead.state_dict().values(), serial.state_dict().values()):  # worker threads may differ
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_one_job_leaves_each_model_to_its_measurement(tmp_path):
+    assert parallel.build_ahead(TINY, tmp_path, False, ROWS, jobs=1) == 0
+    assert not any(build.is_built(tmp_path, build.row_artifact(TINY, *row)) for row in ROWS)
+    assert parallel.default_jobs("cuda") == 1 and parallel.default_jobs("cpu") >= 1
