@@ -271,19 +271,22 @@ class BlockMasks:
     tokens: torch.Tensor
 
 
-def gumbel_sigmoid_ste(logits, tau=5.0, threshold=0.5):
-    """Hard 0/1 in the forward pass, gradient of sigmoid((logits + g1 - g2) / tau) in the backward."""
+def gumbel_sigmoid_ste(logits, tau=5.0, threshold=0.5, noise=1.0):
+    """Hard 0/1 in the forward pass, gradient of sigmoid((logits + noise * (g1 - g2)) / tau) in the backward.
+    The hard decision keeps with probability sigmoid(logits) (noise 1), or is the eval decision logits > 0
+    (noise 0); tau only shapes the gradient."""
     u1, u2 = torch.rand_like(logits), torch.rand_like(logits)
     g1, g2 = -torch.log(-torch.log(u1 + 1e-10) + 1e-10), -torch.log(-torch.log(u2 + 1e-10) + 1e-10)
-    soft = torch.sigmoid((logits + g1 - g2) / tau)
+    soft = torch.sigmoid((logits + noise * (g1 - g2)) / tau)
     hard = (soft > threshold).to(soft.dtype)
     return hard - soft.detach() + soft
 
 
-def binarize(logits, training, tau=5.0):
-    """Router logits -> masks: Gumbel-sigmoid straight-through in training, sigmoid > 0.5 in eval."""
+def binarize(logits, training, tau=5.0, noise=1.0):
+    """Router logits -> masks: Gumbel-sigmoid straight-through in training (its noise scaled by `noise`),
+    sigmoid > 0.5 in eval."""
     if training:
-        return gumbel_sigmoid_ste(logits, tau)
+        return gumbel_sigmoid_ste(logits, tau, noise=noise)
     return (logits > 0).to(logits.dtype)
 
 
@@ -293,9 +296,10 @@ class WidthRouter(nn.Module):
     def __init__(self, hidden_size, num_groups):
         super().__init__()
         self.router = nn.Linear(hidden_size, num_groups - 1)
+        self.noise = 1.0  # the training masks' Gumbel noise scale (DyDiT.set_router_noise)
 
     def forward(self, t_emb, training):
-        mask = binarize(self.router(t_emb), training)  # (N, H-1)
+        mask = binarize(self.router(t_emb), training, noise=self.noise)  # (N, H-1)
         return torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # (N, H)
 
 
@@ -306,9 +310,10 @@ class TokenRouter(nn.Module):
         super().__init__()
         self.mlp_head = nn.Sequential(nn.Linear(hidden_size, hidden_size // 16), nn.ReLU(),
                                       nn.Linear(hidden_size // 16, 1))
+        self.noise = 1.0  # the training masks' Gumbel noise scale (DyDiT.set_router_noise)
 
     def forward(self, x, training):
-        return binarize(self.mlp_head(x).squeeze(-1), training)  # (N, T)
+        return binarize(self.mlp_head(x).squeeze(-1), training, noise=self.noise)  # (N, T)
 
 
 class DyDiTBlock(DiTBlock):
@@ -351,6 +356,14 @@ class DyDiT(DiT):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.complete_model = False  # True: run the full-width DiT path, routers unused
+
+    def set_router_noise(self, scale: float):
+        """Scales the Gumbel noise of every router's training masks (1: the official recipe; 0: the training masks
+        are the eval decision, logit > 0, with the same straight-through gradient). Not saved: a training run sets
+        it each step."""
+        for block in self.blocks:
+            for router in (block.attn_rate, block.mlp_rate, block.token_selection):
+                router.noise = float(scale)
 
     def initialize_weights(self):
         """DiT's init, then routers that keep everything on: zero weights, biases 15 (width), 35 (tokens)."""

@@ -47,7 +47,8 @@ from dydit.registry import create_model
 from dydit.sampling import LATENT_SCALE, load_vae
 from dydit.train_config import RUN_ONLY, NonFiniteLoss, TrainConfig, TrainError
 from dydit.train_step import (NOISE, TERM_NAMES, VAE_NOISE, SeededItems, StepBatches, StepRandom,
-                              TrainingObjective, flops_target, learning_rate, loss_terms, update_ema)
+                              TrainingObjective, flops_target, learning_rate, loss_terms, router_noise,
+                              update_ema)
 
 
 @dataclass
@@ -322,10 +323,11 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before token_router_lr_scale lack it
                 lambda_t = flops_target(step, config.flops_ratio, config.flops_hold, config.flops_warmup)
+                noise_scale = router_noise(step, config.max_steps, config.router_noise_anneal)
                 until = config.complete_loss_until
                 complete = config.complete_loss and (until is None or step < until)
 
-                out = ddp(x, y, t, noise, lambda_t, complete, draws)
+                out = ddp(x, y, t, noise, lambda_t, complete, draws, noise_scale)
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 if config.grad_clip is None:

@@ -50,6 +50,10 @@ class TrainConfig:
     # gets no gradient until the zero-initialised last layer has moved (NOTES.md, the mini's SDT)
     token_router_bias: Optional[float] = None  # the token routers' output bias when the run starts (None: 35)
     token_router_lr_scale: float = 1.0  # the token routers learn at lr x this
+    # The routers' training masks keep with probability sigmoid(logit) (Gumbel noise); eval keeps logit > 0, so the
+    # FLOPs loss holds lambda in expectation under the noise, not at eval. Over this last fraction of the run the
+    # noise falls linearly to 0, so the run ends on the eval decision (0: noise throughout, the official recipe)
+    router_noise_anneal: float = 0.0
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
     # optimisation
     max_steps: int = 150_000
@@ -87,7 +91,8 @@ class TrainConfig:
                   ("precision", self.precision in ("fp32", "tf32")),
                   ("routers", self.routers in ROUTERS), ("objective", self.objective in OBJECTIVES),
                   ("adapter", self.adapter in ADAPTERS), ("adapter_rank", self.adapter_rank > 0),
-                  ("adapter_experts", self.adapter_experts > 0), ("token_router_lr_scale", self.token_router_lr_scale > 0)]
+                  ("adapter_experts", self.adapter_experts > 0), ("token_router_lr_scale", self.token_router_lr_scale > 0),
+                  ("router_noise_anneal", 0.0 <= self.router_noise_anneal <= 1.0)]
         for name, ok in checks:
             if not ok:
                 raise TrainError(f"bad {name}: {getattr(self, name)!r}")

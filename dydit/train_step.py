@@ -46,6 +46,15 @@ def learning_rate(step, lr, warmup=0, cosine=False, max_steps=1, min_lr=0.0):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
+def router_noise(step, max_steps, anneal=0.0):
+    """The routers' Gumbel noise scale at `step`: 1, then linear to 0 at max_steps over the last `anneal` fraction
+    of the run (0: 1 throughout, the official recipe), so the training masks end as the eval decision."""
+    start = max_steps * (1.0 - anneal)
+    if anneal <= 0 or step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / (max_steps - start))
+
+
 def flops_target(step, target, hold=100, warmup=0):
     """lambda_t: 1 for the first `hold` steps, then linear from 1 to `target` over `warmup` steps.
 
@@ -197,12 +206,15 @@ class TrainingObjective(nn.Module):
         self.diffusion = diffusion
         self.flops_weight = flops_weight
 
-    def forward(self, x_start, y, t, noise, lambda_t=1.0, complete=False, draws: Optional[StepRandom] = None):
+    def forward(self, x_start, y, t, noise, lambda_t=1.0, complete=False, draws: Optional[StepRandom] = None,
+                router_noise=1.0):
         """Returns {"loss" (to backpropagate), "diffusion", "complete", "flops_loss", "flops_ratio"}."""
         model, diffusion = self.model, self.diffusion
         x_t = diffusion.q_sample(x_start, t, noise)
         dynamic = isinstance(model, DyDiT)
         record = [] if dynamic else None
+        if dynamic:
+            model.set_router_noise(router_noise)
 
         def run(forward_pass, **kwargs):
             with draws.model_draws(forward_pass) if draws is not None else contextlib.nullcontext():

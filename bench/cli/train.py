@@ -31,6 +31,8 @@ HELP = {
     "adapter_experts": "TD-LoRA: LoRA experts per layer, mixed by a gate on the timestep embedding",
     "token_router_bias": "DyDiT: the token routers' bias when the run starts (default: the init's 35, official)",
     "token_router_lr_scale": "DyDiT: the token routers learn at lr x this (default 1, official)",
+    "router_noise_anneal": "DyDiT: the routers' Gumbel noise falls linearly to 0 over this last fraction of the run, "
+                           "so training ends on the eval decision (default 0: noise throughout, official)",
     "routers": "DyDiT: which routers learn: all, width (TDW only) or token (SDT only); the others keep everything",
     "stratified_timesteps": "timesteps from the four quarters of [0, 1000) in turn (official DyDiT)",
     "global_batch_size": "global batch, split evenly over the torchrun ranks",

@@ -109,7 +109,7 @@ def _load(folder, info):
 
 def dit_id(config: MiniConfig) -> ArtifactId:
     """The static mini model's artifact (DiT-Mini, SiT-Mini, a narrow DiT: config.model)."""
-    return ArtifactId(f"dit-{size_name(config.model)}", config.key("dit"))
+    return ArtifactId(f"dit-{size_name(config.model)}", config.key("dit", finetune=False))
 
 
 def dit(config: MiniConfig, cache, retrain=False):

@@ -27,25 +27,32 @@ CODE = [Path(dydit.__file__).parent / name for name in ("registry.py", "models.p
                                                           "metrics/digits.py")]
 
 
+FINETUNE = {"finetune": True}  # a MiniConfig field that only the fine-tunes read (not the static models' key)
+
+
 @dataclass(frozen=True)
 class MiniConfig:
     """Everything that decides the mini's trained models (hashed into the cache key)."""
     data_seed: int = 0  # shuffles the 5,000 digits before the fixed 4,000 / 1,000 split
     model: str = "DiT-Mini/2"
-    dynamic_model: str = "DyDiT-Mini/2"
+    dynamic_model: str = field(default="DyDiT-Mini/2", metadata=FINETUNE)
     seed: int = 0  # the DiT's training seed (NOTES.md: the two-seed spread used seeds 0 and 1)
     batch_size: int = 64
     dit_steps: int = 6000
     dit_lr: float = 1e-3
     dit_lr_warmup: int = 300  # then cosine decay to 0
     dit_ema: float = 0.999
-    finetune_fraction: float = 0.10
-    flow_finetune_fraction: float = 0.20  # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05
-    finetune_lr: float = 5e-4
-    finetune_ema: float = 0.99  # the fine-tune is short: an EMA of 0.999 would lag behind the routers
-    flops_hold: int = 20  # lambda_t = 1 for these steps, then linear to lambda over flops_warmup
-    flops_warmup_fraction: float = 0.5  # of the fine-tune steps
-    complete_model_loss: bool = True
+    # -- the fine-tunes (dynamic models, controls, adapters): fields marked FINETUNE do not key the static models --
+    finetune_fraction: float = field(default=0.10, metadata=FINETUNE)
+    # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05
+    flow_finetune_fraction: float = field(default=0.20, metadata=FINETUNE)
+    finetune_lr: float = field(default=5e-4, metadata=FINETUNE)
+    # the fine-tune is short: an EMA of 0.999 would lag behind the routers
+    finetune_ema: float = field(default=0.99, metadata=FINETUNE)
+    # lambda_t = 1 for these steps, then linear to lambda over flops_warmup_fraction of the fine-tune steps
+    flops_hold: int = field(default=20, metadata=FINETUNE)
+    flops_warmup_fraction: float = field(default=0.5, metadata=FINETUNE)
+    complete_model_loss: bool = field(default=True, metadata=FINETUNE)
     # The diffusion models' eps loss weighted by min(SNR, 5) / SNR (Min-SNR, Hang et al. 2023; DiT: unweighted). DiT's
     # unweighted loss let the clean steps' eps errors dominate: the 6,000-step DiT-Mini scored validation mini-FID
     # 64.5 / accuracy 0.826 at CFG 1.5 (127.6 / 0.656 at CFG 1); with Min-SNR-5, 35.2 / 0.940 (53.8 / 0.784): NOTES.md
@@ -54,15 +61,20 @@ class MiniConfig:
     # (600 x lr 5e-4): the routers stayed all-on (MLP FLOPs ink / background 1.000). DyFLUX's bias 5 and 10x their
     # lr: tokens kept 0.58, ink / background 1.29 at lambda 0.5 (NOTES.md). The full-size fine-tunes (150k-200k
     # steps) reach 35 with the official values.
-    token_router_bias: Optional[float] = 5.0
-    token_router_lr_scale: float = 10.0
+    token_router_bias: Optional[float] = field(default=5.0, metadata=FINETUNE)
+    token_router_lr_scale: float = field(default=10.0, metadata=FINETUNE)
+    # The routers' Gumbel noise over the fine-tune's last fraction falls to 0 (TrainConfig.router_noise_anneal; 0:
+    # the official recipe). The training masks keep with probability sigmoid(logit), eval keeps logit > 0: DyDiT-Mini
+    # lambda=0.5 trained at 0.500 and evaluated at 0.534 (NOTES.md)
+    router_noise_anneal: float = field(default=0.0, metadata=FINETUNE)
     stratified_timesteps: bool = True
     # DyDiT++'s parameter-efficient fine-tuning, at one adapter size: TD-LoRA has `adapter_experts` experts of
     # rank `adapter_rank` per layer, static LoRA one of rank adapter_rank x adapter_experts (as many weights).
     # Rank 4 x 4 experts would train 11 % of DyDiT-Mini's parameters (hidden 128): over the 10 % claimed.
-    adapter_rank: int = 2
-    adapter_experts: int = 4
-    adapter_lr: float = 2e-3  # adapters train few weights from zero: a larger step than full fine-tuning's
+    adapter_rank: int = field(default=2, metadata=FINETUNE)
+    adapter_experts: int = field(default=4, metadata=FINETUNE)
+    # adapters train few weights from zero: a larger step than full fine-tuning's
+    adapter_lr: float = field(default=2e-3, metadata=FINETUNE)
     classifier_epochs: int = 20
     classifier_seed: int = 0  # not `seed`: models trained with other seeds are judged by the same classifier
     # where the models train and sample: None = CUDA when present, else the CPU (bench run --device). Not in the
@@ -90,11 +102,19 @@ class MiniConfig:
         frozen token routers keep the official bias 35, so they keep every token in training too)."""
         if routers == "width":
             return {}
-        return {"token_router_bias": self.token_router_bias, "token_router_lr_scale": self.token_router_lr_scale}
+        return {"token_router_bias": self.token_router_bias, "token_router_lr_scale": self.token_router_lr_scale,
+                "router_noise_anneal": self.router_noise_anneal}
 
-    def key(self, *parts) -> str:
-        """Cache key of one artifact: this config, the named parts and the code that trains it."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)}
+    def baseline_fields(self) -> dict:
+        """The fields that decide the static models (trained from scratch): all but the fine-tunes' and the device."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("key", True) and not f.metadata.get("finetune", False)}
+
+    def key(self, *parts, finetune=True) -> str:
+        """Cache key of one artifact: this config (finetune=False: its baseline_fields only, for a model trained
+        from scratch), the named parts and the code that trains it."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)} \
+            if finetune else self.baseline_fields()
         digest = hashlib.sha256(json.dumps([fields, parts], sort_keys=True).encode())
         for path in CODE:
             digest.update(path.read_bytes() if path.is_file() else b"")

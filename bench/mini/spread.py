@@ -132,7 +132,7 @@ class _Baseline:
 
     def __init__(self, recipe: MiniConfig, cache, device):
         self.recipe, self.cache, self.device = recipe, cache, device
-        self.key = recipe.key("dit")  # = build.dit's artifact key
+        self.key = build.dit_id(recipe).key
         self._model = None
 
     @property

@@ -28,11 +28,11 @@ def spread_rows(s):
     except (OSError, ValueError) as e:
         return [_check(f"spread study: {spread.SPREAD_FILE.name} unreadable ({type(e).__name__}): run "
                        f"`nox -s mini-spread`", None, "", False, "present")]
-    recipe = {k: v for k, v in dataclasses.asdict(s.config).items() if k != "device"}
-    same = {k: v for k, v in study["recipe"].items() if k != "device"} == recipe
+    recipe = s.config.baseline_fields()  # the study measures the static models: the fine-tunes' fields may change
+    same = {k: v for k, v in study["recipe"].items() if k in recipe} == recipe
     p = study["provenance"]
-    rows = [_check(f"spread study made for this recipe ({p['command']} at {str(p['commit'])[:10]}, {p['date']}, "
-                   f"{p['seconds'] / 60:.0f} min)", None, "", same, "the recipe of this run")]
+    rows = [_check(f"spread study made for this baseline recipe ({p['command']} at {str(p['commit'])[:10]}, "
+                   f"{p['date']}, {p['seconds'] / 60:.0f} min)", None, "", same, "the static models' recipe of this run")]
     for family, fam in study["families"].items():
         sampled = s.provenance.get("sampling", {}).get(registry.entry(fam["model"]).label)
         for point in fam["cfg_sweep"]:

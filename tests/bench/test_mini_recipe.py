@@ -108,6 +108,16 @@ def test_the_control_is_finetuned_exactly_as_the_dydits_but_without_routers(tmp_
     assert any(not torch.equal(a, b) for a, b in zip(control.state_dict().values(), dit.state_dict().values()))
 
 
+def test_a_finetune_field_keys_the_finetunes_not_the_static_models():
+    other = dataclasses.replace(MiniConfig(), router_noise_anneal=0.5, finetune_lr=1e-4)
+    assert build.dit_id(other) == build.dit_id(MiniConfig())  # a static model is not retrained for it
+    assert build.row_artifact(other, "DyDiT-Mini/2", Options(flops_target=0.5)) != \
+        build.row_artifact(MiniConfig(), "DyDiT-Mini/2", Options(flops_target=0.5))
+    assert build.dit_id(dataclasses.replace(MiniConfig(), dit_steps=10)) != build.dit_id(MiniConfig())
+    assert "router_noise_anneal" not in MiniConfig().baseline_fields() and "dit_steps" in MiniConfig().baseline_fields()
+    assert "router_noise_anneal" in MiniConfig().router_recipe()
+
+
 def test_the_mini_runs_where_the_suite_runs_unless_its_recipe_names_a_device():
     assert build.run_config(Context(device="cpu")).device == "cpu"
     assert build.run_config(Context(device="cuda", mini_config=MiniConfig(device="cpu"))).device == "cpu"

@@ -9,7 +9,7 @@ from dydit.flops import block_flops_ratio
 from dydit.registry import create_model
 from dydit.train import checkpoints_of, train
 from dydit.train_config import NonFiniteLoss, TrainConfig, TrainError
-from dydit.train_step import StepRandom, TrainingObjective, flops_target, learning_rate
+from dydit.train_step import StepRandom, TrainingObjective, flops_target, learning_rate, router_noise
 
 
 class RandomLatents(Dataset):
@@ -103,7 +103,33 @@ def test_flops_loss_pulls_the_eval_ratio_toward_lambda():
     assert abs(eval_ratio() - 0.5) < 0.1
 
 
+def test_without_router_noise_the_training_masks_are_the_eval_decision():
+    model = create_model("DyDiT-Mini/2", input_size=8)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # routers on their decision boundary: half the heads, groups and tokens either way
+        for name, p in model.named_parameters():
+            if ".attn_rate." in name or ".mlp_rate." in name or "token_sel" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    x, y, t = batch(model, n=8)
+
+    def masks(train, noise=1.0):
+        model.train(train)
+        model.set_router_noise(noise)
+        record = []
+        model(x, t, y, record=record)
+        return torch.cat([torch.cat([m.heads, m.channels, m.tokens], 1).flatten() for m in record])
+    eval_masks = masks(False)
+    assert 0.2 < eval_masks.mean() < 0.8
+    assert torch.equal(masks(True, 0.0), eval_masks)  # noise 0: the eval decision, in training
+    assert not torch.equal(masks(True, 1.0), eval_masks)  # the official noise: other masks
+    loss = masks(True, 0.0).sum()
+    loss.backward()  # the straight-through gradient is still there
+    assert model.blocks[0].attn_rate.router.weight.grad.abs().sum() > 0
+
+
 def test_schedules():
+    assert [router_noise(s, 100, 0.2) for s in (0, 79, 80, 90, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+    assert router_noise(99, 100, 0.0) == 1.0  # no anneal: the official noise throughout
     assert [flops_target(s, 0.5, hold=2, warmup=4) for s in (0, 1, 2, 4, 6, 100)] == [1, 1, 1, 0.75, 0.5, 0.5]
     assert flops_target(0, 0.7, hold=0, warmup=0) == 0.7
     assert [learning_rate(s, 1.0, warmup=4) for s in (0, 3, 4, 99)] == [0.25, 1.0, 1.0, 1.0]
