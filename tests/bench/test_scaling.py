@@ -132,17 +132,17 @@ def test_random_routing_draws_as_many_heads_groups_and_tokens_at_other_places():
 
 def test_scaling_claim_passes_only_when_quality_loss_falls_with_width():
     falling = {32: {0.5: (40.0, -0.1)}, 64: {0.5: (20.0, -0.05)}, 128: {0.5: (5.0, 0.0)}}
-    (row,) = scaling_checks(falling)
+    (row,) = scaling_checks(falling, 10.0)
     assert row["ok"] and row["value"] == pytest.approx(35.0)
     falling[64][0.5] = (50.0, 0.0)
-    (row,) = scaling_checks(falling)
+    (row,) = scaling_checks(falling, 10.0)
     assert not row["ok"] and row["value"] < 0
 
 
 def test_ablation_claims_order_both_before_either_before_random():
     points = {"all": (10.0, 0.5, "both"), "width": (20.0, 0.5, "w"), "token": (30.0, 0.9, "t"),
               "random": (25.0, 0.5, "r")}
-    verdicts = [r["ok"] for r in ablation_checks(points)]
+    verdicts = [r["ok"] for r in ablation_checks(points, 10.0)]
     assert verdicts == [True, True, True, False]  # SDT only (30) is not below random (25)
 
 
