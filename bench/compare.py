@@ -5,12 +5,16 @@ worse direction of its metric (bench.definitions: FID lower is better, IS higher
 beyond tolerance is a regression). A move beyond tolerance in the better direction, a status that becomes
 `pass`, or a `pass` that becomes `fail` by beating the paper's band is an improvement: reported, never
 failing. Timing cells are compared only between runs on the same device.
+
+Cells measured over rounds carry their range (`spread`): the judgement's rule holds here too. A move counts
+only beyond the tolerance plus both runs' half-ranges; beyond the tolerance but within them it is a note
+(inconclusive), and a status change to or from `inconclusive` is a note: noise is not a regression.
 """
 from dataclasses import dataclass
 from typing import List
 
 from bench.definitions import EXACT, HIGHER, LOWER, METRICS, Tolerance
-from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
+from bench.results import ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
 
 # lower is worse: losing a measurement (skipped) or breaking one (error) is worse than missing the paper
 RANK = {PASS: 3, FAIL: 2, SKIPPED: 1, ERROR: 0}
@@ -36,6 +40,12 @@ def _moved_better(o, n, direction) -> bool:
     return (n["measured"] < o["measured"]) == (direction == LOWER)
 
 
+def _half_range(cell) -> float:
+    """Half the range a cell's rounds gave (0 for a value measured once)."""
+    spread = cell.get("spread")
+    return (spread["high"] - spread["low"]) / 2 if spread else 0.0
+
+
 def _beyond(o, n, tolerance) -> str:
     """'' if the value moved within what the tolerance allows between runs, else how far it may move."""
     if tolerance is None or o["measured"] is None or n["measured"] is None:
@@ -44,6 +54,12 @@ def _beyond(o, n, tolerance) -> str:
     if abs(n["measured"] - o["measured"]) <= allowed:
         return ""
     return f"more than the tolerance allows (±{fmt_value(allowed)}; {tolerance.text()})"
+
+
+def _within_spread(o, n, tolerance) -> bool:
+    """Whether a move beyond the tolerance is still within the tolerance plus both runs' half-ranges."""
+    noise = _half_range(o) + _half_range(n)
+    return noise > 0 and abs(n["measured"] - o["measured"]) <= tolerance.allowed_move(o["measured"]) + noise
 
 
 def compare(old: dict, new: dict) -> Comparison:
@@ -74,6 +90,17 @@ def compare(old: dict, new: dict) -> Comparison:
         direction = metric.direction if metric else EXACT
         values = f"{fmt_value(o['measured'])} -> {fmt_value(n['measured'])}"
         better, beyond = _moved_better(o, n, direction), _beyond(o, n, tolerance)
+        if beyond and _within_spread(o, n, tolerance):
+            notes.append(f"{where}: value moved {values}, {beyond}, but within both runs' own spread "
+                         f"(ranges ±{fmt_value(_half_range(o))} and ±{fmt_value(_half_range(n))}): inconclusive")
+            beyond = ""
+        if INCONCLUSIVE in (o["status"], n["status"]):
+            if o["status"] != n["status"]:
+                notes.append(f"{where}: status {o['status']} -> {n['status']} ({values}): {n['reason']}")
+            if beyond:  # the value moved beyond tolerance and both spreads: judged by the value alone
+                (improvements if better else regressions).append(
+                    f"{where}: value moved {values}, {'better' if better else 'worse'}, {beyond}")
+            continue
         old_rank, new_rank = RANK.get(o["status"], 0), RANK.get(n["status"], 0)
         if new_rank != old_rank:  # a status change is the cell's verdict
             line = f"{where}: status {o['status']} -> {n['status']} ({values}): {n['reason']}"

@@ -12,9 +12,11 @@ from dydit.fileio import sha256_file, write_json_atomic  # noqa: F401  (write_js
 
 SCHEMA = "dydit-bench-result/1"
 
-# Cell statuses.
+# Cell statuses. Inconclusive: a value measured over rounds whose range straddles the edge of its band (the
+# difference from the paper is within the measurement's own spread).
 PASS, FAIL, SKIPPED, ERROR, REFERENCE = "pass", "fail", "skipped", "error", "reference"
-STATUSES = (PASS, FAIL, SKIPPED, ERROR, REFERENCE)
+INCONCLUSIVE = "inconclusive"
+STATUSES = (PASS, FAIL, INCONCLUSIVE, SKIPPED, ERROR, REFERENCE)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("numpy", "fvcore", "diffusers", "torch-fidelity", "clean-fid")
@@ -92,7 +94,7 @@ def provenance(suite_path, ctx, argv, started: str, measurements: dict) -> dict:
 
 def counts(cells) -> dict:
     """Cells per status, every status present (0 where none)."""
-    out = dict.fromkeys(STATUSES, 0)
+    out = dict.fromkeys(STATUSES, 0)  # results written before a status existed count 0 of it
     for cell in cells:
         out[cell["status"]] += 1
     return out
@@ -102,7 +104,7 @@ def summary_line(result: dict) -> str:
     n = result["counts"]
     sections = "".join(f"; {s['title'].split(' (')[0].lower()}: {s['status']}" for s in result.get("sections", []))
     return (f"{result['suite']} ({result['profile']}, {result['provenance']['device']}): "
-            + ", ".join(f"{n[s]} {s}" for s in STATUSES) + sections)
+            + ", ".join(f"{n.get(s, 0)} {s}" for s in STATUSES) + sections)
 
 
 class ResultError(UserError, ValueError):
@@ -122,6 +124,7 @@ def load_result(path) -> dict:
     problem = _malformed(data)
     if problem:
         raise ResultError(f"{path}: a malformed result ({problem}): rerun its suite, or move the file away")
+    data["counts"] = {**dict.fromkeys(STATUSES, 0), **(data.get("counts") or {})}  # older results lack new statuses
     return data
 
 
@@ -139,6 +142,10 @@ def _malformed(data: dict) -> str:
         measured = cell.get("measured")
         if measured is not None and (isinstance(measured, bool) or not isinstance(measured, (int, float))):
             return f"cell {i} ({cell['row']} / {cell['column']}): measured value {measured!r} is not a number"
+        spread = cell.get("spread")
+        if spread is not None and not (isinstance(spread, dict) and all(
+                isinstance(spread.get(k), (int, float)) and not isinstance(spread.get(k), bool) for k in ("low", "high"))):
+            return f"cell {i} ({cell['row']} / {cell['column']}): its spread {spread!r} lacks a numeric low and high"
     return ""
 
 

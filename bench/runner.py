@@ -15,8 +15,9 @@ from typing import Dict, List, Optional
 
 from tqdm import tqdm
 
-from bench.measure.base import Context, Group, Item, Measurement, Skip
-from bench.results import ERROR, FAIL, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance, utc_now
+from bench.measure.base import Context, Group, Item, Measured, Measurement, Skip
+from bench.results import (ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance,
+                           utc_now)
 from bench.definitions import MEASUREMENTS
 from bench.suite import Cell, SectionSpec, Suite
 from dydit.errors import UserError
@@ -214,20 +215,35 @@ def plan_table(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def judge(cell: Cell, measured: float):
-    """(status, reason) of a measured value against the paper's within the cell's tolerance."""
+def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
+    """(status, reason) of a measured value against the paper's within the cell's tolerance. With the range its
+    rounds gave (spread): pass or fail only when the whole range is inside or outside the band; a range across
+    the band's edge is inconclusive (the difference is within the measurement's own spread)."""
     lo, hi = cell.tolerance.band(cell.paper)
     closing = ")" if cell.tolerance.kind == "window" else "]"
     band = f"(-inf, {fmt_value(hi)}]" if math.isinf(lo) else f"[{fmt_value(lo)}, +inf)" if math.isinf(hi) else \
         f"[{fmt_value(lo)}, {fmt_value(hi)}{closing}"
+    against = f"(paper {cell.paper:g}, {cell.tolerance.text()})"
+    if spread is not None:
+        ends = [cell.tolerance.accepts(cell.paper, x) for x in (spread.low, spread.high)]
+        rounds = f"over {spread.rounds} rounds: {fmt_value(spread.low)}-{fmt_value(spread.high)}"
+        if all(ends):
+            return PASS, f"{fmt_value(measured)} is in {band}, and so is its range {rounds} {against}"
+        if not any(ends) and (spread.high < lo or spread.low > hi):
+            return FAIL, f"{fmt_value(measured)} is outside {band}, and so is its range {rounds} {against}"
+        side = "in" if cell.tolerance.accepts(cell.paper, measured) else "outside"
+        return INCONCLUSIVE, (f"{fmt_value(measured)} is {side} {band}, but its range {rounds} crosses the band's "
+                              f"edge {against}: the difference is within the measurement's own spread (more rounds "
+                              f"or a quieter machine decide)")
     if cell.tolerance.accepts(cell.paper, measured):
-        return PASS, f"{fmt_value(measured)} is in {band} (paper {cell.paper:g}, {cell.tolerance.text()})"
-    return FAIL, f"{fmt_value(measured)} is outside {band} (paper {cell.paper:g}, {cell.tolerance.text()})"
+        return PASS, f"{fmt_value(measured)} is in {band} {against}"
+    return FAIL, f"{fmt_value(measured)} is outside {band} {against}"
 
 
 def cell_result(cell: Cell, decision: Decision) -> dict:
     """A cell's result before it is measured: skipped or cited with the reason, or waiting for its group."""
     out = {"row": cell.row, "column": cell.column, "metric": cell.metric, "paper": cell.paper, "measured": None,
+           "spread": None,
            "unit": cell.unit, "tolerance": cell.tolerance.to_dict() if cell.tolerance else None,
            "status": None, "reason": "", "erratum": cell.erratum, "kind": cell.kind,
            "profiles": list(cell.profiles), "assets": list(cell.assets), "device": cell.device, "seconds": 0.0}
@@ -246,6 +262,12 @@ def settle(out: dict, cell: Cell, outcome) -> None:
         frame = traceback.extract_tb(outcome.__traceback__)[-1] if outcome.__traceback__ else None
         where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
         out.update(status=ERROR, reason=f"{type(outcome).__name__}: {outcome}{where}")
+    elif isinstance(outcome, Measured):
+        if not all(math.isfinite(v) for v in (outcome.value, outcome.low, outcome.high)):
+            out.update(status=ERROR, reason=f"TypeError: measurement returned {outcome!r}, expected finite numbers")
+        else:
+            out["measured"], out["spread"] = outcome.value, outcome.to_dict()
+            out["status"], out["reason"] = judge(cell, outcome.value, outcome)
     elif isinstance(outcome, bool) or not isinstance(outcome, (int, float)) or not math.isfinite(outcome):
         out.update(status=ERROR, reason=f"TypeError: measurement returned {outcome!r}, expected a finite number")
     else:

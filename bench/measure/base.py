@@ -64,7 +64,33 @@ class Item:
         return self.cell.metric
 
 
-Outcome = Union[float, Exception]  # a measured value, Skip, or the error that marks the cell
+@dataclass(frozen=True)
+class Measured:
+    """A value measured over repeated rounds (a timing): `value` as the cell reports it, and the lowest and
+    highest the rounds gave. A verdict is pass or fail only when the whole range is on one side of the band's
+    edge (bench.runner.judge); otherwise the cell is inconclusive."""
+    value: float
+    low: float
+    high: float
+    rounds: int
+
+    def __post_init__(self):
+        if not self.low <= self.value <= self.high or self.rounds < 1:
+            raise ValueError(f"a measured range needs low <= value <= high and rounds >= 1: {self}")
+
+    @classmethod
+    def of_rounds(cls, values, value=None) -> "Measured":
+        """The median of per-round values (or `value`, e.g. a ratio of medians) and their range."""
+        import statistics
+        values = [float(v) for v in values]
+        mid = statistics.median(values) if value is None else float(value)
+        return cls(mid, min(min(values), mid), max(max(values), mid), len(values))
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "rounds": self.rounds}
+
+
+Outcome = Union[float, Measured, Exception]  # a value, a value with its range over rounds, Skip, or the error
 
 
 class Measurement:

@@ -7,11 +7,13 @@ from typing import List, Optional
 import jinja2
 import pandas as pd
 
-from bench.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, STATUSES, fmt_value, load_result, result_files
+from bench.results import (ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, STATUSES, fmt_value, load_result,
+                           result_files)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INDEX = "index.html"
-STATUS_TEXT = {PASS: "✓ pass", FAIL: "✗ fail", SKIPPED: "– skipped", ERROR: "! error", REFERENCE: "cited"}
+STATUS_TEXT = {PASS: "✓ pass", FAIL: "✗ fail", INCONCLUSIVE: "? inconclusive", SKIPPED: "– skipped", ERROR: "! error",
+               REFERENCE: "cited"}
 # matplotlib colours of the plot: the paper's points and ours
 PAPER_COLOUR, OURS_COLOUR = "#5f6368", "#d93025"
 
@@ -138,6 +140,9 @@ def claims_summary(result: dict) -> str:
     judged = [c for c in result["cells"] if c["status"] in (PASS, FAIL)]
     failed = [f"{c['row']} / {c['column']}" for c in judged if c["status"] == FAIL]
     text = f"{len(judged) - len(failed)} of {len(judged)} judged cells held"
+    undecided = sum(c["status"] == INCONCLUSIVE for c in result["cells"])
+    if undecided:
+        text += f" ({undecided} more inconclusive: within their own timing spread)"
     if failed:
         more = f" and {len(failed) - MAX_NAMED} more" if len(failed) > MAX_NAMED else ""
         text += f"; not: {', '.join(failed[:MAX_NAMED])}{more}"

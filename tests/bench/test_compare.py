@@ -189,3 +189,55 @@ def test_compare_prints_improvements_and_counts_both(tmp_path, directed, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("REGRESSION DiT-XL / is: value moved 277.00 -> 260.00, worse (higher is better)")
     assert out[-1].endswith("4 cells compared, 1 regression(s), 2 improvement(s)")
+
+
+#################################################################################
+#                  Timing cells that carry their own spread                     #
+#################################################################################
+
+def _timed(tmp_path, monkeypatch, ranges):
+    """A run of the fake suite whose timing cells (paper 2.0 ± 0.5) are measured over rounds: row -> (value,
+    low, high)."""
+    from bench.measure.base import Measured
+    install_fake(monkeypatch, lambda item, ctx: Measured(*ranges[item.row.name], rounds=5)
+                 if item.metric == "fake_s" else VALUES[item.row.name])
+    return run_suite(load_suite(write(tmp_path, FAKE_SUITE)), "smoke", machine(tmp_path), Context())
+
+
+def test_a_range_across_the_bands_edge_is_inconclusive(tmp_path, monkeypatch):
+    result = _timed(tmp_path, monkeypatch, {"one": (2.1, 1.9, 2.3), "two": (2.4, 2.2, 2.7), "three": (3.0, 2.8, 3.2)})
+    one, two, three = (cell(result, r, "t") for r in ("one", "two", "three"))
+    assert one["status"] == "pass" and one["spread"] == {"low": 1.9, "high": 2.3, "rounds": 5}
+    assert two["status"] == "inconclusive" and "within the measurement's own spread" in two["reason"]
+    assert "2.40 is in [1.50, 2.50]" in two["reason"]  # the median passes, the range does not decide
+    assert three["status"] == "fail" and "and so is its range" in three["reason"]
+    assert result["counts"]["inconclusive"] == 1 and cell(result, "one")["spread"] is None  # a plain value
+
+
+def test_the_gate_does_not_fail_on_a_move_within_both_runs_spread(tmp_path, monkeypatch):
+    old = _timed(tmp_path, monkeypatch, {"one": (2.0, 1.8, 2.2), "two": (2.0, 1.95, 2.05), "three": (2.0, 1.9, 2.1)})
+    new = copy.deepcopy(old)
+    # one: moved 0.7 > the tolerance's 0.5, but within 0.5 + both half-ranges (0.2 + 0.2): inconclusive, a note
+    cell(new, "one", "t").update(measured=1.3, spread={"low": 1.1, "high": 1.5, "rounds": 5}, status="inconclusive")
+    # two: moved 1.0 worse, beyond 0.5 + 0.05 + 0.05: a regression though the status only became inconclusive
+    cell(new, "two", "t").update(measured=3.0, spread={"low": 2.95, "high": 3.05, "rounds": 5}, status="fail")
+    result = compare(old, new)
+    assert [r.split(":")[0] for r in result.regressions] == ["two / t"]
+    assert any(n.startswith("one / t: value moved 2.00 -> 1.30") and "inconclusive" in n for n in result.notes)
+    new2 = copy.deepcopy(old)
+    cell(new2, "three", "t").update(status="inconclusive", reason="x")  # a verdict lost to noise: a note
+    assert compare(old, new2).ok and any(n.startswith("three / t: status pass -> inconclusive") for n in
+                                         compare(old, new2).notes)
+
+
+def test_a_result_written_before_inconclusive_existed_still_reads(tmp_path, baseline):
+    from bench.results import load_result, summary_line
+    old = copy.deepcopy(baseline)
+    del old["counts"]["inconclusive"]
+    path = write_json_atomic(old, tmp_path / "fake.json")
+    assert load_result(path)["counts"]["inconclusive"] == 0
+    assert "0 inconclusive" in summary_line(old)
+    bad = copy.deepcopy(baseline)
+    cell(bad, "one", "t")["spread"] = {"low": "fast"}
+    with pytest.raises(ValueError, match="lacks a numeric low and high"):
+        load_result(write_json_atomic(bad, tmp_path / "bad.json"))
