@@ -317,7 +317,9 @@ def run_section(section: SectionSpec, profile: str, run: SuiteRun, machine: Opti
     judged.
 
     Every row is a check {name, value, unit, ok, expected}: the section passes only if each row says
-    ok=True; a row that is not judged (no boolean `ok`) makes the section an error, never a pass."""
+    ok=True; a row that is not judged (no boolean `ok`) makes the section an error, never a pass. A timed row
+    whose rounds fall on both sides of its bound says `inconclusive: True` (with ok False): the section is then
+    inconclusive unless another row failed."""
     title = section.title
     chosen = profile
     if profile == AUTO:  # smoke sections always (they need nothing); full ones where CUDA is here
@@ -334,11 +336,15 @@ def run_section(section: SectionSpec, profile: str, run: SuiteRun, machine: Opti
         if unjudged or not rows:
             raise TypeError(f"{section.module}.run returned "
                             + (f"rows without a boolean 'ok': {', '.join(unjudged)}" if rows else "no checks"))
-        failed = [r["name"] for r in rows if not r["ok"]]
+        undecided = [r["name"] for r in rows if not r["ok"] and r.get("inconclusive") is True]
+        failed = [r["name"] for r in rows if not r["ok"] and r.get("inconclusive") is not True]
         note = produced.get("note", "")
+        if undecided:
+            note = f"INCONCLUSIVE (within their own timing spread): {'; '.join(undecided)}. " + note
         if failed:
             note = f"FAILED: {'; '.join(failed)}. " + note
-        return {"title": produced.get("title", title), "note": note, "rows": rows, "status": FAIL if failed else PASS,
+        status = FAIL if failed else INCONCLUSIVE if undecided else PASS
+        return {"title": produced.get("title", title), "note": note, "rows": rows, "status": status,
                 "figures": [dict(f) for f in produced.get("figures", [])],
                 "provenance": dict(produced.get("provenance", {}))}
     except Exception as e:  # same isolation as cells

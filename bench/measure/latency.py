@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench import assets
 from bench.definitions import METRIC_S_PER_IMAGE
-from bench.measure.base import Item, Measurement, Skip
+from bench.measure.base import Item, Measured, Measurement, Skip
 from bench.models import OR_RANDOM, row_model
 from dydit import registry
 
@@ -88,7 +88,8 @@ class Latency(Measurement):
             path = Path(ctx.work_dir) / "latency" / f"{slug}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1))
-        return result["s_per_image"]
+        batch = result["batch_size"]
+        return Measured.of_rounds([t / batch for t in result["seconds"]], value=result["s_per_image"])
 
 
 MEASUREMENT = Latency

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from bench.definitions import METRIC_REALIZED, METRIC_S_PER_IMAGE_RATIO
-from bench.measure.base import Item, Measurement, Skip
+from bench.measure.base import Item, Measured, Measurement, Skip
 from bench.models import OR_CALIBRATED, RowModel, row_model
 from dydit import registry
 from dydit.sampling import SamplerSpec
 
 DIT = "DiT"
-CALLS, REPEATS = 3, 3  # full calls per path on each schedule's own timesteps; median of repeats
+# full calls per path on each schedule's own timesteps; interleaved rounds: the median and range of their ratios
+CALLS, REPEATS = 3, 5
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
@@ -100,7 +101,9 @@ class Loop(Measurement):
             if item.metric == METRIC_REALIZED and not registry.entry(item.model).is_dynamic:
                 out[item.key] = ValueError(f"row {item.row.name!r}: realized speed-up is measured for dynamic rows")
             else:
-                out[item.key] = run.paths[path_name(item)][RESULT_KEYS[item.metric]]
+                path = run.paths[path_name(item)]
+                key = RESULT_KEYS[item.metric]
+                out[item.key] = Measured.of_rounds(path[f"{key}_rounds"], value=path[key])
         return out
 
     def _model(self, item: Item, ctx) -> RowModel:
@@ -163,7 +166,9 @@ class Loop(Measurement):
         for name, t in timings.items():
             ratio = t.s_per_image / base.s_per_image
             flops = t.gmacs_per_image / base.gmacs_per_image
-            out[name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio}
+            ratios = [a / b for a, b in zip(t.rounds_s_per_image, base.rounds_s_per_image)]  # round by round
+            out[name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio,
+                         "ratio_rounds": ratios, "realized_rounds": [flops / r for r in ratios]}
         return LoopRun(setup, registry.entry(items[0].model).static, out,
                        {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths)
 

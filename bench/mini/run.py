@@ -17,7 +17,7 @@ from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_CONTROL, METR
                                METRIC_MINI_FID_VS_CONTROL, METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL,
                                METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_TRAINABLE_FRACTION,
                                METRIC_WIDTH_LATE_VS_EARLY)
-from bench.measure.base import Item
+from bench.measure.base import Item, Measured
 from bench.mini import build
 from bench.mini.config import MiniConfig
 from bench.suite import Options
@@ -27,7 +27,7 @@ from dydit.models import DyDiT
 from dydit.sampling import FLOW_SAMPLERS, SamplerSpec
 
 SPEED_CALLS = 5  # model calls timed per path, spread over the schedule, at the suite's CFG batch
-SPEED_REPEATS = 3
+SPEED_REPEATS = 5  # interleaved rounds: the speed-up's median and its range over them
 
 
 @dataclasses.dataclass
@@ -87,12 +87,13 @@ class MiniRun:
         building) what it needs once per run. "vs DiT" compares with the DiT under the same sampler, no cache."""
         return measure_row(self, item.row.name, item.model, item.options, _sampling(item.sampler))
 
-    def speedup(self, item: Item) -> float:
-        """DiT's s/image / the fast path's, for a dynamic row measured by measure_row."""
+    def speedup(self, item: Item) -> Measured:
+        """DiT's s/image / the fast path's, for a dynamic row measured by measure_row, with its range over the
+        interleaved rounds."""
         sampling = _sampling(item.sampler)
         self.measure_row(item)
         ev = self.measured[label(item.row.name, sampling)]
-        if "speed" not in ev:
+        if "speedup_rounds" not in ev.get("speed", {}):  # timed in this run (never cached: timings are the machine's)
             if item.options.flops_target is None or sampling.deepcache_interval > 1:
                 raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache (bench.measure.loop "
                                  "times DeepCache)")
@@ -100,7 +101,7 @@ class MiniRun:
                 raise ValueError("random routing runs the masked path twice per call: its speed is not measured")
             static = registry.entry(item.model).static
             ev["speed"] = speed(sampling, self.model(static, Options())[0], self.model(item.model, item.options)[0])
-        return ev["speed"]["dit"] / ev["speed"]["fast"]
+        return Measured.of_rounds(ev["speed"]["speedup_rounds"], value=ev["speed"]["dit"] / ev["speed"]["fast"])
 
 
 def _sampling(spec: SamplerSpec) -> SamplerSpec:
@@ -243,5 +244,6 @@ def speed(s: SamplerSpec, dit, dydit) -> dict:
         record_macs.append(dynamic_macs(dydit, record).mean())
     out = {name: seconds / (len(steps) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
     out["calls_timed"], out["batch"] = len(steps), batch
+    out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
     out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
     return out

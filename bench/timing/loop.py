@@ -63,6 +63,9 @@ class LoopTiming:
     sliced_weights_gib: float = 0.0  # FastDyDiT's cached slices after the run
     call_peak_gib: Optional[float] = None  # CUDA: peak allocation of one call above what was allocated before it
     extra: dict = field(default_factory=dict)
+    # s/image of each interleaved round (the same loop and decode time, that round's calls): round r of every path
+    # ran side by side, so a ratio of two paths per round cancels the host's drift; their range is its spread
+    rounds_s_per_image: List[float] = field(default_factory=list)
 
     @property
     def gmacs_per_image(self) -> float:
@@ -164,6 +167,7 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
     log(f"  {sampler}-{S}: {k} calls x {len(timed)} paths, interleaved, median of {max(3, repeats)}...")
     medians = interleaved_call_medians(timed, repeats=max(3, repeats), warmup=0, device=device)
     per_call = {name: medians[name][0] / k for name in timed}  # padded calls repeat real ones: mean unchanged
+    per_round = {name: [total / k for total in medians[name][1]] for name in timed}
 
     # the loop's own work, with a model whose call costs nothing
     template = torch.zeros(inp.rows, model0.out_channels, model0.input_size, model0.input_size, device=device)
@@ -182,11 +186,15 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
         full_s = per_call[f"{path.name}/full"]
         cached_s = per_call.get(f"{path.name}/cached", 0.0)
         total = full * full_s + cached * cached_s + loop_s + decode_s
+        cached_rounds = per_round.get(f"{path.name}/cached", [0.0] * len(per_round[f"{path.name}/full"]))
+        rounds = [(full * f + cached * c + loop_s + decode_s) / batch
+                  for f, c in zip(per_round[f"{path.name}/full"], cached_rounds)]
         model_macs = rows_per_image * (full * macs[path.name] + cached * cached_step_macs(path.model))
         sliced = getattr(path.model_fn, "_cached_bytes", 0) / 2**30
         out[path.name] = LoopTiming(path.name, sampler, S, path.deepcache, batch, full, cached, full_s, cached_s,
                                     loop_s, decode_s, total / batch, model_macs / 1e9, decode_gmacs_per_image,
-                                    counts[f"{path.name}/full"], sliced, peaks.get(path.name))
+                                    counts[f"{path.name}/full"], sliced, peaks.get(path.name),
+                                    rounds_s_per_image=rounds)
     return out
 
 

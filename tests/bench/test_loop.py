@@ -7,6 +7,7 @@ from torch.overrides import TorchFunctionMode
 from bench.timing import calls as timing
 from bench.timing.loop import LoopPath, check_estimate, picks, shared_dit, step_counts, time_loops
 from bench.measure.base import Context
+from bench.measure.loop import REPEATS
 from dydit.sampling import SamplerSpec
 from bench.results import ERROR, PASS, SKIPPED
 from bench.runner import AUTO, run_suite
@@ -145,6 +146,12 @@ def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_
         p = run_["paths"][path]
         assert cells[row]["measured"] == pytest.approx(p["s_per_image"] / run_["paths"]["DiT"]["s_per_image"])
     assert 0.3 < run_["paths"]["DyDiT-S/8 λ=0.5"]["flops_ratio"] < 0.8
+    # each ratio carries the range of its interleaved rounds (round r of every path side by side)
+    p = run_["paths"]["DyDiT-S/8 λ=0.5"]
+    assert len(p["ratio_rounds"]) == len(p["rounds_s_per_image"]) == REPEATS
+    assert cells["DyDiT-S/8 λ=0.5"]["spread"] == {"low": min(min(p["ratio_rounds"]), p["ratio"]),
+                                                  "high": max(max(p["ratio_rounds"]), p["ratio"]), "rounds": REPEATS}
+    assert cells["DyDiT-S/8 λ=0.5"]["status"] in (PASS, "fail", "inconclusive")
     (section,) = result["sections"]
     names = " | ".join(r["name"] for r in section["rows"])
     assert section["status"] in (PASS, "fail") and "compose" in names and "estimate vs whole" in names

@@ -99,6 +99,21 @@ def test_a_section_passes_only_when_every_row_is_judged_ok(monkeypatch):
     assert unjudged["status"] == ERROR and "without a boolean 'ok': c" in unjudged["note"]
     empty = run_section(section(monkeypatch, lambda ctx: {"rows": []}), "smoke", RUN)
     assert empty["status"] == ERROR
+    noisy = {**row, "name": "d", "ok": False, "inconclusive": True}
+    undecided = run_section(section(monkeypatch, lambda ctx: {"rows": [row, noisy]}), AUTO, RUN)
+    assert undecided["status"] == "inconclusive" and undecided["note"].startswith("INCONCLUSIVE (within their own")
+    both = run_section(section(monkeypatch, lambda ctx: {"rows": [noisy, {**row, "name": "b", "ok": False}]}), AUTO, RUN)
+    assert both["status"] == FAIL  # a failed row decides, whatever else is undecided
+
+
+def test_a_timed_section_row_is_decided_only_when_its_rounds_agree():
+    from bench.sections.loop import _timed_row
+    below = lambda v: v <= 0.55  # noqa: E731
+    assert _timed_row("x", 0.52, [0.51, 0.53, 0.54], below, "≤ 0.55")["ok"]
+    straddles = _timed_row("x", 0.54, [0.52, 0.56, 0.53], below, "≤ 0.55")
+    assert not straddles["ok"] and straddles["inconclusive"] and "rounds 0.520-0.560" in straddles["name"]
+    failed = _timed_row("x", 0.60, [0.58, 0.62], below, "≤ 0.55")
+    assert not failed["ok"] and "inconclusive" not in failed
 
 
 def test_a_pipeline_check_with_a_rank_mismatch_fails(monkeypatch):
