@@ -96,6 +96,9 @@ class DeepCache:
         """The model's own forward; with keep, its blocks' pre-gate branches are kept for cached steps."""
         if not keep:
             return self.model_fn(x, t, y, **kwargs)
+        # the last full step's branches go first: kept alive through this forward, they doubled the memory it
+        # holds (2 x depth x rows x tokens x D floats) and left its allocations fresh pages on a CPU
+        self.branches = None
         branches: Branches = []
         if isinstance(self.model_fn, FastDyDiT) and not self.model.complete_model:
             out = self.model_fn(x, t, y, branches=branches, **kwargs)
