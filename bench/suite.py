@@ -385,7 +385,13 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     for key in ("tolerance", "unavailable"):
         if reference and key in table:
             c.fail(where, key, "a cited cell is never measured: remove it")
-    tolerance = None if reference else c.tolerance(table, where, metric) or column.tolerance
+    tolerance = None if reference else c.tolerance(table, where, metric)
+    if tolerance is None and not reference and column.tolerance is not None:
+        one_sided = column.tolerance.kind in ("atmost", "atleast")  # resolved for the column's metric's direction
+        if one_sided and METRICS[metric].direction != METRICS[column.metric].direction:
+            c.fail(where, "tolerance", f"the column's one-sided tolerance is for {column.metric!r}; this cell measures "
+                                       f"{metric!r}, better the other way: give the cell its own tolerance")
+        tolerance = column.tolerance
     if not reference and tolerance is None:
         c.fail(where, "tolerance", "missing: give the cell or its column a tolerance (rel, abs, window, atmost, "
                                    "atleast or spread, with why)")

@@ -319,3 +319,8 @@ def test_a_spread_tolerance_cites_the_spread_study_one_sided_by_the_metrics_dire
     assert (tol.kind, tol.value) == ("atleast", 0.03)
     with pytest.raises(SuiteError, match="unknown 'fid'; the spread study derived mini_fid, accuracy"):
         load_suite(write(tmp_path, SPREAD_SUITE.replace('spread = "mini_fid"', 'spread = "fid"'), "bad.toml"))
+    # a cell measuring a metric better the other way cannot inherit the column's one-sided tolerance
+    other_way = SPREAD_SUITE.replace("cells = { params = 675, fid = 2.27 }",
+                                     'cells = { params = 675, fid = { paper = 0.0, metric = "accuracy_vs_control" } }')
+    with pytest.raises(SuiteError, match="one-sided tolerance is for 'mini_fid_vs_control'.*its own tolerance"):
+        load_suite(write(tmp_path, other_way, "other.toml"))
