@@ -167,11 +167,13 @@ def run_loop_speed(model_name="DyDiT-XL/2", fraction=0.5, sampler="ddim", steps=
     paths = [LoopPath("DiT", dit, deepcache)]
     for gb in cache_gbs:
         paths.append(LoopPath(f"DyDiT fast, cache {gb:g} GiB", FastDyDiT(dydit, int(gb * 2**30)), deepcache))
-    if registry.entry(model_name).is_mini:  # the mini samples pixels
+    spec = SamplerSpec(name=sampler, steps=steps, batch_size=batch)
+    if registry.entry(model_name).is_mini:  # the mini samples pixels, every channel guided (as its suites)
         decode, decode_gmacs, vae_note = None, 0.0, "none: the mini samples pixels"
+        spec = SamplerSpec(name=sampler, steps=steps, batch_size=batch, guided_channels=None)
     else:
         decode, decode_gmacs, vae_note = timing_vae(device) if vae else (None, 0.0, "not timed")
-    timings = time_loops(paths, SamplerSpec(name=sampler, steps=steps, batch_size=batch), calls=calls,
+    timings = time_loops(paths, spec, calls=calls,
                          repeats=repeats, decode=decode, decode_gmacs_per_image=decode_gmacs, device=device, seed=seed,
                          log=log)
     base = timings["DiT"]
