@@ -57,8 +57,9 @@ def run(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ref = Path(args.ref)
     cache_dir = Path(args.cache_dir) if args.cache_dir else (ref if ref.is_dir() else ref.parent)
-    if args.cache_dir:
-        preflight.writable_folder(cache_dir, "--cache-dir")
+    # checked before the feature extraction, the default (beside --ref, often a read-only asset folder) too
+    preflight.writable_folder(cache_dir, "--cache-dir" if args.cache_dir else
+                              "--cache-dir (default: the folder of --ref)")
     results = evaluate_samples(args.samples, args.ref, inception, device, cleanfid, cache_dir, verbose=not args.json)
     if args.json:
         print(json.dumps(results, indent=2))

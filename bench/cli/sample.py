@@ -74,8 +74,10 @@ def run(args):
         latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked,
         deepcache_interval=args.deepcache_interval)
     out = preflight.writable_folder(args.out, "--out")
-    # a rough bound of what the shards and the assembled .npz hold (uint8 images, twice over)
-    preflight.free_space(out, 2 * spec.num * spec.image_bytes, "--out", "the shards and samples.npz")
+    # a rough bound of what the shards still to sample and the assembled .npz hold (uint8 images; shards of an
+    # interrupted run of the same spec are on disk already)
+    left = 1 - len(sample.finished_shards(out, spec)) / max(1, spec.num_shards)
+    preflight.free_space(out, (1 + left) * spec.num * spec.image_bytes, "--out", "the shards and samples.npz")
     try:
         path = sample.run(spec, out, max_shards=args.max_shards, device=args.device, progress=not args.no_progress,
                           timeout_minutes=args.dist_timeout or sample.DIST_TIMEOUT_MINUTES)
