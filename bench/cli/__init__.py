@@ -31,9 +31,14 @@ def build_parser():
     return parser
 
 
+def debug_wanted(args) -> bool:
+    """--debug or BENCH_DEBUG=1: input errors show their traceback too."""
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    debug = debug_wanted(args)
     # SIGTERM (a scheduler's stop) is handled as Ctrl-C is: the command keeps its work and says how to resume
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

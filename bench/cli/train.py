@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 import typing
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def run(args):
     from torchvision.datasets import ImageFolder
 
     from bench import assets, data, preflight
-    from bench.cli import one_line
+    from bench.cli import debug_wanted, one_line
     from dydit import sampling
     from dydit.errors import UserError
     from dydit.train import TrainInterrupted, train
@@ -141,6 +142,8 @@ def run(args):
                        progress=not args.no_progress, vae=vae)
     except (UserError, FileNotFoundError) as err:  # every rank raises it; one prints
         if rank0:
+            if debug_wanted(args):
+                traceback.print_exc()
             print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except TrainInterrupted as stop:

@@ -189,12 +189,17 @@ def test_there_are_at_least_forty_cases_and_each_weights_option_meets_a_maliciou
     assert options == {"--ckpt", "--vae", "--inception", "--cleanfid-inception", "--init-checkpoint"}
 
 
-def test_debug_shows_the_traceback_of_an_input_error(capsys, monkeypatch):
+def test_debug_shows_the_traceback_of_an_input_error(capsys, monkeypatch, tmp_path):
     assert main(["--debug", "info"]) == 2
     assert "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("BENCH_DEBUG", "1")
     assert main(["info"]) == 2
     assert "Traceback" in capsys.readouterr().err
+    # train reports its own errors (only rank 0 prints): --debug reaches it too
+    assert main(["--debug", "train", "--model", "DiT-Mini/2", "--data", "/nonexistent/folder", "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error:")
 
 
 def test_a_bug_keeps_its_traceback_and_says_it_is_one(capsys, monkeypatch):
