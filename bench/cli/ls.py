@@ -1,4 +1,6 @@
 """`python -m bench ls [SUITE...]`: suites, their rows, and which cells each profile can run on this machine."""
+import sys
+
 from bench.suite import PROFILES
 
 
@@ -31,8 +33,8 @@ def run(args):
     status = 0
     for path, suite in load_suites(args.suites):
         if isinstance(suite, SuiteError):
-            print(f"\nerror: {suite}")
-            status = 1
+            print(f"error: {suite}", file=sys.stderr, flush=True)  # an input error: stderr, exit 2
+            status = 2
             continue
         print(f"\n{suite.name}: {suite.title} ({path})")
         lines = [{"row": row.name, "model": "cited" if row.reference else row.model,

@@ -264,18 +264,18 @@ def test_validate_command_reports_each_file(tmp_path, capsys):
     good = write(tmp_path, MINI, "good.toml")
     bad = write(tmp_path, MINI.replace('label = "Params (M)"', "label = 3"), "bad.toml")
     assert cli("validate", good) == 0
-    assert cli("validate", good, bad) == 1
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"ok: {good}: suite mini, 2 rows, 2 columns, 4 cells")
-    assert out[-1] == f"error: {bad}: column 'params': field 'label': expected a string, got int 3"
+    assert cli("validate", good, bad) == 2  # a malformed suite is an input error: exit 2, its line on stderr
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith(f"ok: {good}: suite mini, 2 rows, 2 columns, 4 cells")
+    assert captured.err.splitlines() == [f"error: {bad}: column 'params': field 'label': expected a string, got int 3"]
 
 
 def test_validate_command_rejects_an_unknown_sampler_and_a_foreign_section_module(tmp_path, capsys):
     from tests.bench.runner_helpers import cli
     sampler = write(tmp_path, RICH.replace('name = "ddpm"', 'name = "no-such-sampler"'), "sampler.toml")
     section = write(tmp_path, RICH.replace('module = "pipeline_check"', 'module = "os.path"'), "section.toml")
-    assert cli("validate", sampler) == 1 and cli("validate", section) == 1
-    out = capsys.readouterr().out.splitlines()
+    assert cli("validate", sampler) == 2 and cli("validate", section) == 2
+    out = capsys.readouterr().err.splitlines()
     assert out == [f"error: {sampler}: [suite.sampler]: field 'name': unknown sampler 'no-such-sampler' "
                    f"(known: {', '.join(SAMPLERS)})",
                    f"error: {section}: section 1: field 'module': unknown section module 'os.path' (known: {', '.join(SECTIONS)})"]
