@@ -7,8 +7,10 @@ beyond tolerance is a regression). A move beyond tolerance in the better directi
 failing. Timing cells are compared only between runs on the same device.
 
 Cells measured over rounds carry their range (`spread`): the judgement's rule holds here too. A move counts
-only beyond the tolerance plus both runs' half-ranges; beyond the tolerance but within them it is a note
-(inconclusive), and a status change to or from `inconclusive` is a note: noise is not a regression.
+only beyond the tolerance plus both runs' half-ranges (that allowance capped at the tolerance's own, so a very
+noisy run cannot hide any move); beyond the tolerance but within them it is a note (inconclusive). A change
+among pass, fail and inconclusive that involves inconclusive is a note (noise is not a regression); a cell that
+was inconclusive and is now an error or skipped has regressed.
 """
 from dataclasses import dataclass
 from typing import List
@@ -17,7 +19,8 @@ from bench.definitions import EXACT, HIGHER, LOWER, METRICS, Tolerance
 from bench.results import ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
 
 # lower is worse: losing a measurement (skipped) or breaking one (error) is worse than missing the paper
-RANK = {PASS: 3, FAIL: 2, SKIPPED: 1, ERROR: 0}
+RANK = {PASS: 3, INCONCLUSIVE: 2.5, FAIL: 2, SKIPPED: 1, ERROR: 0}
+JUDGED = (PASS, FAIL, INCONCLUSIVE)
 BETTER = {LOWER: "lower is better", HIGHER: "higher is better"}
 
 
@@ -58,8 +61,9 @@ def _beyond(o, n, tolerance) -> str:
 
 def _within_spread(o, n, tolerance) -> bool:
     """Whether a move beyond the tolerance is still within the tolerance plus both runs' half-ranges."""
-    noise = _half_range(o) + _half_range(n)
-    return noise > 0 and abs(n["measured"] - o["measured"]) <= tolerance.allowed_move(o["measured"]) + noise
+    allowed = tolerance.allowed_move(o["measured"])
+    noise = min(_half_range(o) + _half_range(n), allowed)  # capped: a very noisy run does not excuse any move
+    return noise > 0 and abs(n["measured"] - o["measured"]) <= allowed + noise
 
 
 def compare(old: dict, new: dict) -> Comparison:
@@ -94,7 +98,7 @@ def compare(old: dict, new: dict) -> Comparison:
             notes.append(f"{where}: value moved {values}, {beyond}, but within both runs' own spread "
                          f"(ranges ±{fmt_value(_half_range(o))} and ±{fmt_value(_half_range(n))}): inconclusive")
             beyond = ""
-        if INCONCLUSIVE in (o["status"], n["status"]):
+        if INCONCLUSIVE in (o["status"], n["status"]) and {o["status"], n["status"]} <= set(JUDGED):
             if o["status"] != n["status"]:
                 notes.append(f"{where}: status {o['status']} -> {n['status']} ({values}): {n['reason']}")
             if beyond:  # the value moved beyond tolerance and both spreads: judged by the value alone

@@ -120,8 +120,10 @@ def checkpoints_of(run_dir) -> list:
 def config_differences(saved: dict, config: TrainConfig) -> list:
     """'field saved vs now' for each field (RUN_ONLY aside) that differs from a checkpoint's args."""
     now = dataclasses.asdict(config)
-    return [f"{k} {saved.get(k, '<absent>')!r} (saved) vs {v!r} (now)" for k, v in now.items()
-            if k not in RUN_ONLY and saved.get(k, "<absent>") != v]
+    # a field newer than the checkpoint counts as its default there (the run trained as the default does)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    was = {k: saved.get(k, defaults.get(k, "<absent>")) for k in now}
+    return [f"{k} {was[k]!r} (saved) vs {v!r} (now)" for k, v in now.items() if k not in RUN_ONLY and was[k] != v]
 
 
 def save_training_checkpoint(path, model, ema, opt, config, step):

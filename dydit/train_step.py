@@ -47,12 +47,13 @@ def learning_rate(step, lr, warmup=0, cosine=False, max_steps=1, min_lr=0.0):
 
 
 def router_noise(step, max_steps, anneal=0.0):
-    """The routers' Gumbel noise scale at `step`: 1, then linear to 0 at max_steps over the last `anneal` fraction
-    of the run (0: 1 throughout, the official recipe), so the training masks end as the eval decision."""
+    """The routers' Gumbel noise scale at `step` (0-based): 1, then linear over the last `anneal` fraction of the
+    run down to 0 at its last step, max_steps - 1 (anneal 0: 1 throughout, the official recipe), so the training
+    masks end as the eval decision."""
     start = max_steps * (1.0 - anneal)
     if anneal <= 0 or step < start:
         return 1.0
-    return max(0.0, 1.0 - (step - start) / (max_steps - start))
+    return max(0.0, 1.0 - (step + 1 - start) / (max_steps - start))
 
 
 def flops_target(step, target, hold=100, warmup=0):

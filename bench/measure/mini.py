@@ -36,7 +36,7 @@ class Mini(Measurement):
         parallel.build_ahead(build.run_config(self.ctx), build.cache_dir(self.ctx), self.ctx.retrain, rows,
                              self.ctx.train_jobs)
 
-    def measure(self, item: Item, ctx) -> float:
+    def measure(self, item: Item, ctx):  # a float, or Measured (the speed-up, over its timing rounds)
         run = self.run()
         if item.metric == METRIC_SPEEDUP:
             return run.speedup(item)

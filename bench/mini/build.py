@@ -123,7 +123,7 @@ def dit(config: MiniConfig, cache, retrain=False):
                           device=config.device)
         result = _train(run, config, folder)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
-                "device": str(run.device or config.device)}
+                "device": str(run.device or config.device), "threads": torch.get_num_threads()}
     artifact = dit_id(config)
     folder, info = _artifact(cache, artifact.name, artifact.key, retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
@@ -155,6 +155,7 @@ def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapt
         seconds = time.perf_counter() - start
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step, "adapter": adapter,
                 "finetune_seconds": round(seconds, 1), "device": str(run.device or config.device),
+                "threads": torch.get_num_threads(),  # trained ahead beside others (bench.mini.parallel): fewer
                 "trainable_parameters": sum(p.numel() for p in trainable_parameters(result.model).values()),
                 # what full fine-tuning trains: every parameter but the fixed sin-cos positional embedding
                 "parameters": sum(p.numel() for p in create_model(model).parameters() if p.requires_grad)}

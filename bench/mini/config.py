@@ -100,10 +100,11 @@ class MiniConfig:
     def router_recipe(self, routers="all") -> dict:
         """The TrainConfig fields of a dynamic model's routers (routers="width", the ablation's TDW only: the
         frozen token routers keep the official bias 35, so they keep every token in training too)."""
+        anneal = {"router_noise_anneal": self.router_noise_anneal}  # every router that learns ends on its eval decision
         if routers == "width":
-            return {}
+            return anneal
         return {"token_router_bias": self.token_router_bias, "token_router_lr_scale": self.token_router_lr_scale,
-                "router_noise_anneal": self.router_noise_anneal}
+                **anneal}
 
     def baseline_fields(self) -> dict:
         """The fields that decide the static models (trained from scratch): all but the fine-tunes' and the device."""

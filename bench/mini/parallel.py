@@ -5,7 +5,8 @@ DiT-Mini trainings run 3.92 step/s together against 3.0 for one at 2 threads; to
     python -m bench run suites/mini.toml                  # jobs: one per CPU core on a CPU, 1 on CUDA
     python -m bench run suites/mini.toml --train-jobs 1   # one at a time, each row's model when it is measured
 
-The static models go first (every fine-tune starts from one), then every fine-tune. A worker trains with
+The static models go first (every fine-tune starts from one; a lone missing one trains in the calling process),
+then every fine-tune whose static model is built. A worker trains with
 bench.mini.build exactly as the measuring process would, so the cache is the same whichever builds it; only the
 thread count differs, which changes float rounding, not the recipe (the spread study's 1 vs 2 threads bounds
 what that moves). Each worker's training log goes to <cache>/logs/<artifact>.log.
@@ -32,13 +33,17 @@ def default_jobs(device) -> int:
 
 def waves(config: MiniConfig, rows: Iterable[Tuple[str, object]]) -> List[list]:
     """[[(model, options) of the static models], [(model, options) of the rest]]: the second wave starts from the
-    first's models. Rows building the same artifact appear once."""
+    first's models. Rows building the same artifact appear once; a row that names no buildable model is left
+    out (its own measurement says why)."""
     from bench.suite import Options
     static, rest, seen = [], [], set()
     for model, options in rows:
         base = (build.config_for(config, model).model, Options())
-        for wave, row in ((static, base), (rest, (model, options))):
-            artifact = build.row_artifact(config, *row)
+        try:
+            ids = [build.row_artifact(config, *base), build.row_artifact(config, model, options)]
+        except ValueError:
+            continue
+        for wave, row, artifact in ((static, base, ids[0]), (rest, (model, options), ids[1])):
             if artifact not in seen:
                 seen.add(artifact)
                 wave.append(row)
@@ -57,38 +62,61 @@ def _build_one(config: MiniConfig, cache, retrain, model, options, log_path):
         build.build_row_model(config, cache, retrain, model, options)
 
 
+def _train_wave(config, cache, retrain, todo, jobs, log) -> int:
+    """Trains `todo` (independent rows) `jobs` at a time in spawned workers -> how many finished. Ctrl-C: the
+    workers checkpoint their step (dydit.train) and the queued trainings are cancelled."""
+    cores = default_jobs("cpu")
+    workers = min(jobs, len(todo))
+    logs = Path(cache) / "logs"
+    log(f"mini: training {len(todo)} model(s), {workers} at a time ({max(1, cores // workers)} thread(s) each; "
+        f"logs in {logs})")
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(max(1, cores // workers),))
+    trained = 0
+    try:
+        futures = {}
+        for model, options in todo:
+            artifact = build.row_artifact(config, model, options)
+            futures[pool.submit(_build_one, config, cache, retrain, model, options,
+                                logs / f"{artifact.name}-{artifact.key}.log")] = build.model_label(model, options)
+        for future in tqdm(as_completed(futures), total=len(futures), desc="mini: training", unit="model"):
+            try:
+                future.result()
+                trained += 1
+            except Exception as e:  # noqa: BLE001 -- the row's own measurement reports it
+                log(f"mini: training {futures[future]} failed ({type(e).__name__}: {e}); its cells will say why")
+    except BaseException:  # Ctrl-C: nothing new starts; the running trainings checkpoint and stop
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return trained
+
+
 def build_ahead(config: MiniConfig, cache, retrain, rows, jobs: int = 0, log=print) -> int:
     """Trains the rows' models that are not in the cache yet, `jobs` at a time (0: default_jobs), each worker
-    with cores // jobs threads -> how many were trained here. With fewer than 2 to train in a wave, or 1 job,
-    nothing happens here: each row's model is built when it is measured. A failed training is left to that
-    row's measurement (it fails there with its own error)."""
+    with cores // jobs threads -> how many were trained here. The static models first (a lone one in this
+    process, so that no two fine-tunes train it at once), then the fine-tunes whose static model is built. With
+    1 job, or a lone fine-tune, each row's model is built when it is measured. A failed training is left to
+    that row's measurement (it fails there with its own error)."""
+    from bench.suite import Options
     device = build.device_of(config)
     jobs = jobs or default_jobs(device)
     if jobs < 2 or retrain is True:  # plain True would rebuild again in the measuring process: no time to compare
         return 0
-    cores = default_jobs("cpu")
+    missing = lambda wave: [row for row in wave if not build.is_built(cache, build.row_artifact(config, *row),
+                                                                      retrain)]  # noqa: E731
+    static, rest = waves(config, rows)
+    todo_static, todo_rest = missing(static), missing(rest)
     trained = 0
-    for wave in waves(config, rows):
-        todo = [row for row in wave if not build.is_built(cache, build.row_artifact(config, *row), retrain)]
-        if len(todo) < 2:
-            continue
-        workers = min(jobs, len(todo))
-        logs = Path(cache) / "logs"
-        log(f"mini: training {len(todo)} model(s), {workers} at a time ({max(1, cores // workers)} thread(s) each; "
-            f"logs in {logs})")
-        context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(max(1, cores // workers),)) as pool:
-            futures = {}
-            for model, options in todo:
-                artifact = build.row_artifact(config, model, options)
-                label = build.model_label(model, options)
-                futures[pool.submit(_build_one, config, cache, retrain, model, options,
-                                    logs / f"{artifact.name}-{artifact.key}.log")] = label
-            for future in tqdm(as_completed(futures), total=len(futures), desc="mini: training", unit="model"):
-                try:
-                    future.result()
-                    trained += 1
-                except Exception as e:  # noqa: BLE001 -- the row's own measurement reports it
-                    log(f"mini: training {futures[future]} failed ({type(e).__name__}: {e}); its cells will say why")
+    if len(todo_static) == 1 and todo_rest:
+        build.build_row_model(config, cache, retrain, *todo_static[0])
+        trained += 1
+    elif len(todo_static) >= 2:
+        trained += _train_wave(config, cache, retrain, todo_static, jobs, log)
+    based = [row for row in todo_rest
+             if build.is_built(cache, build.row_artifact(config, build.config_for(config, row[0]).model, Options()),
+                               retrain)]
+    if len(based) >= 2:
+        trained += _train_wave(config, cache, retrain, based, jobs, log)
     return trained

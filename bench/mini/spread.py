@@ -252,9 +252,9 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
             "baseline_mean": {k: float(np.mean([e[k] for e in evaluations])) for k in QUALITY_KEYS}}
 
 
-def load(path=SPREAD_FILE) -> dict:
-    """The committed study (what the suites' tolerances cite)."""
-    return json.loads(Path(path).read_text())
+def load(path=None) -> dict:
+    """The committed study (what the suites' tolerances cite; path: SPREAD_FILE)."""
+    return json.loads(Path(path or SPREAD_FILE).read_text())
 
 
 def write(study, path=SPREAD_FILE):

@@ -95,8 +95,9 @@ def run(suite_run):
                                                          ev["images"], grid))})
     for name, (_, info) in s.models.items():  # DyDiT++: what each fine-tuning trained, and how long it took
         if "finetune_seconds" in info:
+            threads = f", {info['threads']} thread(s)" if "threads" in info else ""  # trained ahead: beside others
             rows.append(_finite(f"{name}: fine-tuning wall time ({info['trainable_parameters']:,} of "
-                                f"{info['parameters']:,} parameters trained)", info["finetune_seconds"], "s"))
+                                f"{info['parameters']:,} parameters trained{threads})", info["finetune_seconds"], "s"))
     figs.insert(0, {"title": "FLOPs vs mini-FID", "path": str(figures.flops_vs_fid(out / "flops-vs-fid.png", points,
                                                                                   s.floor(len(dit["images"])) if dit else None))})
     dyn = [b for n, (_, b) in s.models.items() if n != "DiT-Mini"]

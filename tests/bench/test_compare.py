@@ -224,6 +224,15 @@ def test_the_gate_does_not_fail_on_a_move_within_both_runs_spread(tmp_path, monk
     result = compare(old, new)
     assert [r.split(":")[0] for r in result.regressions] == ["two / t"]
     assert any(n.startswith("one / t: value moved 2.00 -> 1.30") and "inconclusive" in n for n in result.notes)
+    # a very noisy run does not excuse any move: the spread allowance is capped at the tolerance (0.5)
+    wild = copy.deepcopy(old)
+    cell(wild, "one", "t").update(measured=3.2, spread={"low": 0.0, "high": 9.0, "rounds": 5}, status="inconclusive")
+    assert [r.split(":")[0] for r in compare(old, wild).regressions] == ["one / t"]
+    broken = copy.deepcopy(old)
+    cell(old, "two", "t")["status"] = "inconclusive"
+    cell(broken, "two", "t").update(status="error", measured=None, spread=None, reason="RuntimeError: x")
+    assert [r.split(":")[0] for r in compare(old, broken).regressions] == ["two / t"]  # inconclusive -> error
+    cell(old, "two", "t")["status"] = "pass"
     new2 = copy.deepcopy(old)
     cell(new2, "three", "t").update(status="inconclusive", reason="x")  # a verdict lost to noise: a note
     assert compare(old, new2).ok and any(n.startswith("three / t: status pass -> inconclusive") for n in

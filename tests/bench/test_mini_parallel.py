@@ -42,3 +42,20 @@ def test_one_job_leaves_each_model_to_its_measurement(tmp_path):
     assert parallel.build_ahead(TINY, tmp_path, False, ROWS, jobs=1) == 0
     assert not any(build.is_built(tmp_path, build.row_artifact(TINY, *row)) for row in ROWS)
     assert parallel.default_jobs("cuda") == 1 and parallel.default_jobs("cpu") >= 1
+
+
+def test_a_lone_missing_static_model_trains_first_in_this_process(tmp_path, monkeypatch):
+    """Two fine-tunes of one missing DiT: the DiT is built once, here, before the workers start from it."""
+    import bench.mini.parallel as par
+    waves_trained = []
+    monkeypatch.setattr(par, "_train_wave", lambda config, cache, retrain, todo, jobs, log: waves_trained.append(
+        list(todo)) or 0)
+    rows = [("DyDiT-Mini/2", Options(flops_target=0.5)), ("DiT-Mini/2", Options(finetuned=True))]
+    assert parallel.build_ahead(TINY, tmp_path, False, rows, jobs=2, log=lambda *a: None) == 1
+    assert build.is_built(tmp_path, build.dit_id(TINY))  # the DiT, in this process
+    assert waves_trained == [rows]  # then both fine-tunes, in one wave of workers
+
+
+def test_rows_that_name_no_buildable_model_are_left_to_their_measurement():
+    bad = ("DyDiT-Mini/2", Options())  # a dynamic row without its lambda
+    assert parallel.waves(TINY, [bad, *ROWS[:2]]) == parallel.waves(TINY, ROWS[:2])
