@@ -124,3 +124,12 @@ def bench_speed(session):
     install(session)
     args = session.posargs or ["--model", "DyDiT-XL/2", "--flops-fraction", "0.5"]
     session.run("python", "-m", "bench", "speed", *args)
+
+
+@nox.session(name="device-check", python=PYTHON)
+def device_check(session):
+    """On one CUDA GPU, in minutes: DiT vs DyDiT (fast, masked) calls per λ, batch and precision, the whole DDIM-50
+    loop, every sampler and a short mini training; writes reports/device.{json,html}. `-- --device cpu --quick`
+    runs the same code at tiny size."""
+    install(session, "[mini]")
+    session.run("python", "-m", "bench", "device-check", *session.posargs)

@@ -11,6 +11,7 @@ from dydit.errors import UserError
 from dydit.fileio import sha256_file, write_json_atomic  # noqa: F401  (write_json_atomic: re-exported)
 
 SCHEMA = "dydit-bench-result/1"
+SCHEMA_FAMILY = SCHEMA.rsplit("/", 1)[0] + "/"  # a result of any version; other schemas (device.json) are not results
 
 # Cell statuses. Inconclusive: a value measured over rounds whose range straddles the edge of its band (the
 # difference from the paper is within the measurement's own spread).
@@ -151,8 +152,8 @@ def _malformed(data: dict) -> str:
 
 def result_files(out_dir):
     """The result JSON files in a reports folder. Fails closed: a JSON file there that cannot be parsed, or that
-    says it is a result of another schema, is a ResultError (a gate must not pass by not reading a result);
-    JSON without a "schema" key is someone else's and ignored."""
+    says it is a result of another version (schema dydit-bench-result/N), is a ResultError (a gate must not pass
+    by not reading a result); JSON without a schema of that family (device.json, someone else's) is not a result."""
     if not Path(out_dir).is_dir():
         raise ResultError(f"{out_dir} is not a folder of results: run a suite first (python -m bench run SUITE --out "
                           f"{out_dir})")
@@ -163,7 +164,7 @@ def result_files(out_dir):
         except (OSError, ValueError) as e:
             raise ResultError(f"{path}: unreadable JSON in a reports folder ({type(e).__name__}: {e}): rerun its "
                               f"suite, or move the file away") from e
-        if isinstance(data, dict) and "schema" in data:
-            load_result(path)  # a result of another schema: refused
+        if isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_FAMILY):
+            load_result(path)  # a result of another version: refused
             found.append(path)
     return found

@@ -130,7 +130,8 @@ class DeepCache:
             x = torch.addcmul(x, gate_msa.unsqueeze(1), attn)
             if isinstance(mlp, tuple):  # kept tokens only: add their gated rows
                 idx, rows = mlp
-                x = x.reshape(N * T, D).index_add(0, idx, rows * gate_mlp.index_select(0, idx // T)).reshape(N, T, D)
+                gated = (rows * gate_mlp.index_select(0, idx // T)).to(x.dtype)  # autocast: rows may be bf16
+                x = x.reshape(N * T, D).index_add(0, idx, gated).reshape(N, T, D)
             else:
                 x = torch.addcmul(x, gate_mlp.unsqueeze(1), mlp)
         return model.unpatchify(model.final_layer(x, c))

@@ -298,7 +298,8 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
         out = out * gate
     else:
         out.mul_(gate)
-    return x.reshape(B * T, D).index_add_(0, idx, out).reshape(B, T, D)  # x is this block's own tensor
+    # x is this block's own tensor; under autocast (bf16) the MLP's rows come back in the autocast dtype
+    return x.reshape(B * T, D).index_add_(0, idx, out.to(x.dtype)).reshape(B, T, D)
 
 
 #################################################################################

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from bench.results import (ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, STATUSES, fmt_value, load_result,
                            result_files)
@@ -164,6 +165,26 @@ def index_frame(results: List[dict]) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=columns).sort_values("suite", kind="stable")
 
 
+DEVICE_PARTS = {"calls": "Model calls: DiT vs DyDiT fast vs masked, per λ, batch and precision",
+                "loop": "Whole DDIM loop (scheduler, CFG, VAE decode): s/image ratio per λ",
+                "samplers": "Every sampler on the device", "mini_training": "Mini training on the device"}
+
+
+def render_device(check: dict, out_dir, env=None) -> Path:
+    """Writes <out_dir>/device.html from a device check (bench.device_check)."""
+    env = env or environment()
+    parts = []
+    for name, part in check["parts"].items():
+        frame = pd.DataFrame(part["rows"]).map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+        parts.append({"title": DEVICE_PARTS.get(name, name), "seconds": part["seconds"],
+                      "table": Markup(frame.to_html(index=False, na_rep="—", escape=True, border=0))})
+    html = env.get_template("device.html").render(fp=check["fingerprint"], quick=check["quick"],
+                                                  seconds=check["seconds"], parts=parts)
+    path = Path(out_dir) / "device.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
 def render_index(out_dir, env=None) -> Path:
     """Writes <out_dir>/index.html from every result JSON in out_dir."""
     out_dir = Path(out_dir)
@@ -171,7 +192,8 @@ def render_index(out_dir, env=None) -> Path:
     env = env or environment()
     frame = index_frame(results)
     html = env.get_template("index.html").render(suites=frame.to_dict("records"), statuses=STATUSES,
-                                                 totals=frame[list(STATUSES)].sum().to_dict())
+                                                 totals=frame[list(STATUSES)].sum().to_dict(),
+                                                 device=(out_dir / "device.html").is_file())
     path = out_dir / INDEX
     path.write_text(html, encoding="utf-8")
     return path

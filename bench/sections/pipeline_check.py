@@ -60,26 +60,29 @@ def check(name, value, unit, ok, expected):
     return {"name": name, "value": value, "unit": unit, "ok": bool(ok), "expected": expected}
 
 
-def sampler_rows():
-    """Each sampler a few steps on the random learned-sigma model with CFG: s/image (CPU); ok = finite latents."""
+def sampler_rows(device="cpu", steps=STEPS):
+    """Each sampler a few steps on the random learned-sigma model with CFG: s/image; ok = finite latents."""
     from dydit import sampling
     from dydit.models import randomize_
     from dydit.registry import create_model
-    model = randomize_(create_model(MODEL, input_size=LATENT), std=0.01).eval()
-    velocity = randomize_(create_model(FLOW_MODEL, input_size=LATENT), std=0.01).eval()
+    model = randomize_(create_model(MODEL, input_size=LATENT), std=0.01).eval().to(device)
+    velocity = randomize_(create_model(FLOW_MODEL, input_size=LATENT), std=0.01).eval().to(device)
     rows = []
     for name in sampling.SAMPLERS:
         flow = name in sampling.FLOW_SAMPLERS  # a velocity model (SiT: no learned sigma)
-        label = (f"{name} ({STEPS} steps, CFG {CFG}, {'SiT velocity' if flow else 'learned sigma'}): runs, finite "
-                 f"latents; CPU s/image")
+        label = (f"{name} ({steps} steps, CFG {CFG}, {'SiT velocity' if flow else 'learned sigma'}): runs, finite "
+                 f"latents; {torch.device(device).type.upper()} s/image")
         noise, generators = sampling.noise_for(range(BATCH), 0, (4, LATENT, LATENT))
+        labels = sampling.labels_for(range(BATCH), 0).to(device)
         start = time.perf_counter()
         try:
-            z = sampling.sample_latents(velocity if flow else model, name, noise, sampling.labels_for(range(BATCH), 0), STEPS, generators,
-                                        CFG)
+            z = sampling.sample_latents(velocity if flow else model, name, noise.to(device), labels, steps,
+                                        generators, CFG)
         except Exception as e:  # a failing sampler fails the check; the others still run
             rows.append(check(f"{label} — {type(e).__name__}: {e}", None, "s/image", False, "runs"))
             continue
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = (time.perf_counter() - start) / BATCH
         rows.append(check(label, seconds, "s/image", torch.isfinite(z).all(), "finite"))
     return rows

@@ -6,6 +6,7 @@ offset found by bisection so that the dynamic FLOPs reach the requested fraction
 measured over the very calls that are timed, so realized = speedup / FLOPs ratio is honest whatever
 the calibration reached.
 """
+import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,8 +60,9 @@ def _require_dynamic(model_name):
 
 
 def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=5, device="cpu",
-              seed=0, cache_gb=2.0, log=print) -> SpeedResult:
-    """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring.
+              seed=0, cache_gb=2.0, log=print, timed_under=contextlib.nullcontext) -> SpeedResult:
+    """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring. timed_under: a
+    context (e.g. bf16 autocast) for the timed calls only: the routers are calibrated in fp32 either way.
 
     DiT is the same module with complete_model=True (the plain DiT block, routers not run): the same
     weights and code as a DiT, without a second copy of the model in memory."""
@@ -83,7 +85,7 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30)).prepare(ts)
 
     t_batches = [torch.full((batch,), float(s), device=device) for s in ts]
-    with torch.no_grad():
+    with torch.no_grad(), timed_under():
         rel = max(float((fast(x, t, y) - dydit(x, t, y)).norm() / dydit(x, t, y).norm()) for t in t_batches[:2])
 
         def dit_call(t):
