@@ -224,8 +224,11 @@ class FastDyDiT(nn.Module):
         self._plan.clear()
 
     def _widths_for(self, t) -> Widths:
-        step = float(t[0])
-        if not bool((t == t[0]).all()):
+        # the forward's other host synchronisation (besides one nonzero() per block): t read once, to look up the
+        # width plan (widths depend on t only, and slicing needs them on the host) and check it is one timestep
+        values = t.tolist()
+        step = float(values[0])
+        if any(v != values[0] for v in values):
             raise ValueError("the fast path runs one timestep per batch (width depends on t); got several")
         plan = self.plan
         if step not in plan:
@@ -277,14 +280,16 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     keep = block.token_selection.mlp_head(x).squeeze(-1) > 0 if tokens is None else tokens.bool()  # (B, T)
     if record is not None:
         record.append(_record(block, heads, groups, keep))
-    if bool(keep.all()):  # nothing skipped: no gather
+    B, T, D = x.shape
+    # The one host synchronisation of a block: nonzero() sizes the kept rows on the host (the gather's shape).
+    # Its count also says whether anything is skipped, so no second sync (keep.all()) is needed for that.
+    idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
+    if idx.numel() == B * T:  # nothing skipped: no gather
         h = torch.addcmul(shift_mlp.unsqueeze(1), block.norm2(x), 1 + scale_mlp.unsqueeze(1))
         mlp = active_mlp(block.mlp, h, groups, H, mlp_weights)
         if branches is not None:
             branches.append((attn, mlp))
         return torch.addcmul(x, gate_mlp.unsqueeze(1), mlp)
-    B, T, D = x.shape
-    idx = keep.flatten().nonzero().squeeze(1)  # (M,) rows of the flattened (B*T, D)
     if idx.numel() == 0:
         if branches is not None:
             branches.append((attn, (idx, x.new_zeros(0, D))))
