@@ -19,7 +19,21 @@ def register(subparsers):
                    help="scratch folder; models are cached in WORK_DIR/mini-models, shared with `bench run` (default "
                         "reports/work)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
+    p.add_argument("--families", default="DiT,SiT", type=_families,
+                   help="comma-separated: DiT (the spread, CFG and N: what every tolerance cites) and SiT (its CFG "
+                        "sweep) (default DiT,SiT)")
     p.set_defaults(func=run)
+
+
+def _families(text):
+    import argparse
+
+    from bench.definitions import SPREAD_FAMILY
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or names[0] != SPREAD_FAMILY or not set(names) <= {"DiT", "SiT"} or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected {SPREAD_FAMILY} first, then optionally SiT (e.g. DiT,SiT), got "
+                                         f"{text!r}")
+    return tuple(names)
 
 
 def run(args):
@@ -37,11 +51,12 @@ def run(args):
         build.device_of(config)
     except ValueError as e:
         raise UserError(str(e)) from None
-    command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "")
+    command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "") + \
+        (f" --families {','.join(args.families)}" if args.families != ("DiT", "SiT") else "")
     progress = work_dir / "mini-spread-progress.json"
     try:
-        study = spread.run_study(config, build.cache_dir(Context(work_dir=work_dir)), command=command,
-                                 progress_file=progress)
+        study = spread.run_study(config, build.cache_dir(Context(work_dir=work_dir)), families=args.families,
+                                 command=command, progress_file=progress)
     except KeyboardInterrupt:
         print(f"interrupted: the trained models and finished evaluations are kept ({progress}); run the same "
               f"command again to resume", file=sys.stderr)

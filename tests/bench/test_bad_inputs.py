@@ -123,6 +123,7 @@ CASES = {
     "assets malformed manifest": ["assets", "--manifest", "{tmp}/bad.toml"],
     # suites
     "validate no such suite": ["validate", "nosuch"],
+    "mini-spread without the DiT family first": ["mini-spread", "--families", "SiT"],
     "ls no such suite": ["ls", "nosuch"],
     "run no such suite": ["run", "nosuch", "--out", "{out}"],
     "run out is a file": ["run", "table1", "--out", "{tmp}/file.txt"],
