@@ -19,9 +19,10 @@ TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifie
 
 def tiny_suite(tmp_path):
     text = (SUITES_DIR / "mini.toml").read_text(encoding="utf-8")
-    text = text.replace("steps = 50\n", "steps = 4\n").replace("num_samples = 500\n", "num_samples = 20\n") \
+    text = text.replace("steps = 50\n", "steps = 4\n") \
         .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }") \
         .replace("steps = 50,", "steps = 4,")
+    text = re.sub(r"num_samples = \d+\n", "num_samples = 20\n", text)
     return load_suite(write(tmp_path, text, "mini.toml"))
 
 
@@ -75,7 +76,7 @@ def tiny_table(tmp_path, name):
     text = (SUITES_DIR / name).read_text(encoding="utf-8")
     for steps, few in (("250", 5), ("50", 4), ("20", 3), ("10", 2)):  # distinct: one timing run per sampler
         text = text.replace(f"steps = {steps}", f"steps = {few}")
-    text = text.replace("num_samples = 250\n", "num_samples = 20\n").replace("batch_size = 250", "batch_size = 10")
+    text = re.sub(r"num_samples = \d+\n", "num_samples = 20\n", text).replace("batch_size = 250", "batch_size = 10")
     return load_suite(write(tmp_path, text, name))
 
 
@@ -116,8 +117,9 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_control_and_judges_t
     keep = [r for r in rows if "Mini-64" not in r and ("λ=0.5" in r or "model = \"DiT-" in r)]
     sections = rows[-1][rows[-1].index("[[sections]]"):]
     text = head + "".join("[[rows]]" + r.split("[[sections]]")[0] for r in keep) + sections
-    text = text.replace("steps = 50\n", "steps = 4\n").replace("num_samples = 500\n", "num_samples = 20\n") \
+    text = text.replace("steps = 50\n", "steps = 4\n") \
         .replace("batch_size = 250\n", "batch_size = 10\n")
+    text = re.sub(r"num_samples = \d+\n", "num_samples = 20\n", text)
     result, ctx = run(tmp_path, load_suite(write(tmp_path, text, "scaling-mini.toml")))
     for cell in result["cells"]:
         assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
