@@ -46,6 +46,8 @@ def reproduce_table18(session):
 
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
 SCALING_SUITES = ("suites/scaling.toml", "suites/scaling-mini.toml")
+# the suites with cells in the ci profile (a GPU runner's gate on a push; `python -m bench estimate` sizes it)
+CI_SUITES = ("suites/table1.toml", "suites/table4.toml", "suites/table18.toml")
 TRAINING_SUITES = (*MINI_SUITES, "suites/scaling-mini.toml")  # suites that train models here (--retrain)
 
 
@@ -95,13 +97,24 @@ def reproduce_all(session):
     session.run("python", "-m", "bench", "report", "--out", "reports")
 
 
+@nox.session(name="reproduce-ci", python=PYTHON)
+def reproduce_ci(session):
+    """The ci profile on a GPU runner (a push's gate: params, FLOPs, DDIM-50 s/image ratios, FID-5K; about 20 min
+    on one H100 as estimated from FLOPs: `python -m bench estimate`), then `nox -s gate` compares it."""
+    install(session)
+    for suite in CI_SUITES:
+        session.run("python", "-m", "bench", "run", suite, "--profile", "ci", "--out", "reports", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def gate(session):
     """The GPU runner's regression gate: reports/ against baselines/<this hardware's fingerprint>/ (exit 1 on a
-    regression). `-- accept` stores reports/ as the new baseline instead."""
+    regression). `-- accept` stores reports/ as the new baseline instead; `-- calibrate` then measures the spread
+    of its FID-5K cells (two more seeds) and stores it beside the baseline."""
     install(session)
-    action = session.posargs[0] if session.posargs else "check"
-    session.run("python", "-m", "bench", "baseline", action, "--reports", "reports", "--baselines", "baselines")
+    action, *options = session.posargs or ["check"]
+    session.run("python", "-m", "bench", "baseline", action, "--reports", "reports", "--baselines", "baselines",
+                *options)
 
 
 @nox.session(python=PYTHON)

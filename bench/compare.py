@@ -11,15 +11,18 @@ only beyond the tolerance plus both runs' half-ranges (that allowance capped at 
 noisy run cannot hide any move); beyond the tolerance but within them it is a note (inconclusive). A change
 among pass, fail and inconclusive that involves inconclusive is a note (noise is not a regression); a cell that
 was inconclusive and is now an error or skipped has regressed.
+
+A `measured` cell (no paper number at its setting: the ci profile's FID-5K) is judged here only, within the
+tolerance the runner calibrated for it (bench.baseline: `tolerances`); without one the comparison fails closed.
 """
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List, Optional, Tuple
 
 from bench.definitions import EXACT, HIGHER, LOWER, METRICS, Tolerance
-from bench.results import ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
+from bench.results import ERROR, FAIL, INCONCLUSIVE, MEASURED, PASS, REFERENCE, SKIPPED, ResultError, fmt_value
 
 # lower is worse: losing a measurement (skipped) or breaking one (error) is worse than missing the paper
-RANK = {PASS: 3, INCONCLUSIVE: 2.5, FAIL: 2, SKIPPED: 1, ERROR: 0}
+RANK = {PASS: 3, MEASURED: 3, INCONCLUSIVE: 2.5, FAIL: 2, SKIPPED: 1, ERROR: 0}
 JUDGED = (PASS, FAIL, INCONCLUSIVE)
 BETTER = {LOWER: "lower is better", HIGHER: "higher is better"}
 
@@ -66,8 +69,9 @@ def _within_spread(o, n, tolerance) -> bool:
     return noise > 0 and abs(n["measured"] - o["measured"]) <= allowed + noise
 
 
-def compare(old: dict, new: dict) -> Comparison:
-    """Cell by cell (row, column) of the same suite; timing cells only when both ran on the same device."""
+def compare(old: dict, new: dict, tolerances: Optional[Dict[Tuple[str, str], Tolerance]] = None) -> Comparison:
+    """Cell by cell (row, column) of the same suite; timing cells only when both ran on the same device.
+    tolerances: (row, column) -> the calibrated tolerance of a measured cell (bench.baseline.Calibration)."""
     if old["suite"] != new["suite"]:
         raise ResultError(f"different suites: {old['suite']!r} vs {new['suite']!r}: compare two results of one suite")
     same_device = old["provenance"].get("device") == new["provenance"].get("device")
@@ -87,6 +91,13 @@ def compare(old: dict, new: dict) -> Comparison:
             continue
         compared += 1
         tolerance = Tolerance.from_dict(n.get("tolerance") or o.get("tolerance"))
+        if o["status"] == MEASURED:  # no paper number: only the runner's calibrated spread judges a move
+            tolerance = (tolerances or {}).get((o["row"], o["column"]))
+            if tolerance is None and n["status"] == MEASURED:
+                regressions.append(f"{where}: {fmt_value(o['measured'])} -> {fmt_value(n['measured'])} cannot be "
+                                   "judged: no calibrated spread for this cell (run `python -m bench baseline calibrate` "
+                                   "on this runner; a gate without a tolerance fails closed)")
+                continue
         metric = METRICS.get(n.get("metric") or o.get("metric"))  # the direction, from the metric's definition
         if metric is None:
             notes.append(f"{where}: metric {o.get('metric')!r} is not defined here: any move beyond the tolerance "

@@ -14,7 +14,6 @@ Parts, each isolated (a failure is recorded in its part, the others still run):
 - mini training: DiT-Mini trains a few hundred steps on the device (steps/s, finite loss).
 Written to OUT/device.json and OUT/device.html (linked from the index) with the machine's fingerprint.
 """
-import contextlib
 import dataclasses
 import json
 import math
@@ -26,8 +25,11 @@ from typing import Callable, List, Tuple
 
 import torch
 
+from dydit import sampler_spec
+from dydit.sampling import precision as sampling_precision
+
 LAMBDAS = (0.5, 0.7)
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = sampler_spec.PRECISIONS  # fp32, TF32 matmuls (CUDA), bf16 autocast (dydit.sampling.precision)
 DEVICE_JSON, DEVICE_HTML = "device.json", "device.html"
 
 
@@ -51,18 +53,6 @@ FULL = CheckSize("DyDiT-XL/2", (1, 64), call_steps=5, repeats=5, loop_steps=50, 
                  mini_steps=300)
 QUICK = CheckSize("DyDiT-S/8", (1, 4), call_steps=3, repeats=2, loop_steps=4, loop_vae=False, sampler_steps=2,
                   mini_steps=3)
-
-
-@contextlib.contextmanager
-def precision_mode(name: str, device: str):
-    """fp32; TF32 matmuls (CUDA); or bf16 autocast."""
-    from dydit.sampling import precision
-    if name == "bf16":
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
-            yield
-    else:
-        with precision(name):
-            yield
 
 
 def fingerprint(device: str) -> dict:
@@ -107,7 +97,7 @@ def calls_part(size: CheckSize, device: str, log) -> list:
                 reset()
                 try:
                     r = run_speed(size.model, lam, batch, size.call_steps, size.repeats, device, log=lambda *a: None,
-                                  timed_under=lambda: precision_mode(precision, device))
+                                  timed_under=lambda: sampling_precision(precision, device))
                 except Exception as e:  # noqa: BLE001 -- one precision may not run where others do
                     rows.append({"precision": precision, "lambda": lam, "batch": batch,
                                  "error": f"{type(e).__name__}: {e}"})

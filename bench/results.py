@@ -14,10 +14,12 @@ SCHEMA = "dydit-bench-result/1"
 SCHEMA_FAMILY = SCHEMA.rsplit("/", 1)[0] + "/"  # a result of any version; other schemas (device.json) are not results
 
 # Cell statuses. Inconclusive: a value measured over rounds whose range straddles the edge of its band (the
-# difference from the paper is within the measurement's own spread).
+# difference from the paper is within the measurement's own spread). Measured: a value the paper has no number
+# for at this setting (the `ci` profile's FID-5K): only the regression gate judges it, against the runner's
+# own calibrated baseline (bench.baseline).
 PASS, FAIL, SKIPPED, ERROR, REFERENCE = "pass", "fail", "skipped", "error", "reference"
-INCONCLUSIVE = "inconclusive"
-STATUSES = (PASS, FAIL, INCONCLUSIVE, SKIPPED, ERROR, REFERENCE)
+INCONCLUSIVE, MEASURED = "inconclusive", "measured"
+STATUSES = (PASS, FAIL, INCONCLUSIVE, MEASURED, SKIPPED, ERROR, REFERENCE)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("numpy", "fvcore", "diffusers", "torch-fidelity", "clean-fid")

@@ -16,8 +16,8 @@ from typing import Dict, List, Optional
 from tqdm import tqdm
 
 from bench.measure.base import Context, Group, Item, Measured, Measurement, Skip
-from bench.results import (ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value, provenance,
-                           utc_now)
+from bench.results import (ERROR, FAIL, INCONCLUSIVE, MEASURED, PASS, REFERENCE, SCHEMA, SKIPPED, counts, fmt_value,
+                           provenance, utc_now)
 from bench.definitions import MEASUREMENTS
 from bench.suite import Cell, SectionSpec, Suite
 from dydit.errors import UserError
@@ -62,6 +62,13 @@ class Machine:
         except (ImportError, OSError, ValueError, KeyError) as e:
             manifest, error = None, f"{type(e).__name__}: {e}"
         return cls(cuda_available(), Path(assets_root) if assets_root else None, manifest, error)
+
+    @classmethod
+    def assumed_runner(cls):
+        """A GPU runner with every asset present (what bench.estimate plans for; nothing is checked or read)."""
+        from bench import assets
+        manifest = assets.load_manifest()
+        return cls(True, None, manifest, "", {name: (None, "present", f"{name}: assumed present") for name in manifest})
 
     @property
     def device(self):
@@ -130,6 +137,10 @@ def decide(cell: Cell, profile: str, machine: Machine) -> Decision:
         reason = blocked(cell, profile if profile != AUTO else cell.profiles[0], machine)
         return Decision(cell.row, cell.column, None, reason, "cited" if cell.reference else reason, cell.reference)
     candidates = [p for p in RICHEST_FIRST if p in cell.profiles] if profile == AUTO else [profile]
+    if not candidates:  # auto never chooses the ci profile (a gate's setting): such a cell runs when asked for
+        only = ", ".join(cell.profiles)
+        return Decision(cell.row, cell.column, None, f"runs only in the {only} profile (--profile {only})",
+                        f"{only} profile only")
     for p in candidates:
         if blocked(cell, p, machine) is None:
             return Decision(cell.row, cell.column, p)
@@ -218,7 +229,11 @@ def plan_table(plan: Plan) -> str:
 def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
     """(status, reason) of a measured value against the paper's within the cell's tolerance. With the range its
     rounds gave (spread): pass or fail only when the whole range is inside or outside the band; a range across
-    the band's edge is inconclusive (the difference is within the measurement's own spread)."""
+    the band's edge is inconclusive (the difference is within the measurement's own spread). A baseline cell
+    (no paper number at its setting) is measured, and judged only by the regression gate."""
+    if cell.baseline:
+        return MEASURED, (f"{fmt_value(measured)}: the paper has no number at this setting; `bench baseline check` "
+                          f"compares it with this runner's baseline within its calibrated spread")
     lo, hi = cell.tolerance.band(cell.paper)
     closing = ")" if cell.tolerance.kind == "window" else "]"
     band = f"(-inf, {fmt_value(hi)}]" if math.isinf(lo) else f"[{fmt_value(lo)}, +inf)" if math.isinf(hi) else \

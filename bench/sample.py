@@ -81,7 +81,7 @@ class SampleSpec:
         if self.labels not in sampling.LABELS:
             raise ValueError(f"unknown label mode {self.labels!r}; known: {', '.join(sampling.LABELS)}")
         if self.precision not in sampling.PRECISIONS:
-            raise ValueError(f"precision must be fp32 or tf32, got {self.precision!r}")
+            raise ValueError(f"precision must be one of {', '.join(sampling.PRECISIONS)}, got {self.precision!r}")
         if self.deepcache_interval < 0:
             raise ValueError(f"deepcache_interval must be >= 0 (0 or 1: no cache), got {self.deepcache_interval}")
         if self.num < 1 or self.batch_size < 1:
@@ -273,9 +273,9 @@ def run(spec, out, max_shards=None, device=None, progress=True, timeout_minutes=
     if mine:
         model_fn, vae = build_model_fn(spec, device), build_vae(spec, device)
         remaining = sum(len(spec.shard_indices(s)) for s in todo)
-        with sampling.precision(spec.precision), tqdm(total=remaining, unit="img", disable=not progress or rank != 0,
-                                             desc=f"sampling ({world} rank{'s' * (world > 1)})",
-                                             dynamic_ncols=True) as bar:
+        with sampling.precision(spec.precision, device), tqdm(
+                total=remaining, unit="img", disable=not progress or rank != 0,
+                desc=f"sampling ({world} rank{'s' * (world > 1)})", dynamic_ncols=True) as bar:
             for shard in mine:
                 indices = spec.shard_indices(shard)
                 images, labels = generate(model_fn, vae, spec, indices, device)

@@ -25,7 +25,9 @@ from dydit.train_config import ADAPTERS, ROUTERS
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 NOT_SUITES = {"assets.toml"}  # the asset manifest lives beside the suites; bench.assets reads it
 
-PROFILES = ("smoke", "full")
+# smoke: what a CPU can run (params, FLOPs, timing ratios at tiny cost); ci: a GPU runner's gate on a push (at most
+# 30 min on one GPU: params, FLOPs, the DDIM-50 s/image ratios, FID-5K; bench.estimate); full: the paper's protocol
+PROFILES = ("smoke", "ci", "full")
 DEVICES = ("cuda",)  # what a cell may require; a cell without `device` runs anywhere
 CHECKPOINT = "checkpoint"  # in an `assets` list: the row's own checkpoint asset
 PRECISIONS = sampler_spec.PRECISIONS  # of sampling: TF32 matmuls on or off
@@ -97,7 +99,7 @@ class Cell:
     metric: str
     unit: str
     measure: str
-    paper: float
+    paper: Optional[float]  # None for a baseline cell (no paper number at this setting)
     tolerance: Optional[Tolerance]
     profiles: Tuple[str, ...]
     assets: Tuple[str, ...]  # resolved asset names (CHECKPOINT replaced by the row's checkpoint)
@@ -108,6 +110,9 @@ class Cell:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     fid_reference: str = FID_REFERENCE  # the asset FID, sFID, IS, precision, recall are computed against
     unavailable: str = ""  # why this cell cannot be measured in this checkout yet: it is skipped with this reason
+    # no paper number at this setting (the ci profile's FID-5K): measured, never judged against the paper; the
+    # regression gate compares it with the runner's baseline within the spread `bench baseline calibrate` stored
+    baseline: bool = False
 
     @property
     def kind(self):
@@ -372,7 +377,9 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
     where = f"row '{row.name}', cell '{column.key}'"
     table = value if isinstance(value, dict) else {"paper": value}
     c.only(table, {"paper", "tolerance", "profiles", "assets", "device", "metric", "erratum", "note", "reference",
-                   "sampler", "fid_reference", "unavailable"}, where)
+                   "sampler", "fid_reference", "unavailable", "baseline"}, where)
+    if c.get(table, "baseline", bool, where, default=False):
+        return _baseline_cell(c, table, row, column, row_sampler, known_assets, where)
     paper = c.get(table, "paper", float, where, required=True)
     metric = c.choices(table, "metric", list(METRICS), where, default=column.metric)
     if METRICS[metric].unit != column.unit:
@@ -412,6 +419,34 @@ def _cell(c, value, row: Row, column: Column, row_sampler, known_assets):
                 c.profiles(table, where, default=column.profiles), resolved,
                 c.choices(table, "device", DEVICES, where, default=column.device), reference,
                 c.get(table, "erratum", str, where, default=""), note, sampler, fid_reference, unavailable)
+
+
+def _baseline_cell(c, table, row: Row, column: Column, row_sampler, known_assets, where) -> Cell:
+    """`{ baseline = true, note = "..." }`: a cell with no paper number at its setting (FID-5K of the ci profile).
+    It is measured and shown, never judged against the paper; its tolerance is the spread the runner calibrates
+    (bench.baseline), so it may not give one here."""
+    for key in ("paper", "tolerance", "reference", "metric", "erratum"):
+        if key in table:
+            c.fail(where, key, "a baseline cell has no paper number: the gate judges it against the runner's own "
+                               "calibrated baseline (remove it, or remove `baseline`)")
+    if row.reference:
+        c.fail(where, "baseline", f"every cell of the cited row '{row.name}' is cited")
+    note = c.get(table, "note", str, where)
+    if note is None:
+        c.fail(where, "note", "a baseline cell must say why the paper has no number to judge it against")
+    assets = c.str_list(table, "assets", where, default=column.assets)
+    _check_assets(c, assets, known_assets, where)
+    if CHECKPOINT in assets and row.checkpoint is None:
+        c.fail(where, "assets", f"needs the row's {CHECKPOINT!r} but row '{row.name}' names none")
+    resolved = tuple(row.checkpoint if a == CHECKPOINT else a for a in assets)
+    sampler = SamplerSpec(**{**row_sampler, **column.sampler, **_sampler(c, table, where, known_assets)})
+    fid_reference = c.get(table, "fid_reference", str, where, default=column.fid_reference)
+    _check_assets(c, [fid_reference], known_assets, where, "fid_reference")
+    return Cell(row.name, column.key, column.metric, column.unit, column.measure, None, None,
+                c.profiles(table, where, default=column.profiles), resolved,
+                c.choices(table, "device", DEVICES, where, default=column.device), note=note, sampler=sampler,
+                fid_reference=fid_reference, unavailable=c.get(table, "unavailable", str, where) or
+                row.unavailable.get(column.measure, ""), baseline=True)
 
 
 def _options(c, table, where) -> Options:

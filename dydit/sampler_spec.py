@@ -16,7 +16,7 @@ SDE_LAST_STEP = 0.04  # SiT's default last_step_size: the stride of 250 steps ov
 SDE_DIFFUSION_NORM = 1.0  # SiT's default diffusion_norm
 SAMPLERS = {**DIFFUSION_SAMPLERS, **FLOW_SAMPLERS}
 LABELS = ("uniform", "balanced")
-PRECISIONS = ("fp32", "tf32")
+PRECISIONS = ("fp32", "tf32", "bf16")  # bf16: autocast (the ci profile's FID-5K, bench/estimate.py)
 
 # The paper's sampling setup: the one set of defaults, held by SamplerSpec below.
 DEFAULT_SAMPLER = "ddpm"
@@ -41,7 +41,7 @@ class SamplerSpec:
     num_samples: int = DEFAULT_NUM_SAMPLES
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE  # per process and per shard; also the timed batch of s/image
-    precision: str = DEFAULT_PRECISION  # "tf32" (as DiT's sample_ddp.py) or "fp32"
+    precision: str = DEFAULT_PRECISION  # "tf32" (as DiT's sample_ddp.py), "fp32" or "bf16" (autocast)
     deepcache_interval: int = 0  # N > 1: DeepCache (dydit.deepcache), the whole model every N steps; 0: none
 
     def __post_init__(self):

@@ -41,12 +41,19 @@ SD_VAE_CONFIG = dict(
 
 
 @contextlib.contextmanager
-def precision(name):
-    """TF32 matmuls and convolutions on ("tf32", as DiT's sample_ddp.py) or off ("fp32"), restored after."""
+def precision(name, device="cuda"):
+    """TF32 matmuls and convolutions on ("tf32", as DiT's sample_ddp.py) or off ("fp32"), or bf16 autocast on
+    `device`'s type ("bf16": matmuls and convolutions in bfloat16, the rest fp32); restored after."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
     try:
-        yield
+        if name == "bf16":
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 

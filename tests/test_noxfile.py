@@ -68,3 +68,20 @@ def test_reproduce_scaling_runs_both_scaling_suites_and_retrains_once(monkeypatc
     assert suites_run(session) == ["suites/scaling.toml", "suites/scaling-mini.toml"]
     assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/scaling-mini.toml"]
     assert "DYDIT_RETRAIN_SINCE" in session.env
+
+
+def test_reproduce_ci_runs_the_ci_profile_of_the_suites_that_have_one_and_the_gate_fails_closed(monkeypatch):
+    from bench.cli.estimate import CI_SUITES
+    from bench.suite import load_suite
+    monkeypatch.chdir(ROOT)
+    noxfile = load_noxfile(monkeypatch)
+    session = FakeSession()
+    noxfile.reproduce_ci(session)
+    assert suites_run(session) == list(noxfile.CI_SUITES) == [f"suites/{name}.toml" for name in CI_SUITES]
+    assert all(c[5:7] == ["--profile", "ci"] for c in session.commands)
+    with_ci = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "suites").glob("*.toml") if p.name != "assets.toml"
+                     and any("ci" in cell.profiles for _, cell in load_suite(p).cells()))
+    assert with_ci == sorted(noxfile.CI_SUITES)  # every suite with a ci cell, and no other
+    gate = FakeSession(["check", "--require"])
+    noxfile.gate(gate)
+    assert gate.commands[0][3:5] == ["baseline", "check"] and gate.commands[0][-1] == "--require"

@@ -45,8 +45,29 @@ def test_the_workflows_run_sessions_that_exist_and_the_cpu_one_mirrors_ci():
     called = set()
     for path in WORKFLOWS:
         called |= set(re.findall(r"tools/run_nox\.py -s ([\w-]+)", path.read_text()))
-    assert called == {"assets", "reproduce-all", "gate"} and called <= sessions
+    assert called == {"assets", "reproduce-ci", "reproduce-all", "gate"} and called <= sessions
     gpu = (ROOT / ".github/workflows/gpu-regression.yml").read_text()
     assert "self-hosted" in gpu and "DYDIT_ASSETS" in gpu and "--profile full" in gpu and "upload-artifact" in gpu
     assert "bash .ci/run" in (ROOT / ".github/workflows/cpu.yml").read_text()
     assert "tools/run_nox.py -s tests" in (ROOT / ".ci/run").read_text()
+
+
+def test_pushes_and_pull_requests_run_the_ci_profile_and_the_schedule_runs_the_full_one():
+    import yaml
+    gpu = yaml.safe_load((ROOT / ".github/workflows/gpu-regression.yml").read_text())
+    triggers = gpu[True]  # YAML 1.1 reads the key `on` as True
+    assert set(triggers) == {"push", "pull_request", "schedule", "workflow_dispatch"}
+    ci, full = gpu["jobs"]["ci"], gpu["jobs"]["full"]
+
+    def runs(job):
+        return " ".join(step.get("run", "") for step in job["steps"])
+
+    def events(job):
+        return set(re.findall(r"github\.event_name == '(\w+)'", job["if"]))
+
+    assert events(ci) == {"push", "pull_request"} and events(full) == {"schedule", "workflow_dispatch"}
+    assert "-s reproduce-ci" in runs(ci) and "--profile full" not in runs(ci) and ci["timeout-minutes"] <= 60
+    assert "-s reproduce-all -- --profile full" in runs(full)
+    for job in (ci, full):  # the gate fails closed: no baseline for this runner is a failure, not a pass
+        assert "-s gate -- check --require" in runs(job)
+    assert "head.repo.full_name == github.repository" in ci["if"]  # no fork's code on the self-hosted runner

@@ -45,7 +45,7 @@ def seconds_per_image(item: Item, ctx):
                                        deepcache_interval=s.deepcache_interval)
 
     vae = _vae(ctx, device)
-    with sampling.precision(precision):
+    with sampling.precision(precision, device):
         run(min(steps, WARMUP_STEPS))  # warm-up: kernels, allocator, (FastDyDiT) sliced-weight cache
         median, times = median_seconds(lambda: run(steps), repeats=REPEATS, warmup=0, device=device)
         latents = run(1)

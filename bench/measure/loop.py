@@ -157,7 +157,7 @@ class Loop(Measurement):
             self._vae = (None, 0.0, "none: the mini samples pixels") if pixels else timing_vae(ctx.device)
         decode, decode_gmacs, vae_note = self._vae
         self.record.decode, self.record.decode_gmacs = decode, decode_gmacs
-        with precision(setup.precision):
+        with precision(setup.precision, ctx.device):
             timings = time_loops(paths, setup, CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
                                  decode_s=self._decode_s.get(setup.batch_size))
         self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s

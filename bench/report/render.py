@@ -8,13 +8,13 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from bench.results import (ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, STATUSES, fmt_value, load_result,
-                           result_files)
+from bench.results import (ERROR, FAIL, INCONCLUSIVE, MEASURED, PASS, REFERENCE, SKIPPED, STATUSES, fmt_value,
+                           load_result, result_files)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INDEX = "index.html"
-STATUS_TEXT = {PASS: "✓ pass", FAIL: "✗ fail", INCONCLUSIVE: "? inconclusive", SKIPPED: "– skipped", ERROR: "! error",
-               REFERENCE: "cited"}
+STATUS_TEXT = {PASS: "✓ pass", FAIL: "✗ fail", INCONCLUSIVE: "? inconclusive", MEASURED: "• measured",
+               SKIPPED: "– skipped", ERROR: "! error", REFERENCE: "cited"}
 # matplotlib colours of the plot: the paper's points and ours
 PAPER_COLOUR, OURS_COLOUR = "#5f6368", "#d93025"
 

@@ -1,4 +1,4 @@
-"""The GPU runner's regression gate: reports/ against baselines/<fingerprint>/ (bench/baseline.py)."""
+"""The GPU runner's regression gate: reports/ against baselines/<fingerprint>/<profile>/ (bench/baseline.py)."""
 import copy
 import json
 
@@ -30,8 +30,9 @@ def reports_with(tmp_path, result, name="reports"):
 def test_accept_then_check_passes_and_a_planted_regression_fails(tmp_path, run_result, capsys):
     baselines = tmp_path / "baselines"
     assert cli("baseline", "accept", "--reports", reports_with(tmp_path, run_result), "--baselines", baselines) == 0
-    (stored,) = baselines.glob("*/*.json")
-    assert stored.parent.name == baseline.fingerprint(run_result) and "torch" in stored.parent.name
+    (stored,) = baselines.glob("*/*/*.json")
+    assert stored.parent.parent.name == baseline.fingerprint(run_result) and "torch" in stored.parent.parent.name
+    assert stored.parent.name == "smoke"  # a ci run is never compared with another profile's baseline
 
     same = reports_with(tmp_path, copy.deepcopy(run_result), "same")
     assert cli("baseline", "check", "--reports", same, "--baselines", baselines) == 0

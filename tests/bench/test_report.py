@@ -80,7 +80,7 @@ def test_index_lists_every_suite_with_counts_and_links(tmp_path, monkeypatch):
     html = render_index(out).read_text(encoding="utf-8")
     assert 'href="table1.html"' in html and 'href="table4.html"' in html and "other-tool" not in html
     n = result["counts"]
-    assert n == {"pass": 7, "fail": 1, "inconclusive": 0, "skipped": 22, "error": 0, "reference": 53}
+    assert n == {"pass": 7, "fail": 1, "inconclusive": 0, "measured": 0, "skipped": 22, "error": 0, "reference": 53}
     assert f">{2 * n['reference']}</th>" in html  # totals over both suites
     assert "7 of 8 judged cells held; not: DiT-L / params" in html  # what held, per suite
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from bench.measure.base import Context, Skip
-from bench.results import ERROR, FAIL, INCONCLUSIVE, PASS, REFERENCE, SKIPPED, load_result, write_json_atomic
+from bench.results import ERROR, FAIL, INCONCLUSIVE, MEASURED, PASS, REFERENCE, SKIPPED, load_result, write_json_atomic
 from bench.runner import blocked, run_suite
 from bench.suite import load_suite
 from tests.bench.runner_helpers import FAKE_SUITE, MINI, install_fake, install_section, machine, write
@@ -32,7 +32,7 @@ def test_a_cell_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
     assert cells["two"]["measured"] is None and cells["one"]["measured"] == 1.005
     assert "outside [2.97, 3.03]" in cells["three"]["reason"]
     assert ("three", "fake") in calls and ("three", "fake_s") in calls  # the run went on after the error
-    assert result["counts"] == {PASS: 4, FAIL: 1, INCONCLUSIVE: 0, SKIPPED: 0, ERROR: 1, REFERENCE: 1}
+    assert result["counts"] == {PASS: 4, FAIL: 1, INCONCLUSIVE: 0, MEASURED: 0, SKIPPED: 0, ERROR: 1, REFERENCE: 1}
 
 
 @pytest.mark.parametrize("returned, words", [(float("nan"), "expected a finite number"), ("2", "'2'"),

@@ -196,7 +196,7 @@ MALFORMED = {
     "sampler not a table": ("sampler = { batch_size = 16 }", 'sampler = "ddim"', "column 'fid'", "sampler",
                             "expected a table"),
     "unknown precision": ('precision = "fp32"', 'precision = "fp16"', "row 'DiT-XL', cell 'fid': sampler",
-                          "precision", "unknown precision 'fp16' (known: fp32, tf32)"),
+                          "precision", "unknown precision 'fp16' (known: fp32, tf32, bf16)"),
     "unknown reference": ('fid_reference = "adm-ref-imagenet256"', 'fid_reference = "adm-ref-imagenet512"',
                           "row 'DiT-XL', cell 'fid'", "fid_reference", "unknown asset 'adm-ref-imagenet512'"),
     # sections: only the project's own modules

@@ -5,7 +5,7 @@ import torch
 
 from dydit import sampling
 from dydit.weights import CheckpointError
-from dydit.models import randomize_
+from dydit.models import DiT, randomize_
 from dydit.registry import create_model
 
 LATENT = 8
@@ -228,3 +228,23 @@ def test_precision_switches_tf32_and_restores_it():
     with pytest.raises(RuntimeError), sampling.precision("tf32"):
         raise RuntimeError("restored on the way out too")
     assert flags() == before
+
+
+def test_bf16_autocasts_the_model_and_samples_close_to_fp32():
+    """precision("bf16"): matmuls in bfloat16 under autocast on the given device, TF32 off, the sample finite and
+    near the fp32 one (a tiny DiT, DDIM-4)."""
+    torch.manual_seed(0)
+    model = randomize_(DiT(input_size=8, patch_size=4, in_channels=4, hidden_size=32, depth=2, num_heads=2,
+                           num_classes=10)).eval()  # DiT zero-initializes its output layer: nothing to round
+    noise = torch.randn(2, 4, 8, 8)
+    labels = torch.tensor([1, 2])
+    out = {}
+    for mode in ("fp32", "bf16"):
+        with sampling.precision(mode, "cpu"):
+            assert torch.is_autocast_enabled("cpu") == (mode == "bf16")
+            out[mode] = sampling.sample_latents(model, "ddim", noise, labels, 4, cfg_scale=1.5, null_class=10)
+    assert out["bf16"].dtype == torch.float32 and torch.isfinite(out["bf16"]).all()
+    assert (out["bf16"] - out["fp32"]).abs().max() < 0.1 and not torch.equal(out["bf16"], out["fp32"])
+    with pytest.raises(ValueError, match="unknown precision"):
+        with sampling.precision("fp16"):
+            pass
