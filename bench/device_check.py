@@ -10,6 +10,8 @@ Parts, each isolated (a failure is recorded in its part, the others still run):
   with CFG, in each precision: s/call (CUDA events after a warm-up), the FLOPs ratio of the same calls, the
   speed-up, realized = speed-up / FLOPs ratio, the peak memory of the calls;
 - loop: the whole DDIM-50 loop (scheduler, CFG, VAE decode) of DiT and the fast path, ratio per λ;
+- compile: the fast path eager vs torch.compile of its attention core (default; reduce-overhead = CUDA graphs)
+  at λ=0.5, the sampling batch, bf16 (CUDA only): what the option's default is to be chosen by;
 - samplers: every sampler runs a few images on the device (finite latents);
 - mini training: DiT-Mini trains a few hundred steps on the device (steps/s, finite loss).
 Written to OUT/device.json and OUT/device.html (linked from the index) with the machine's fingerprint.
@@ -48,7 +50,8 @@ class CheckSize:
 
 # DiT's sample_ddp.py samples 32 images per GPU, 64 rows with CFG. Time on one GPU, estimated (never run on one):
 # 12 call configurations (3 precisions x 2 λ x 2 batches) of 5 timesteps x 5 rounds x 3 paths, the batch-64 ones
-# ~0.3 s per fp32 XL call (118.7 GMACs x 64 rows at ~50 TFLOP/s): ~3 min; the loop, samplers and mini: ~1 min
+# ~0.3 s per fp32 XL call (118.7 GMACs x 64 rows at ~50 TFLOP/s): ~3 min; the loop, samplers and mini: ~1 min; compile
+# (3 runs at batch 64 in bf16, inductor compiling the attention core twice): ~1-2 min
 FULL = CheckSize("DyDiT-XL/2", (1, 64), call_steps=5, repeats=5, loop_steps=50, loop_vae=True, sampler_steps=10,
                  mini_steps=300)
 QUICK = CheckSize("DyDiT-S/8", (1, 4), call_steps=3, repeats=2, loop_steps=4, loop_vae=False, sampler_steps=2,
@@ -124,6 +127,28 @@ def loop_part(size: CheckSize, device: str, log) -> list:
     return rows
 
 
+def compile_part(size: CheckSize, device: str, log) -> list:
+    """The fast path eager and with each compile mode (dydit.fast.COMPILE_MODES; reduce-overhead adds CUDA graphs)
+    at λ=0.5, the largest batch, bf16: what chooses the default, off until this has run on a GPU."""
+    from bench.timing.speed import run_speed
+    from dydit.fast import COMPILE_MODES
+    if torch.device(device).type != "cuda":
+        return [{"compile_mode": "-", "skipped": "measured on CUDA only (inductor on a CPU compiles C++ kernels "
+                                                 "for minutes; the tests check the compiled path equals the plain)"}]
+    rows = []
+    for mode in (None, *COMPILE_MODES[:2]):
+        log(f"  compile: {mode or 'eager'}, λ=0.5, batch {size.batches[-1]}, bf16")
+        try:
+            r = run_speed(size.model, 0.5, size.batches[-1], size.call_steps, size.repeats, device,
+                          log=lambda *a: None, timed_under=lambda: sampling_precision("bf16", device), compile_mode=mode)
+        except Exception as e:  # noqa: BLE001 -- one mode may fail where others run
+            rows.append({"compile_mode": mode or "eager", "error": f"{type(e).__name__}: {e}"})
+            continue
+        rows.append({"compile_mode": mode or "eager", "dit_s": r.dit_s, "fast_s": r.dydit_s, "speedup": r.speedup,
+                     "realized": r.realized, "fast_vs_masked_rel_diff": r.max_rel_diff_fast_vs_masked})
+    return rows
+
+
 def samplers_part(size: CheckSize, device: str, log) -> list:
     """Every sampler, a few images of a small random model on the device: finite latents."""
     from bench.sections.pipeline_check import sampler_rows
@@ -157,7 +182,7 @@ def run_check(device: str, quick: bool, work, log=print) -> dict:
            "quick": quick, "parts": {}}
     parts: List[Tuple[str, Callable[[], list]]] = [
         ("calls", lambda: calls_part(size, device, log)), ("loop", lambda: loop_part(size, device, log)),
-        ("samplers", lambda: samplers_part(size, device, log)),
+        ("compile", lambda: compile_part(size, device, log)), ("samplers", lambda: samplers_part(size, device, log)),
         ("mini_training", lambda: mini_training_part(size, device, log, work))]
     for name, part in parts:
         log(f"{name}...")

@@ -33,6 +33,10 @@ from dydit.models import BlockMasks, DiTBlock, DyDiT, cfg_forward
 Widths = List[Tuple[Tuple[int, ...], Tuple[int, ...]]]
 
 DEFAULT_CACHE_BYTES = 2 << 30  # sliced weights kept beyond the model's own (bench speed --cache-gb: the curve)
+# torch.compile modes of the attention core (its shapes are fixed by the width plan; the token MLP's row count is
+# data-dependent and stays eager). "reduce-overhead" is inductor with CUDA graphs. Off by default: no GPU has
+# measured them yet (bench speed --compile, bench device-check).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 TRAIN_MODE_ERROR = ("FastDyDiT is an inference path: call model.eval() first (train mode drops labels at random "
                     "and samples Gumbel masks)")
 
@@ -103,8 +107,13 @@ class Stamp:
 class FastDyDiT(nn.Module):
     """Inference wrapper of a DyDiT that skips inactive heads, channel groups and tokens."""
 
-    def __init__(self, model: DyDiT, cache_bytes: int = DEFAULT_CACHE_BYTES):
+    def __init__(self, model: DyDiT, cache_bytes: int = DEFAULT_CACHE_BYTES, compile_mode: Optional[str] = None,
+                 compile_backend: str = "inductor"):
+        """compile_mode: torch.compile the attention core (COMPILE_MODES; None: eager); compile_backend: the
+        torch.compile backend (inductor; the tests use aot_eager, which traces the same graph without codegen)."""
         super().__init__()
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile_mode {compile_mode!r}; known: {', '.join(COMPILE_MODES)} or None")
         unmerged = unmerged_static_lora(model)
         if unmerged:  # the fast path slices nn.Linear weights: an unmerged LoRA's update would be dropped
             raise ValueError(f"static LoRA is not merged ({unmerged[0]}, ...): call dydit.lora.merge_static_lora("
@@ -118,6 +127,10 @@ class FastDyDiT(nn.Module):
         self._stamps: Dict[int, Stamp] = {}  # id(module) -> the weights its cached slices were made from
         self._cached_bytes = 0
         self._chosen: Optional[set] = None  # after prepare(): the (id(module), active) keys to cache
+        self.compile_mode = compile_mode
+        # dynamic=True: one graph for every head count (a symbolic k), not one compile per width pattern
+        self._attention_core = attention_core if compile_mode is None else torch.compile(
+            attention_core, mode=compile_mode, dynamic=True, fullgraph=True, backend=compile_backend)
 
     @property
     def plan(self) -> Dict[float, Widths]:
@@ -175,7 +188,8 @@ class FastDyDiT(nn.Module):
             heads, groups = widths[i]
             x = fast_block(block, x, c, widths[i], tokens, record,
                            self._sliced(block.attn, heads, sliced_attention_weights, always=True),
-                           self._sliced(block.mlp, groups, sliced_mlp_weights), branches)
+                           self._sliced(block.mlp, groups, sliced_mlp_weights), branches,
+                           None if self.compile_mode is None else self._attention_core)
         return model.unpatchify(model.final_layer(x, c))
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=3):
@@ -261,19 +275,20 @@ def runs(indices: Sequence[int]) -> List[Tuple[int, int]]:
 
 
 def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=None, mlp_weights=None,
-               branches=None):
+               branches=None, core=None):
     """A DyDiT block on x (B, T, D) that computes only active heads, channel groups and tokens.
 
     attention_weights / mlp_weights: sliced_*_weights of the active heads / groups, if the caller
     keeps them cached (otherwise attention slices per call and the MLP uses views). branches: a list
     that receives (attention, MLP) outputs before their gates: attention (B, T, D); the MLP's (B, T, D),
-    or (row indices of the flattened (B*T, D), outputs (M, D)) when tokens were skipped."""
+    or (row indices of the flattened (B*T, D), outputs (M, D)) when tokens were skipped. core: a compiled
+    attention_core, for every head count (full width too); None: eager, the module itself at full width."""
     heads, groups = widths
     H = block.attn.num_heads  # the MLP hidden is split into H channel groups
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, dim=1)
     # addcmul: modulate and gated residual in one pass each (x * (1 + scale) + shift; x + gate * out)
     h = torch.addcmul(shift_msa.unsqueeze(1), block.norm1(x), 1 + scale_msa.unsqueeze(1))
-    attn = active_attention(block.attn, h, heads, attention_weights)
+    attn = active_attention(block.attn, h, heads, attention_weights, core)
     x = torch.addcmul(x, gate_msa.unsqueeze(1), attn)
 
     # token selection on the post-attention residual; the MLP runs on kept tokens only
@@ -341,15 +356,34 @@ def sliced_attention_weights(attn, heads, num_heads=None):
     return qkv.weight.index_select(0, rows), qkv.bias.index_select(0, rows), proj.weight.index_select(1, cols)
 
 
-def active_attention(attn, h, heads, weights=None):
-    """Attention of the active heads only, h (B, T, D) -> (B, T, D); weights from sliced_attention_weights."""
-    if len(heads) == attn.num_heads:
+def attention_core(h, qkv_w, qkv_b, proj_w, proj_b, head_dim: int):
+    """Attention over the heads whose weights are given (sliced or whole), h (B, T, D) -> (B, T, D): tensors
+    only, its shapes fixed by the width plan (what FastDyDiT's compile_mode compiles)."""
+    B, T, _ = h.shape
+    k = qkv_w.shape[0] // (3 * head_dim)
+    qkv = F.linear(h, qkv_w, qkv_b).reshape(B, T, 3, k, head_dim).permute(2, 0, 3, 1, 4)
+    o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, T, k * head_dim)
+    return F.linear(o, proj_w, proj_b)
+
+
+def active_attention(attn, h, heads, weights=None, core=None):
+    """Attention of the active heads only, h (B, T, D) -> (B, T, D); weights from sliced_attention_weights.
+    core: a compiled attention_core to run the non-adapted cases with (full width included)."""
+    adapted = isinstance(attn.qkv, TDLoRALinear)
+    full = len(heads) == attn.num_heads
+    if core is not None and not adapted:
+        qkv, proj = _base(attn.qkv), _base(attn.proj)
+        qkv_w, qkv_b, proj_w = (qkv.weight, qkv.bias, proj.weight) if full else \
+            weights if weights is not None else sliced_attention_weights(attn, heads)
+        return core(h, qkv_w, qkv_b, proj_w, proj.bias, attn.head_dim)
+    if full:
         return attn(h)
     qkv_w, qkv_b, proj_w = weights if weights is not None else sliced_attention_weights(attn, heads)
+    if not adapted:
+        return attention_core(h, qkv_w, qkv_b, proj_w, _base(attn.proj).bias, attn.head_dim)
     B, T, _ = h.shape
     k, hd = len(heads), attn.head_dim
-    adapted = isinstance(attn.qkv, TDLoRALinear)
-    rows, cols = _head_indices(attn, heads) if adapted else (None, None)
+    rows, cols = _head_indices(attn, heads)
     qkv = _adapted(attn.qkv, h, F.linear(h, qkv_w, qkv_b), rows=rows)
     qkv = qkv.reshape(B, T, 3, k, hd).permute(2, 0, 3, 1, 4)
     o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, T, k * hd)  # (B, T, k hd)

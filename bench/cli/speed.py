@@ -35,6 +35,10 @@ def register(subparsers):
                       help=f"a CI check in ~1-2 min on a CPU: --loop --check with {QUICK}")
     loop.add_argument("--min-realized", type=types.non_negative_float, default=None,
                       help="exit 1 when a fast path's realized speedup is below this (a CI gate)")
+    p.add_argument("--compile", default=None, metavar="MODE",
+                   help="calls only: torch.compile the fast path's attention core with this mode (dydit.fast."
+                        "COMPILE_MODES: default, reduce-overhead = with CUDA graphs, max-autotune); default off "
+                        "until a GPU has measured it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -62,6 +66,12 @@ def run(args):
         args.loop, args.check = True, True
         for key, value in QUICK.items():
             setattr(args, key, value)
+    if args.compile is not None:
+        from dydit.fast import COMPILE_MODES
+        if args.compile not in COMPILE_MODES:
+            raise UserError(f"--compile {args.compile!r}: give one of {', '.join(COMPILE_MODES)}")
+        if args.loop:
+            raise UserError("--compile times single calls: drop --loop (or --quick, which times loops)")
     return run_loop(args, log) if args.loop else run_calls(args, log)
 
 
@@ -107,7 +117,7 @@ def run_calls(args, log):
     if args.cache_gb and len(args.cache_gb) > 1:
         raise UserError("--cache-gb takes one budget per call timing; several (a curve) go with --loop")
     r = run_speed(args.model, args.flops_fraction, args.batch or 2, args.steps or 10, repeats, _device(args),
-                  args.seed, (args.cache_gb or [2.0])[0], log)
+                  args.seed, (args.cache_gb or [2.0])[0], log, compile_mode=args.compile)
     if args.json:
         print(json.dumps(as_dict(r)))
         return 0

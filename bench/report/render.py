@@ -167,7 +167,8 @@ def index_frame(results: List[dict]) -> pd.DataFrame:
 
 DEVICE_PARTS = {"calls": "Model calls: DiT vs DyDiT fast vs masked, per λ, batch and precision",
                 "loop": "Whole DDIM loop (scheduler, CFG, VAE decode): s/image ratio per λ",
-                "samplers": "Every sampler on the device", "mini_training": "Mini training on the device"}
+                "samplers": "Every sampler on the device", "mini_training": "Mini training on the device",
+                "compile": "torch.compile / CUDA graphs of the attention core (off by default)"}
 
 
 def render_device(check: dict, out_dir, env=None) -> Path:

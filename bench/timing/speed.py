@@ -60,7 +60,8 @@ def _require_dynamic(model_name):
 
 
 def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=5, device="cpu",
-              seed=0, cache_gb=2.0, log=print, timed_under=contextlib.nullcontext) -> SpeedResult:
+              seed=0, cache_gb=2.0, log=print, timed_under=contextlib.nullcontext,
+              compile_mode=None) -> SpeedResult:
     """Times DiT, DyDiT fast and DyDiT masked over the same K calls; see the module docstring. timed_under: a
     context (e.g. bf16 autocast) for the timed calls only: the routers are calibrated in fp32 either way.
 
@@ -82,7 +83,8 @@ def run_speed(model_name="DyDiT-XL/2", fraction=0.5, batch=2, steps=10, repeats=
     calibrate(trial, ts, x[:1], y[:1], fraction)
     measured = run_fraction(trial, ts, x, y)  # over the timed batch itself
     log(f"  dynamic FLOPs over the timed calls: {measured:.3f} of DiT")
-    fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30)).prepare(ts)
+    # compile_mode (dydit.fast.COMPILE_MODES): compiled on the equality check's calls below, before any timing
+    fast = FastDyDiT(dydit, cache_bytes=int(cache_gb * 2**30), compile_mode=compile_mode).prepare(ts)
 
     t_batches = [torch.full((batch,), float(s), device=device) for s in ts]
     with torch.no_grad(), timed_under():

@@ -22,6 +22,8 @@ def test_device_check_quick_on_the_cpu_measures_every_part(tmp_path, capsys):
         assert r["fast_vs_masked_rel_diff"] < (1e-5 if r["precision"] == "fp32" else 2e-2)
     loop = check["parts"]["loop"]["rows"]
     assert [r["lambda"] for r in loop] == [0.5, 0.7] and all(0 < r["flops_ratio"] < 1 for r in loop)
+    (compiled,) = check["parts"]["compile"]["rows"]  # CUDA only: on the CPU it says so
+    assert compiled["skipped"].startswith("measured on CUDA only")
     samplers = check["parts"]["samplers"]["rows"]
     assert len(samplers) >= 5 and all(r["ok"] for r in samplers)
     (mini,) = check["parts"]["mini_training"]["rows"]

@@ -403,3 +403,29 @@ def test_fast_equals_masked_with_td_lora(model, seed):
                                                   token_masks=[mk.tokens for mk in masks])
             assert rel_err(out, ref) <= 1e-5
     assert rel_err(ref, base) > 1e-3, "the adapters must change the output for the test to mean anything"
+
+
+def test_compiled_attention_equals_the_plain_fast_path_on_every_width(model):
+    """compile_mode (off by default): the attention core traced by torch.compile (aot_eager: the same graph as
+    inductor's, without codegen, so the test takes seconds) gives the plain fast path's output at every width,
+    full width included; one graph serves every head count (dynamic shapes)."""
+    import torch._dynamo
+    m = calibrated_routers(model)
+    x, _, y = inputs(batch=2)
+    steps = (999.0, 500.0, 0.0)
+    plain = FastDyDiT(m).prepare(steps)
+    assert plain.compile_mode is None  # default off: no GPU has measured it
+    torch._dynamo.reset()
+    compiled = FastDyDiT(m, compile_mode="reduce-overhead", compile_backend="aot_eager").prepare(steps)
+    heads_seen = set()
+    for step in steps:
+        t = torch.full((2,), step)
+        heads_seen |= {len(h) for h, _ in plain.plan.get(step) or width_plan(m, [step])[step]}
+        with torch.no_grad():
+            assert torch.allclose(compiled(x, t, y), plain(x, t, y), rtol=1e-5, atol=1e-6)
+    # several head counts ran through the compiled core, in at most two graphs (dynamic shapes): the whole weights
+    # (parameters) and every sliced width, not one compile per width pattern
+    assert len(heads_seen) > 2, heads_seen
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
+    with pytest.raises(ValueError, match="unknown compile_mode"):
+        FastDyDiT(m, compile_mode="fastest")
