@@ -1,0 +1,142 @@
+"""DyFLUX (dydit/flux.py): token routers on diffusers' FLUX transformer. The masked path is diffusers' FLUX when
+every token is kept, the compute-skipping path equals the masked one (CFG batch, mixed masks), and the public
+release's checkpoint layout loads and computes what the release's inference code computes."""
+import pytest
+import torch
+from diffusers import FluxTransformer2DModel
+
+from dydit.flux import FluxTokenRouter, add_token_routers, dyflux_forward, load_release_checkpoint
+
+CONFIG = dict(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2, attention_head_dim=16,
+              num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 6, 6))
+N, L = 16, 4  # image tokens (a 4 x 4 grid of packed latents), text tokens
+
+
+def flux(seed=0, router_bias=0.0):
+    torch.manual_seed(seed)
+    model = add_token_routers(FluxTransformer2DModel(**CONFIG)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # diffusers zero-initializes nothing here, but make every layer matter
+            p.add_(torch.randn_like(p) * 0.05)
+        for block in [*model.transformer_blocks, *model.single_transformer_blocks]:
+            block.token_selection.router.bias.fill_(router_bias)  # 0: about half the tokens kept
+    return model
+
+
+def inputs(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    img_ids = torch.stack([torch.zeros(N), rows.flatten(), cols.flatten()], dim=1).float()
+    return dict(hidden_states=torch.randn(batch, N, 8, generator=g),
+                encoder_hidden_states=torch.randn(batch, L, 32, generator=g),
+                pooled_projections=torch.randn(batch, 16, generator=g),
+                timestep=torch.full((batch,), 0.7), img_ids=img_ids, txt_ids=torch.zeros(L, 3))
+
+
+def test_with_every_token_kept_the_masked_path_is_diffusers_flux():
+    model, x = flux(), inputs()
+    ones = [torch.ones(2, N)] * 4
+    with torch.no_grad():
+        ours = dyflux_forward(model, **x, token_masks=ones)
+        theirs = model(**x).sample
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_the_fast_path_equals_the_masked_path_with_its_routers_on_a_cfg_batch():
+    model, x = flux(), inputs(batch=2)
+    x = {k: torch.cat([v, v]) if k not in ("img_ids", "txt_ids") else v for k, v in x.items()}  # [cond; cond]-like
+    x["encoder_hidden_states"][2:] = 0.0  # the unconditional half: an empty prompt's embedding
+    record_masked, record_fast = [], []
+    with torch.no_grad():
+        masked = dyflux_forward(model, **x, record=record_masked)
+        fast = dyflux_forward(model, **x, fast=True, record=record_fast)
+    assert torch.allclose(fast, masked, atol=1e-5)
+    kept = torch.stack([m.mean() for m in record_masked])
+    assert 0 < float(kept.mean()) < 1, "the routers at bias 0 should drop some tokens"
+    assert all(torch.equal(a, b) for a, b in zip(record_masked, record_fast))  # the same tokens kept
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_fast_path_equals_the_masked_path_on_mixed_masks(seed):
+    """Per block: one sample keeping nothing, one everything, the others at random."""
+    model, x = flux(seed), inputs(batch=3, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    masks = []
+    for _ in range(4):
+        m = (torch.rand(3, N, generator=g) > 0.5).float()
+        m[0], m[1] = 0.0, 1.0
+        masks.append(m)
+    with torch.no_grad():
+        masked = dyflux_forward(model, **x, token_masks=masks)
+        fast = dyflux_forward(model, **x, token_masks=masks, fast=True)
+    assert torch.allclose(fast, masked, atol=1e-5)
+
+
+def release_single_block(block, hidden_states, temb, rotary, text_len):
+    """The release's FluxSingleTransformerBlock.forward at inference (DyFLUX/flux_models/transformer_flux_dyn.py),
+    on diffusers' modules: kept image rows gathered by nonzero(), run through proj_mlp and proj_out with their
+    attention output, scattered into zeros; then residual + gate * (text, image)."""
+    img_len = hidden_states.shape[1] - text_len
+    residual = hidden_states
+    ff_output_img = torch.zeros(hidden_states.shape[0] * img_len, hidden_states.shape[-1])
+    norm_hidden_states, gate = block.norm(hidden_states, emb=temb)
+    attn_output = block.attn(hidden_states=norm_hidden_states, image_rotary_emb=rotary)
+    token_mask = block.token_selection.logits(hidden_states[:, text_len:], temb, hidden_states[:, :text_len])
+    token_mask = (token_mask.sigmoid() > 0.5).float()
+    text, img = norm_hidden_states[:, :text_len], norm_hidden_states[:, text_len:]
+    text = block.proj_out(torch.cat([attn_output[:, :text_len], block.act_mlp(block.proj_mlp(text))], dim=2))
+    token_idx = token_mask.reshape(-1).nonzero()[:, 0]
+    if token_idx.numel() > 0:
+        img = block.act_mlp(block.proj_mlp(img.reshape(-1, img.shape[-1])[token_idx]))
+        img_attn_out = attn_output[:, text_len:].reshape(-1, attn_output.shape[-1])[token_idx]
+        ff_output_img[token_idx] = block.proj_out(torch.cat([img_attn_out, img], dim=1))
+    out = torch.cat([text, ff_output_img.reshape(hidden_states.shape[0], img_len, -1)], dim=1)
+    return residual + gate.unsqueeze(1) * out, token_mask
+
+
+def test_a_release_layout_checkpoint_loads_and_computes_what_the_release_computes(tmp_path):
+    source = flux(seed=3)
+    path = tmp_path / "dyflux.pt"
+    torch.save({"module": source.state_dict()}, path)  # the release's layout: {"module": state dict}
+    keys = torch.load(path, weights_only=True)["module"]
+    assert "single_transformer_blocks.1.token_selection.linear_t.weight" in keys
+    assert "transformer_blocks.0.token_selection.router.bias" in keys and "transformer_blocks.0.ff.net.2.weight" in keys
+    torch.manual_seed(9)
+    model = load_release_checkpoint(FluxTransformer2DModel(**CONFIG), keys).eval()
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(dyflux_forward(model, **x, fast=True), dyflux_forward(source, **x, fast=True))
+        # one single-stream block against the release's own inference code, token for token
+        block = model.single_transformer_blocks[0]
+        temb = model.time_text_embed(x["timestep"] * 1000, x["pooled_projections"])
+        rotary = model.pos_embed(torch.cat((x["txt_ids"], x["img_ids"])))
+        txt, img = torch.randn(2, L, 32), torch.randn(2, N, 32)
+        reference, release_mask = release_single_block(block, torch.cat([txt, img], dim=1), temb, rotary, L)
+        from dydit.flux import FluxStep, single_block
+        record = []
+        ours_txt, ours_img = single_block(block, img, txt, FluxStep(temb, rotary, fast=True, record=record))
+    assert torch.equal(record[0], release_mask) and 0 < float(release_mask.mean()) < 1
+    assert torch.allclose(torch.cat([ours_txt, ours_img], dim=1), reference, atol=1e-5)
+    with pytest.raises(ValueError, match="not a DyFLUX checkpoint"):  # plain FLUX weights: no routers
+        plain = {k: v for k, v in keys.items() if "token_selection" not in k}
+        load_release_checkpoint(FluxTransformer2DModel(**CONFIG), plain)
+
+
+def test_routers_start_keeping_every_token_and_learn_through_the_masked_path():
+    model = flux(router_bias=5.0)
+    router = model.transformer_blocks[0].token_selection
+    assert isinstance(router, FluxTokenRouter)
+    fresh = FluxTokenRouter(32)
+    assert float(fresh.router.bias.detach()) == 5.0  # the release's init
+    record = []
+    with torch.no_grad():
+        dyflux_forward(model, **inputs(), record=record)
+    assert all(bool(m.all()) for m in record)
+    model.train()
+    out = dyflux_forward(model, **inputs())
+    out.square().mean().backward()
+    assert router.router.weight.grad is not None and router.router.weight.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="model.eval"):
+        dyflux_forward(model, **inputs(), fast=True)
+    with pytest.raises(ValueError, match="add_token_routers"):
+        dyflux_forward(FluxTransformer2DModel(**CONFIG), **inputs())
