@@ -128,9 +128,10 @@ def double_block(block, img, txt, step: FluxStep, given_mask=None):
     return txt, img
 
 
-def single_block(block, img, txt, step: FluxStep, given_mask=None):
+def single_block(block, img, txt, step: FluxStep, given_mask=None, update_text=True):
     """One single-stream block (diffusers' FluxSingleTransformerBlock modules): attention over every token; a
-    skipped image token gets no update. img (B, N, D), txt (B, L, D) -> (txt, img)."""
+    skipped image token gets no update. img (B, N, D), txt (B, L, D) -> (txt, img). update_text=False: the text
+    rows' MLP and projection are not run (the last block's feed nothing; txt comes back as it was)."""
     L = txt.shape[1]
     mask = _mask(block, img, step.temb, txt, step, given_mask)  # (B, N), on the residual stream before the block
     x = torch.cat([txt, img], dim=1)  # (B, L + N, D)
@@ -141,7 +142,8 @@ def single_block(block, img, txt, step: FluxStep, given_mask=None):
     def update(h_part, attn_part):
         return block.proj_out(torch.cat([attn_part, block.act_mlp(block.proj_mlp(h_part))], dim=-1))
 
-    txt = txt + gate * update(h[:, :L], attn[:, :L])
+    if update_text:
+        txt = txt + gate * update(h[:, :L], attn[:, :L])
     if step.fast:
         B, N, D = img.shape
         rows = _rows(mask)
@@ -178,9 +180,9 @@ def dyflux_forward(model, hidden_states, encoder_hidden_states, pooled_projectio
     masks = token_masks or [None] * len(blocks)
     for i, block in enumerate(model.transformer_blocks):
         txt, img = double_block(block, img, txt, step, masks[i])
-    offset = len(model.transformer_blocks)
-    for i, block in enumerate(model.single_transformer_blocks):
-        txt, img = single_block(block, img, txt, step, masks[offset + i])
+    offset, last = len(model.transformer_blocks), len(model.single_transformer_blocks) - 1
+    for i, block in enumerate(model.single_transformer_blocks):  # the last one's text rows are read by nothing
+        txt, img = single_block(block, img, txt, step, masks[offset + i], update_text=i < last)
     return model.proj_out(model.norm_out(img, temb))
 
 

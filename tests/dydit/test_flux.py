@@ -140,3 +140,27 @@ def test_routers_start_keeping_every_token_and_learn_through_the_masked_path():
         dyflux_forward(model, **inputs(), fast=True)
     with pytest.raises(ValueError, match="add_token_routers"):
         dyflux_forward(FluxTransformer2DModel(**CONFIG), **inputs())
+
+
+def test_the_analytic_flops_equal_fvcore_with_and_without_skipped_tokens():
+    """dydit.flux_flops counts from the config what fvcore counts on the run: diffusers' FLUX (less the last block's
+    text rows, which feed nothing and which dydit.flux does not run), every token kept, the routers' own choices,
+    given masks."""
+    from dydit.flops import fvcore_macs
+    from dydit.flux_flops import FluxShape, flux_macs, last_text_macs
+    model, x = flux(), inputs(batch=1)
+    shape, names, args = FluxShape.of(model.config), list(x), tuple(x.values())
+
+    def count(**kwargs):
+        return fvcore_macs(model, args, forward=lambda *a: dyflux_forward(model, **dict(zip(names, a)), fast=True,
+                                                                           **kwargs))
+
+    diffusers = fvcore_macs(model, args, forward=lambda *a: model(**dict(zip(names, a))).sample)
+    assert diffusers - last_text_macs(shape, L) == flux_macs(shape, N, L) == count(token_masks=[torch.ones(1, N)] * 4)
+    record = []
+    with torch.no_grad():
+        dyflux_forward(model, **x, record=record)
+    kept = [float(m.mean()) for m in record]
+    assert min(kept) < 1 and count() == flux_macs(shape, N, L, kept=kept, routers=True)
+    masks = [(torch.rand(1, N, generator=torch.Generator().manual_seed(i)) > 0.5).float() for i in range(4)]
+    assert count(token_masks=masks) == flux_macs(shape, N, L, kept=[float(m.mean()) for m in masks])
