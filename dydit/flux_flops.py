@@ -2,9 +2,9 @@
 computed from the config alone, so FLUX-dev (12 B) and FLUX-Lite (8 B) are counted without their weights.
 tests/dydit/test_flux.py checks it against fvcore on a small config, with and without skipped tokens.
 
-    from dydit.flux_flops import FluxShape, flux_macs
+    from dydit.flux_flops import BlockPlan, FluxShape, flux_macs
     flux_macs(FluxShape.of(model.config), image_tokens=4096, text_tokens=256)              # FLUX
-    flux_macs(shape, 4096, 256, kept=[0.6] * 46, routers=True)                             # DyFLUX
+    flux_macs(shape, 4096, 256, [BlockPlan(kept=0.6)] * 46, token_routers=True)             # DyFLUX
 
 Counted as fvcore does: linear layers, fused attention (Q K^T and A V), LayerNorm (4 MACs per element, 5 with an
 affine); not counted: RMSNorm (q/k norms), activations, rotary embeddings, elementwise adds and products. The last
@@ -52,21 +52,35 @@ def _router(s: FluxShape, n: int, text: int) -> int:
     return s.dim * 4 * s.dim + _layer_norm((n + text) * s.dim, affine=True) + n * s.dim
 
 
-def double_block_macs(s: FluxShape, n: int, text: int, kept: float = 1.0, routers=False) -> int:
-    """One double-stream block, one sample: n image and `text` text tokens, a fraction `kept` of the image
-    tokens through the image FFN."""
+def _width_routers(s: FluxShape, heads: int) -> int:
+    """The head and channel-group routers of one block (dydit.models.WidthRouter: H - 1 outputs each)."""
+    return 2 * s.dim * (heads - 1)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What one block computes: the fractions of image tokens kept, of heads and of MLP channel groups on."""
+    kept: float = 1.0
+    heads: float = 1.0
+    groups: float = 1.0
+
+
+def double_block_macs(s: FluxShape, n: int, text: int, plan: BlockPlan = BlockPlan()) -> int:
+    """One double-stream block, one sample: n image and `text` text tokens; the plan's heads in both streams'
+    attention, its channel groups in both FFNs, its kept image tokens through the image FFN."""
     d, t = s.dim, n + text
-    hidden = int(s.dim * s.mlp_ratio)
+    width = round(plan.heads * d)  # active head channels
+    hidden = round(plan.groups * s.dim * s.mlp_ratio)  # active MLP channels
     ada = 2 * 6 * d * d + _layer_norm(t * d)  # norm1 and norm1_context: linear on temb, LayerNorm on the tokens
-    attn = 3 * t * d * d + 2 * t * t * d + t * d * d  # q/k/v of both streams, attention, to_out + to_add_out
-    ffn = _layer_norm(t * d) + 2 * hidden * d * (round(kept * n) + text)  # norm2 + norm2_context, ff + ff_context
-    return ada + attn + ffn + (_router(s, n, text) if routers else 0)
+    attn = 3 * t * d * width + 2 * t * t * width + t * width * d  # q/k/v of both streams, attention, outputs
+    ffn = _layer_norm(t * d) + 2 * hidden * d * (round(plan.kept * n) + text)  # norm2 + norm2_context, ff + ff_context
+    return ada + attn + ffn
 
 
-def _single_mlp_macs(s: FluxShape, rows: int) -> int:
+def _single_mlp_macs(s: FluxShape, rows: int, plan: BlockPlan = BlockPlan()) -> int:
     """proj_mlp and proj_out (over the attention output and the MLP's) of `rows` tokens."""
-    hidden = int(s.dim * s.mlp_ratio)
-    return rows * (s.dim * hidden + (s.dim + hidden) * s.dim)
+    width, hidden = round(plan.heads * s.dim), round(plan.groups * s.dim * s.mlp_ratio)
+    return rows * (s.dim * hidden + (width + hidden) * s.dim)
 
 
 def last_text_macs(s: FluxShape, text: int) -> int:
@@ -74,13 +88,13 @@ def last_text_macs(s: FluxShape, text: int) -> int:
     return _single_mlp_macs(s, text)
 
 
-def single_block_macs(s: FluxShape, n: int, text: int, kept: float = 1.0, routers=False, update_text=True) -> int:
-    """One single-stream block, one sample: attention over every token; proj_mlp and proj_out over the text
-    (update_text) and the kept image tokens."""
+def single_block_macs(s: FluxShape, n: int, text: int, plan: BlockPlan = BlockPlan(), update_text=True) -> int:
+    """One single-stream block, one sample: attention over every token (the plan's heads); proj_mlp and proj_out
+    over the text (update_text) and the kept image tokens."""
     d, t = s.dim, n + text
-    rows = round(kept * n) + (text if update_text else 0)
-    macs = 3 * d * d + _layer_norm(t * d) + 3 * t * d * d + 2 * t * t * d + _single_mlp_macs(s, rows)
-    return macs + (_router(s, n, text) if routers else 0)
+    width = round(plan.heads * d)
+    rows = round(plan.kept * n) + (text if update_text else 0)
+    return 3 * d * d + _layer_norm(t * d) + 3 * t * d * width + 2 * t * t * width + _single_mlp_macs(s, rows, plan)
 
 
 def outside_blocks_macs(s: FluxShape, n: int, text: int) -> int:
@@ -91,18 +105,19 @@ def outside_blocks_macs(s: FluxShape, n: int, text: int) -> int:
     return embed + cond + out
 
 
-def flux_macs(s: FluxShape, image_tokens: int, text_tokens: int, kept: Optional[Sequence[float]] = None,
-              routers: bool = False) -> int:
-    """MACs of one forward of one sample; kept: per block (double-stream first) the fraction of image tokens
-    kept (None: every one); routers: count DyFLUX's token routers."""
+def flux_macs(s: FluxShape, image_tokens: int, text_tokens: int, plans: Optional[Sequence[BlockPlan]] = None,
+              token_routers: bool = False, width_routers: int = 0) -> int:
+    """MACs of one forward of one sample; plans: one BlockPlan per block (double-stream first; None: everything
+    on); token_routers: count DyFLUX's token routers; width_routers: the head count H of DyDiT's width routers
+    to count (0: none)."""
     blocks = s.double + s.single
-    kept = [1.0] * blocks if kept is None else list(kept)
-    if len(kept) != blocks:
-        raise ValueError(f"kept: one fraction per block ({blocks}), got {len(kept)}")
+    plans = [BlockPlan()] * blocks if plans is None else list(plans)
+    if len(plans) != blocks:
+        raise ValueError(f"plans: one BlockPlan per block ({blocks}), got {len(plans)}")
     n, text = image_tokens, text_tokens
-    total = outside_blocks_macs(s, n, text)
-    total += sum(double_block_macs(s, n, text, k, routers) for k in kept[:s.double])
-    single = kept[s.double:]
-    total += sum(single_block_macs(s, n, text, k, routers, update_text=i < len(single) - 1)
-                 for i, k in enumerate(single))
+    routers = (_router(s, n, text) if token_routers else 0) + (_width_routers(s, width_routers) if width_routers else 0)
+    total = outside_blocks_macs(s, n, text) + blocks * routers
+    total += sum(double_block_macs(s, n, text, p) for p in plans[:s.double])
+    single = plans[s.double:]
+    total += sum(single_block_macs(s, n, text, p, update_text=i < len(single) - 1) for i, p in enumerate(single))
     return total

@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import FluxTransformer2DModel
 
-from dydit.flux import FluxTokenRouter, add_token_routers, dyflux_forward, load_release_checkpoint
+from dydit.flux import (FluxMasks, FluxTokenRouter, add_token_routers, add_width_routers, dyflux_forward,
+                        load_release_checkpoint)
 
 CONFIG = dict(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2, attention_head_dim=16,
               num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 6, 6))
@@ -35,9 +36,9 @@ def inputs(batch=2, seed=0):
 
 def test_with_every_token_kept_the_masked_path_is_diffusers_flux():
     model, x = flux(), inputs()
-    ones = [torch.ones(2, N)] * 4
+    ones = [FluxMasks(torch.ones(2, N))] * 4
     with torch.no_grad():
-        ours = dyflux_forward(model, **x, token_masks=ones)
+        ours = dyflux_forward(model, **x, masks=ones)
         theirs = model(**x).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -51,9 +52,9 @@ def test_the_fast_path_equals_the_masked_path_with_its_routers_on_a_cfg_batch():
         masked = dyflux_forward(model, **x, record=record_masked)
         fast = dyflux_forward(model, **x, fast=True, record=record_fast)
     assert torch.allclose(fast, masked, atol=1e-5)
-    kept = torch.stack([m.mean() for m in record_masked])
+    kept = torch.stack([m.tokens.mean() for m in record_masked])
     assert 0 < float(kept.mean()) < 1, "the routers at bias 0 should drop some tokens"
-    assert all(torch.equal(a, b) for a, b in zip(record_masked, record_fast))  # the same tokens kept
+    assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(record_masked, record_fast))  # the same tokens kept
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -65,10 +66,10 @@ def test_the_fast_path_equals_the_masked_path_on_mixed_masks(seed):
     for _ in range(4):
         m = (torch.rand(3, N, generator=g) > 0.5).float()
         m[0], m[1] = 0.0, 1.0
-        masks.append(m)
+        masks.append(FluxMasks(m))
     with torch.no_grad():
-        masked = dyflux_forward(model, **x, token_masks=masks)
-        fast = dyflux_forward(model, **x, token_masks=masks, fast=True)
+        masked = dyflux_forward(model, **x, masks=masks)
+        fast = dyflux_forward(model, **x, masks=masks, fast=True)
     assert torch.allclose(fast, masked, atol=1e-5)
 
 
@@ -115,7 +116,7 @@ def test_a_release_layout_checkpoint_loads_and_computes_what_the_release_compute
         from dydit.flux import FluxStep, single_block
         record = []
         ours_txt, ours_img = single_block(block, img, txt, FluxStep(temb, rotary, fast=True, record=record))
-    assert torch.equal(record[0], release_mask) and 0 < float(release_mask.mean()) < 1
+    assert torch.equal(record[0].tokens, release_mask) and 0 < float(release_mask.mean()) < 1
     assert torch.allclose(torch.cat([ours_txt, ours_img], dim=1), reference, atol=1e-5)
     with pytest.raises(ValueError, match="not a DyFLUX checkpoint"):  # plain FLUX weights: no routers
         plain = {k: v for k, v in keys.items() if "token_selection" not in k}
@@ -131,7 +132,7 @@ def test_routers_start_keeping_every_token_and_learn_through_the_masked_path():
     record = []
     with torch.no_grad():
         dyflux_forward(model, **inputs(), record=record)
-    assert all(bool(m.all()) for m in record)
+    assert all(bool(m.tokens.all()) for m in record)
     model.train()
     out = dyflux_forward(model, **inputs())
     out.square().mean().backward()
@@ -146,21 +147,94 @@ def test_the_analytic_flops_equal_fvcore_with_and_without_skipped_tokens():
     """dydit.flux_flops counts from the config what fvcore counts on the run: diffusers' FLUX (less the last block's
     text rows, which feed nothing and which dydit.flux does not run), every token kept, the routers' own choices,
     given masks."""
-    from dydit.flops import fvcore_macs
-    from dydit.flux_flops import FluxShape, flux_macs, last_text_macs
+    from dydit.flux_flops import BlockPlan, FluxShape, flux_macs, last_text_macs
     model, x = flux(), inputs(batch=1)
-    shape, names, args = FluxShape.of(model.config), list(x), tuple(x.values())
-
-    def count(**kwargs):
-        return fvcore_macs(model, args, forward=lambda *a: dyflux_forward(model, **dict(zip(names, a)), fast=True,
-                                                                           **kwargs))
-
-    diffusers = fvcore_macs(model, args, forward=lambda *a: model(**dict(zip(names, a))).sample)
-    assert diffusers - last_text_macs(shape, L) == flux_macs(shape, N, L) == count(token_masks=[torch.ones(1, N)] * 4)
+    shape = FluxShape.of(model.config)
+    diffusers = fvcore_macs(model, tuple(x.values()), forward=lambda *a: model(**dict(zip(x, a))).sample)
+    assert diffusers - last_text_macs(shape, L) == flux_macs(shape, N, L) == count(model, x, masks=[ones(1)] * 4)
     record = []
     with torch.no_grad():
         dyflux_forward(model, **x, record=record)
-    kept = [float(m.mean()) for m in record]
-    assert min(kept) < 1 and count() == flux_macs(shape, N, L, kept=kept, routers=True)
-    masks = [(torch.rand(1, N, generator=torch.Generator().manual_seed(i)) > 0.5).float() for i in range(4)]
-    assert count(token_masks=masks) == flux_macs(shape, N, L, kept=[float(m.mean()) for m in masks])
+    plans = [BlockPlan(float(m.tokens.mean())) for m in record]
+    assert min(p.kept for p in plans) < 1 and count(model, x) == flux_macs(shape, N, L, plans, token_routers=True)
+    masks = [FluxMasks((torch.rand(1, N, generator=torch.Generator().manual_seed(i)) > 0.5).float()) for i in range(4)]
+    assert count(model, x, masks=masks) == flux_macs(shape, N, L, [BlockPlan(float(m.tokens.mean())) for m in masks])
+
+
+def fvcore_macs(*args, **kwargs):
+    from dydit.flops import fvcore_macs
+    return fvcore_macs(*args, **kwargs)
+
+
+def count(model, x, **kwargs):
+    """fvcore's MACs of the fast path on inputs x."""
+    return fvcore_macs(model, tuple(x.values()), forward=lambda *a: dyflux_forward(model, **dict(zip(x, a)), fast=True,
+                                                                                      **kwargs))
+
+
+def ones(batch):
+    return FluxMasks(torch.ones(batch, N))
+
+
+#################################################################################
+#                     Width (TDW): heads and channel groups                     #
+#################################################################################
+
+def wide_flux(seed=0):
+    """FLUX with token routers and DyDiT's width routers drawn at random: some heads and groups off, varying
+    with the step."""
+    model = add_width_routers(flux(seed))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in [*model.transformer_blocks, *model.single_transformer_blocks]:
+            for router in (block.attn_rate.router, block.mlp_rate.router):
+                router.weight.copy_(torch.randn(router.weight.shape, generator=g) * 0.5)
+                router.bias.zero_()
+    return model
+
+
+def test_width_routers_at_init_keep_everything_and_the_masked_path_is_diffusers_flux():
+    model, x = add_width_routers(flux()), inputs()
+    record = []
+    with torch.no_grad():
+        ours = dyflux_forward(model, **x, masks=[ones(2)] * 4)
+        dyflux_forward(model, **x, record=record)
+        theirs = model(**x).sample
+    assert torch.allclose(ours, theirs, atol=1e-5)  # dydit.flux._attention on diffusers' modules = its processor
+    assert all(bool(m.heads.all()) and bool(m.groups.all()) for m in record)
+
+
+def test_with_widths_the_fast_path_equals_the_masked_path_and_widths_follow_the_step():
+    model = wide_flux()
+    per_step = []
+    for t in (0.9, 0.2):
+        x = {**inputs(batch=3), "timestep": torch.full((3,), t)}
+        masked_record, fast_record = [], []
+        with torch.no_grad():
+            masked = dyflux_forward(model, **x, record=masked_record)
+            fast = dyflux_forward(model, **x, fast=True, record=fast_record)
+        assert torch.allclose(fast, masked, atol=1e-5), t
+        heads = torch.stack([m.heads for m in masked_record])  # (blocks, B, H)
+        assert bool((heads == heads[:, :1]).all())  # shared by the batch: the step decides
+        assert 0 < float(heads.mean()) < 1 and 0 < float(torch.stack([m.groups for m in masked_record]).mean()) < 1
+        per_step.append(heads[:, 0])
+    assert not torch.equal(*per_step)
+    # the FLOPs the fast path ran, counted by fvcore, are what the plan of its masks says (but the width routers:
+    # their masks reach the fast path through the host, so fvcore's trace drops them as dead code; they run)
+    x = {**inputs(batch=1), "timestep": torch.full((1,), 0.9)}
+    record = []
+    with torch.no_grad():
+        dyflux_forward(model, **x, record=record)
+    from dydit.flux_flops import BlockPlan, FluxShape, flux_macs
+    plans = [BlockPlan(float(m.tokens.mean()), float(m.heads.mean()), float(m.groups.mean())) for m in record]
+    width_routers = 4 * 2 * 32 * (2 - 1)  # 4 blocks x (head + group router) x D x (H - 1)
+    assert count(model, x) + width_routers == flux_macs(FluxShape.of(model.config), N, L, plans, token_routers=True,
+                                                        width_routers=2)
+
+
+def test_the_fast_path_refuses_widths_that_differ_within_the_batch():
+    model, x = wide_flux(), inputs(batch=2)
+    heads = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    masks = [FluxMasks(torch.ones(2, N), heads, torch.ones(2, 2))] * 4
+    with torch.no_grad(), pytest.raises(ValueError, match="shared by the batch"):
+        dyflux_forward(model, **x, masks=masks, fast=True)
