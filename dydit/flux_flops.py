@@ -59,42 +59,60 @@ def _width_routers(s: FluxShape, heads: int) -> int:
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """What one block computes: the fractions of image tokens kept, of heads and of MLP channel groups on."""
-    kept: float = 1.0
-    heads: float = 1.0
-    groups: float = 1.0
+    """What one block computes: the fractions of image tokens kept, of heads and of MLP channel groups on. Floats
+    for a count, or (B,) tensors carrying the masks' straight-through gradients (the FLOPs loss)."""
+    kept: object = 1.0
+    heads: object = 1.0
+    groups: object = 1.0
 
 
-def double_block_macs(s: FluxShape, n: int, text: int, plan: BlockPlan = BlockPlan()) -> int:
-    """One double-stream block, one sample: n image and `text` text tokens; the plan's heads in both streams'
-    attention, its channel groups in both FFNs, its kept image tokens through the image FFN."""
+def _double_terms(s: FluxShape, n: int, text: int, plan: BlockPlan):
+    """(attention, MLP, the rest) MACs of one double-stream block: the plan's heads in both streams' attention,
+    its channel groups in both FFNs, its kept image tokens through the image FFN."""
     d, t = s.dim, n + text
-    width = round(plan.heads * d)  # active head channels
-    hidden = round(plan.groups * s.dim * s.mlp_ratio)  # active MLP channels
-    ada = 2 * 6 * d * d + _layer_norm(t * d)  # norm1 and norm1_context: linear on temb, LayerNorm on the tokens
+    width, hidden = plan.heads * d, plan.groups * s.dim * s.mlp_ratio  # active head / MLP channels
     attn = 3 * t * d * width + 2 * t * t * width + t * width * d  # q/k/v of both streams, attention, outputs
-    ffn = _layer_norm(t * d) + 2 * hidden * d * (round(plan.kept * n) + text)  # norm2 + norm2_context, ff + ff_context
-    return ada + attn + ffn
+    mlp = 2 * hidden * d * (plan.kept * n + text)  # ff (kept image rows) + ff_context
+    rest = 2 * 6 * d * d + 2 * _layer_norm(t * d)  # norm1 / norm1_context (linear on temb, LayerNorm), norm2s
+    return attn, mlp, rest
 
 
-def _single_mlp_macs(s: FluxShape, rows: int, plan: BlockPlan = BlockPlan()) -> int:
+def _single_terms(s: FluxShape, n: int, text: int, plan: BlockPlan, update_text=True):
+    """(attention, MLP, the rest) MACs of one single-stream block: attention over every token (the plan's heads);
+    proj_mlp and proj_out over the text (update_text) and the kept image tokens."""
+    d, t = s.dim, n + text
+    width = plan.heads * d
+    attn = 3 * t * d * width + 2 * t * t * width
+    mlp = _single_mlp_macs(s, plan.kept * n + (text if update_text else 0), plan)
+    return attn, mlp, 3 * d * d + _layer_norm(t * d)
+
+
+def _single_mlp_macs(s: FluxShape, rows, plan: BlockPlan = BlockPlan()):
     """proj_mlp and proj_out (over the attention output and the MLP's) of `rows` tokens."""
-    width, hidden = round(plan.heads * s.dim), round(plan.groups * s.dim * s.mlp_ratio)
+    width, hidden = plan.heads * s.dim, plan.groups * s.dim * s.mlp_ratio
     return rows * (s.dim * hidden + (width + hidden) * s.dim)
 
 
 def last_text_macs(s: FluxShape, text: int) -> int:
     """What diffusers' last single-stream block spends on text rows that feed nothing (not counted here)."""
-    return _single_mlp_macs(s, text)
+    return int(_single_mlp_macs(s, text))
 
 
-def single_block_macs(s: FluxShape, n: int, text: int, plan: BlockPlan = BlockPlan(), update_text=True) -> int:
-    """One single-stream block, one sample: attention over every token (the plan's heads); proj_mlp and proj_out
-    over the text (update_text) and the kept image tokens."""
-    d, t = s.dim, n + text
-    width = round(plan.heads * d)
-    rows = round(plan.kept * n) + (text if update_text else 0)
-    return 3 * d * d + _layer_norm(t * d) + 3 * t * d * width + 2 * t * t * width + _single_mlp_macs(s, rows, plan)
+def block_terms(s: FluxShape, n: int, text: int, plans: Sequence[BlockPlan]):
+    """(attention, MLP, rest) of every block, double-stream first (the last single block's text rows not run)."""
+    if len(plans) != s.double + s.single:
+        raise ValueError(f"plans: one BlockPlan per block ({s.double + s.single}), got {len(plans)}")
+    single = plans[s.double:]
+    return ([_double_terms(s, n, text, p) for p in plans[:s.double]]
+            + [_single_terms(s, n, text, p, update_text=i < len(single) - 1) for i, p in enumerate(single)])
+
+
+def flops_ratio(s: FluxShape, n: int, text: int, plans: Sequence[BlockPlan]):
+    """DyDiT's training ratio F_dyn / F_static over the blocks' attention and MLP (as dydit.flops.block_flops_ratio):
+    per sample where the plans hold (B,) tensors, differentiable through them."""
+    dynamic = sum(a + m for a, m, _ in block_terms(s, n, text, plans))
+    static = sum(a + m for a, m, _ in block_terms(s, n, text, [BlockPlan()] * len(plans)))
+    return dynamic / static
 
 
 def outside_blocks_macs(s: FluxShape, n: int, text: int) -> int:
@@ -112,12 +130,8 @@ def flux_macs(s: FluxShape, image_tokens: int, text_tokens: int, plans: Optional
     to count (0: none)."""
     blocks = s.double + s.single
     plans = [BlockPlan()] * blocks if plans is None else list(plans)
-    if len(plans) != blocks:
-        raise ValueError(f"plans: one BlockPlan per block ({blocks}), got {len(plans)}")
     n, text = image_tokens, text_tokens
     routers = (_router(s, n, text) if token_routers else 0) + (_width_routers(s, width_routers) if width_routers else 0)
     total = outside_blocks_macs(s, n, text) + blocks * routers
-    total += sum(double_block_macs(s, n, text, p) for p in plans[:s.double])
-    single = plans[s.double:]
-    total += sum(single_block_macs(s, n, text, p, update_text=i < len(single) - 1) for i, p in enumerate(single))
-    return total
+    total += sum(sum(terms) for terms in block_terms(s, n, text, plans))
+    return int(round(total))  # fractions of whole heads, groups and tokens: integral up to float rounding
