@@ -37,6 +37,9 @@ METRIC_MINI_KID = "mini_kid"  # kernel distance (torch-fidelity's unbiased KID) 
 METRIC_MINI_FID_VS_CONTROL = "mini_fid_vs_control"  # mini-FID minus the fair control's (static, fine-tuned alike)
 METRIC_ACCURACY_VS_CONTROL = "accuracy_vs_control"  # accuracy minus the fair control's
 METRIC_MINI_KID_VS_CONTROL = "mini_kid_vs_control"  # mini-KID minus the fair control's
+# DyDiT++ on FLUX (suites/dyflux.toml)
+METRIC_TFLOPS = "tflops"  # MACs of one FLUX forward, batch 1, at bench.measure.flux's convention (x 1e-12)
+METRIC_GENEVAL = "geneval"  # GenEval's overall score (cited: its object detector is not reachable here)
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"
@@ -64,6 +67,8 @@ class Metric:
 
 METRICS = {
     METRIC_PARAMS: Metric("params", "M", STATIC, EXACT),
+    METRIC_TFLOPS: Metric("flux", "T", STATIC, LOWER),
+    METRIC_GENEVAL: Metric("quality", "", QUALITY, HIGHER),
     METRIC_GFLOPS: Metric("flops", "G", STATIC, LOWER),
     METRIC_GFLOPS_DYNAMIC: Metric("flops", "G", STATIC, LOWER),
     METRIC_FID: Metric("quality", "", QUALITY, LOWER),
@@ -98,7 +103,8 @@ SPREAD_FILE = Path(__file__).resolve().parents[1] / "suites" / "data" / "mini-sp
 SPREAD_FAMILY = "DiT"  # the family whose baseline spread the study measures (the tolerances' source)
 
 # measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)
-MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop")}
+MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop",
+                                                                   "flux")}
 
 # [[sections]] `module` -> the project's own module exposing run(SuiteRun) (nothing else is imported)
 SECTIONS = {name: f"bench.sections.{name}" for name in ("pipeline_check", "mini", "loop", "scaling", "scaling_mini")}

@@ -479,8 +479,8 @@ def _row(c: _Checker, table, i, columns, suite_sampler, known_assets):
                    "cells"}, where)
     reference = c.get(table, "reference", bool, where, default=False)
     model = c.get(table, "model", str, where, required=not reference)
-    if model is not None and model not in registry.MODELS:
-        c.fail(where, "model", f"unknown model {model!r} (dydit.registry.MODELS, e.g. 'DiT-XL/2', 'DyDiT-XL/2')")
+    if model is not None and not registry.is_known(model):
+        c.fail(where, "model", f"unknown model {model!r} (dydit.registry: e.g. 'DiT-XL/2', 'DyDiT-XL/2', 'FLUX-Lite')")
     options = _options(c, table, where)
     if options.finetuned and (model is None or registry.entry(model).is_dynamic or not registry.entry(model).is_mini):
         c.fail(f"{where}: options", "finetuned", "only a static mini model has a fine-tuned control (a dynamic row "

@@ -5,6 +5,8 @@
     entry("DyDiT-XL/2").static                      # "DiT-XL/2": its static counterpart
 
 Every name is written out below (DiT's models.py writes each config out), so a search for a name finds it.
+MODELS holds the DiT family (DiT, DyDiT, SiT, DySiT), what training, sampling and the timings take; FLUX_MODELS
+holds FLUX and DyFLUX (dydit/flux.py), built from diffusers' configs.
 """
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict
@@ -176,13 +178,68 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
 ]}
 
 
-def entry(name) -> ModelEntry:
-    """The registry entry of a model name ("DiT-XL/2", "DyDiT-S/4", ...)."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name]
+#################################################################################
+#     FLUX (black-forest-labs): diffusers' FluxTransformer2DModel; DyFLUX         #
+#################################################################################
+
+# size: (double-stream blocks, single-stream blocks); every FLUX has 24 heads x 128 and FLUX_DEFAULTS.
+# "Dev": FLUX.1-dev (12 B); "Lite": Freepik's FLUX.1-lite-8B, the DyFLUX release's base.
+FLUX_SIZES = {"Dev": (19, 38), "Lite": (8, 38)}
+FLUX_DEFAULTS = dict(patch_size=1, in_channels=64, num_attention_heads=24, attention_head_dim=128,
+                     joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                     axes_dims_rope=(16, 56, 56))
+
+
+@dataclass(frozen=True)
+class FluxEntry:
+    """What a FLUX name means: its size and whether it carries DyFLUX's routers (dydit.flux)."""
+    name: str  # "DyFLUX-Lite"
+    size: str  # a key of FLUX_SIZES
+    is_dynamic: bool  # DyFLUX: the release's token routers on every block
+    static: str
+    dynamic: str
+    family: str = "FLUX"
+    is_mini: bool = False
+
+    @property
+    def config(self) -> dict:
+        """diffusers' FluxTransformer2DModel config."""
+        double, single = FLUX_SIZES[self.size]
+        return dict(FLUX_DEFAULTS, num_layers=double, num_single_layers=single)
+
+    def build(self, **kwargs) -> "nn.Module":
+        """diffusers' model (with DyFLUX's token routers for a dynamic name); kwargs override the config."""
+        from diffusers import FluxTransformer2DModel
+        model = FluxTransformer2DModel(**{**self.config, **kwargs})
+        if self.is_dynamic:
+            from dydit.flux import add_token_routers
+            add_token_routers(model)
+        return model
+
+
+def _flux(size, is_dynamic) -> FluxEntry:
+    static, dynamic = f"FLUX-{size}", f"DyFLUX-{size}"
+    return FluxEntry(dynamic if is_dynamic else static, size, is_dynamic, static, dynamic)
+
+
+FLUX_MODELS: Dict[str, FluxEntry] = {e.name: e for e in [
+    _flux("Dev", False), _flux("Lite", False), _flux("Dev", True), _flux("Lite", True)]}
+
+
+def entry(name):
+    """The registry entry of a model name: a ModelEntry ("DiT-XL/2", "DyDiT-S/4", ...) or a FluxEntry ("FLUX-Lite",
+    "DyFLUX-Lite")."""
+    if name in MODELS:
+        return MODELS[name]
+    if name in FLUX_MODELS:
+        return FLUX_MODELS[name]
+    raise KeyError(f"unknown model {name!r}; known: {', '.join([*MODELS, *FLUX_MODELS])}")
+
+
+def is_known(name) -> bool:
+    return name in MODELS or name in FLUX_MODELS
 
 
 def create_model(name, **kwargs) -> "nn.Module":
-    """Builds a model by its name ("DiT-XL/2", "DyDiT-S/4", ...); kwargs go to the constructor."""
+    """Builds a model by its name ("DiT-XL/2", "DyDiT-S/4", "FLUX-Lite", ...); kwargs go to the constructor."""
     return entry(name).build(**kwargs)

@@ -324,3 +324,18 @@ def test_a_spread_tolerance_cites_the_spread_study_one_sided_by_the_metrics_dire
                                      'cells = { params = 675, fid = { paper = 0.0, metric = "accuracy_vs_control" } }')
     with pytest.raises(SuiteError, match="one-sided tolerance is for 'mini_fid_vs_control'.*its own tolerance"):
         load_suite(write(tmp_path, other_way, "other.toml"))
+
+
+def test_the_dyflux_suite_counts_its_params_and_tflops_from_the_configs(tmp_path):
+    """suites/dyflux.toml on this CPU: params on the meta device, TFLOPs from the config; FLUX-Lite's 30.0 T
+    reproduces, FLUX-dev's 40.8 T and DyFLUX-Lite's "8 B" do not (NOTES.md), DyFLUX's TFLOPs need its checkpoint."""
+    from bench.measure.base import Context
+    from bench.runner import run_suite
+    from tests.bench.runner_helpers import machine
+    result = run_suite(load_suite("suites/dyflux.toml"), "smoke", machine(tmp_path), Context())
+    cells = {(c["row"], c["column"]): c for c in result["cells"]}
+    assert cells["FLUX-Lite 8 B", "tflops"]["status"] == "pass"
+    assert cells["FLUX 12 B", "params"]["status"] == "pass" and cells["FLUX-Lite 8 B", "params"]["status"] == "pass"
+    assert cells["FLUX 12 B", "tflops"]["status"] == "fail" and round(cells["FLUX 12 B", "tflops"]["measured"], 1) == 37.2
+    assert cells["DyFLUX-Lite 8 B", "params"]["status"] == "fail"  # the release's routers add 1.74 B
+    assert cells["DyFLUX-Lite 8 B", "tflops"]["status"] == "skipped"

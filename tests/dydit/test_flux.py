@@ -261,3 +261,15 @@ def test_a_training_step_with_the_flops_loss_moves_the_ratio_toward_lambda():
         ratios.append(float(out["flops_ratio"]))
     assert ratios[0] > 0.95 and ratios[-1] < ratios[0] - 0.2, ratios
     assert torch.isfinite(out["flow"]) and float(out["flow"]) > 0
+
+
+def test_the_registry_builds_flux_and_dyflux_from_diffusers_configs():
+    from dydit.registry import FLUX_MODELS, create_model, entry, is_known
+    assert set(FLUX_MODELS) == {"FLUX-Dev", "FLUX-Lite", "DyFLUX-Dev", "DyFLUX-Lite"} and is_known("DyFLUX-Lite")
+    e = entry("DyFLUX-Lite")
+    assert (e.static, e.dynamic, e.is_dynamic, e.config["num_layers"], e.config["num_single_layers"]) == (
+        "FLUX-Lite", "DyFLUX-Lite", True, 8, 38)
+    with torch.device("meta"):
+        lite, dy = create_model("FLUX-Lite"), create_model("DyFLUX-Lite")
+    assert isinstance(lite, FluxTransformer2DModel) and not hasattr(lite.transformer_blocks[0], "token_selection")
+    assert isinstance(dy.single_transformer_blocks[37].token_selection, FluxTokenRouter)
