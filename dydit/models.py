@@ -352,6 +352,7 @@ class DyDiT(DiT):
     """DiT with Timestep-wise Dynamic Width and Spatial-wise Dynamic Token."""
 
     block_class = DyDiTBlock
+    is_dynamic = True  # the training objective's protocol (dydit.train_step): routers, FLOPs loss, complete model
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -364,6 +365,11 @@ class DyDiT(DiT):
         for block in self.blocks:
             for router in (block.attn_rate, block.mlp_rate, block.token_selection):
                 router.noise = float(scale)
+
+    def training_flops_ratio(self, record, y=None):
+        """Per sample F_dyn / F_static of one forward's masks (dydit.flops.block_flops_ratio), (N,)."""
+        from dydit.flops import block_flops_ratio
+        return block_flops_ratio(self, record)
 
     def initialize_weights(self):
         """DiT's init, then routers that keep everything on: zero weights, biases 15 (width), 35 (tokens)."""

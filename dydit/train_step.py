@@ -18,9 +18,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import Dataset, Sampler
 
 from dydit.diffusion import GaussianDiffusion, sample_timesteps
-from dydit.flops import block_flops_ratio
 from dydit.flow import FlowMatching
-from dydit.models import DyDiT
 
 # random streams of one step
 TIMESTEPS, NOISE, VAE_NOISE, ITEMS, MODEL_PASS = 0, 1, 2, 3, 4  # MODEL_PASS + i: the i-th forward pass
@@ -212,7 +210,9 @@ class TrainingObjective(nn.Module):
         """Returns {"loss" (to backpropagate), "diffusion", "complete", "flops_loss", "flops_ratio"}."""
         model, diffusion = self.model, self.diffusion
         x_t = diffusion.q_sample(x_start, t, noise)
-        dynamic = isinstance(model, DyDiT)
+        # a dynamic model (DyDiT, dydit.text2img's DyFLUX) offers: is_dynamic, set_router_noise, complete_model,
+        # record=, training_flops_ratio(record, y)
+        dynamic = getattr(model, "is_dynamic", False) is True
         record = [] if dynamic else None
         if dynamic:
             model.set_router_noise(router_noise)
@@ -235,7 +235,7 @@ class TrainingObjective(nn.Module):
                     model.complete_model = False
                 terms["complete"] = diffusion.losses_from_output(out, x_start, x_t, t, noise)["loss"].mean()
                 loss = loss + terms["complete"]
-            ratio = global_mean(block_flops_ratio(model, record))  # mean of the per-sample F_dyn / F_static
+            ratio = global_mean(model.training_flops_ratio(record, y))  # mean of the per-sample F_dyn / F_static
             terms["flops_loss"] = self.flops_weight * (ratio - lambda_t) ** 2
             terms["flops_ratio"] = ratio.detach()
             loss = loss + terms["flops_loss"]

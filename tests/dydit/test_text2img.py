@@ -1,0 +1,75 @@
+"""dydit/text2img.py: a text-to-image FLUX (with DyFLUX's routers) behind DiT's (x, t, y) interface, trained by
+dydit.train_step's objective like a DyDiT."""
+import torch
+from diffusers import FluxTransformer2DModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from dydit.flow import FlowMatching
+from dydit.flux import add_token_routers, add_width_routers
+from dydit.text2img import PAD_ID, TextToImageFlux
+from dydit.train_step import TrainingObjective
+
+SIZE = (8, 16)  # (H, W) pixels, one channel: 4 x 8 = 32 image tokens
+
+
+def model(dynamic=True, seed=0):
+    torch.manual_seed(seed)
+    flux = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+    if dynamic:
+        add_width_routers(add_token_routers(flux))
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=6, pad_token_id=PAD_ID,
+                                        eos_token_id=1, bos_token_id=1))
+    return TextToImageFlux(flux, text, SIZE)
+
+
+def batch(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, 20, (n, 6), generator=g)
+    ids[:, 4:] = PAD_ID
+    return torch.randn(n, 1, *SIZE, generator=g), torch.rand(n, generator=g), ids
+
+
+def test_packing_is_flux_s_2x2_patches_and_inverts():
+    m, (x, _, _) = model(), batch()
+    tokens = m.pack(x)
+    assert tokens.shape == (4, 32, 4) and torch.equal(tokens[0, 0], x[0, 0, :2, :2].flatten())
+    assert torch.equal(m.unpack(tokens), x)
+
+
+def test_the_objective_trains_it_like_a_dydit_and_the_fast_path_equals_the_masked_one():
+    m = model().train()
+    objective = TrainingObjective(m, FlowMatching(), flops_weight=1.0)
+    x, t, y = batch()
+    out = objective(x, y, t, torch.randn_like(x), lambda_t=0.5, complete=True)
+    assert torch.isfinite(out["loss"]) and float(out["flops_ratio"]) > 0.95  # routers start all on
+    assert float(out["complete"]) > 0 and float(out["flops_loss"]) > 0
+    out["loss"].backward()
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    assert grads["text_encoder.embeddings.token_embedding.weight"].abs().sum() > 0  # trained together
+    assert grads["transformer.transformer_blocks.0.token_selection.router.weight"].abs().sum() > 0
+    static = TrainingObjective(model(dynamic=False), FlowMatching())
+    assert float(static(x, y, t, torch.randn_like(x))["flops_ratio"]) == 1.0  # no routers, no FLOPs loss
+    m.eval()
+    with torch.no_grad():
+        for block in [*m.transformer.transformer_blocks, *m.transformer.single_transformer_blocks]:
+            block.token_selection.router.bias.zero_()  # drop some tokens
+        masked = m(x, torch.full((4,), 0.3), y)
+        m.fast = True
+        fast = m(x, torch.full((4,), 0.3), y)
+    assert torch.allclose(fast, masked, atol=1e-5)
+
+
+def test_prompt_dropout_gives_the_empty_prompt_in_training_only():
+    m, (x, t, y) = model(), batch(n=64)
+    m.train()
+    m.text_dropout = 1.0
+    empty = torch.full_like(y, PAD_ID)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        dropped = m(x, t, y, masks=m.all_on(64, x.device))
+        m.eval()
+        as_empty = m(x, t, empty, masks=m.all_on(64, x.device))
+    assert torch.allclose(dropped, as_empty, atol=1e-5)
