@@ -128,10 +128,16 @@ def digits(split="train", seed=0, size=DIGITS_SIZE) -> Dataset:
     return _Labelled(x, torch.from_numpy(labels[keep]).long(), 10)
 
 
+PROMPTED_DIGITS = "prompted-digits"  # the text-to-image mini's (bench/mini/prompted_digits.py)
+
+
 def load(spec, split="train", seed=0, image_size=256) -> Dataset:
-    """A dataset from a command-line spec: "digits", a .npz of latents, or an image folder."""
+    """A dataset from a command-line spec: "digits", "prompted-digits", a .npz of latents, or an image folder."""
     if spec == "digits":
         return digits(split, seed)
+    if spec == PROMPTED_DIGITS:  # imported here: it builds on this module's digits
+        from bench.mini.prompted_digits import dataset
+        return dataset(split, seed)
     path = Path(spec)
     if path.suffix == ".npz":
         return npz_latents(path)

@@ -27,7 +27,9 @@ from dydit.weights import CheckpointError  # noqa: F401  (re-exported: dydit.che
 
 log = logging.getLogger(__name__)
 
-ROUTER_PARTS = (".attn_rate.router.", ".mlp_rate.router.", ".token_selection.mlp_head.")
+# DyDiT's head, MLP-channel and token routers; DyFLUX's token router (dydit.flux: linear_t, norm, router)
+ROUTER_PARTS = (".attn_rate.router.", ".mlp_rate.router.", ".token_selection.mlp_head.", ".token_selection.linear_t.",
+                ".token_selection.norm.", ".token_selection.router.")
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _MAX_LINES = 12
 _SHAPE_DIMS = ("depth", "hidden", "patch", "in_channels", "learn_sigma", "input_size", "num_classes")
@@ -229,7 +231,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
         notes.append(f"unexpected keys ignored ({len(unexpected)}): " + "; ".join(compact_keys(unexpected)))
 
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    if fresh:
+    if fresh and isinstance(model, DyDiT):  # a DyFLUX's routers were made fresh with their all-on init (dydit.flux)
         _reset_routers(model)
     for note in notes:
         log.info("%s: %s", where, note)

@@ -182,12 +182,22 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
 #     FLUX (black-forest-labs): diffusers' FluxTransformer2DModel; DyFLUX         #
 #################################################################################
 
-# size: (double-stream blocks, single-stream blocks); every FLUX has 24 heads x 128 and FLUX_DEFAULTS.
-# "Dev": FLUX.1-dev (12 B); "Lite": Freepik's FLUX.1-lite-8B, the DyFLUX release's base.
-FLUX_SIZES = {"Dev": (19, 38), "Lite": (8, 38)}
+# size: what its config changes of FLUX_DEFAULTS. "Dev": FLUX.1-dev (12 B); "Lite": Freepik's FLUX.1-lite-8B, the
+# DyFLUX release's base; "Mini": the text-to-image mini's (16 x 32 one-channel digits packed 2 x 2, its own text
+# encoder MINI_TEXT_ENCODER; built as a dydit.text2img.TextToImageFlux).
 FLUX_DEFAULTS = dict(patch_size=1, in_channels=64, num_attention_heads=24, attention_head_dim=128,
                      joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
                      axes_dims_rope=(16, 56, 56))
+FLUX_SIZES = {"Dev": dict(num_layers=19, num_single_layers=38), "Lite": dict(num_layers=8, num_single_layers=38),
+              "Mini": dict(num_layers=2, num_single_layers=2, num_attention_heads=4, attention_head_dim=32,
+                           in_channels=4, joint_attention_dim=128, pooled_projection_dim=128, guidance_embeds=False,
+                           axes_dims_rope=(8, 12, 12))}
+# transformers' CLIPTextConfig of the mini's text encoder, trained with it (no hub weights); vocab_size bounds the
+# prompt tokenizer's (bench.mini.prompted_digits)
+MINI_TEXT_ENCODER = dict(vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=1)
+MINI_IMAGE = (16, 32)  # (H, W) of the mini's canvases
 
 
 @dataclass(frozen=True)
@@ -199,22 +209,37 @@ class FluxEntry:
     static: str
     dynamic: str
     family: str = "FLUX"
-    is_mini: bool = False
+    objective: str = "flow"  # rectified flow (dydit.text2img maps it onto dydit.flow's conventions)
+
+    @property
+    def is_mini(self) -> bool:
+        """The text-to-image mini's model, trained here (bench train --data prompted-digits)."""
+        return self.size == "Mini"
 
     @property
     def config(self) -> dict:
         """diffusers' FluxTransformer2DModel config."""
-        double, single = FLUX_SIZES[self.size]
-        return dict(FLUX_DEFAULTS, num_layers=double, num_single_layers=single)
+        return dict(FLUX_DEFAULTS, **FLUX_SIZES[self.size])
 
     def build(self, **kwargs) -> "nn.Module":
-        """diffusers' model (with DyFLUX's token routers for a dynamic name); kwargs override the config."""
+        """diffusers' model with, for a dynamic name, DyFLUX's routers (the release's tokens at full size; tokens and
+        DyDiT's widths on the mini); kwargs override the config. The mini is a dydit.text2img.TextToImageFlux:
+        image_size and in_channels (kwargs) are its images'."""
         from diffusers import FluxTransformer2DModel
+        from dydit.flux import add_token_routers, add_width_routers
+        image_size, in_channels = kwargs.pop("image_size", MINI_IMAGE), kwargs.pop("in_channels", 1)
+        if self.is_mini:
+            kwargs.setdefault("in_channels", 4 * in_channels)
         model = FluxTransformer2DModel(**{**self.config, **kwargs})
         if self.is_dynamic:
-            from dydit.flux import add_token_routers
             add_token_routers(model)
-        return model
+            if self.is_mini:
+                add_width_routers(model)
+        if not self.is_mini:
+            return model
+        from transformers import CLIPTextConfig, CLIPTextModel
+        from dydit.text2img import TextToImageFlux
+        return TextToImageFlux(model, CLIPTextModel(CLIPTextConfig(**MINI_TEXT_ENCODER)), image_size, in_channels)
 
 
 def _flux(size, is_dynamic) -> FluxEntry:
@@ -223,7 +248,8 @@ def _flux(size, is_dynamic) -> FluxEntry:
 
 
 FLUX_MODELS: Dict[str, FluxEntry] = {e.name: e for e in [
-    _flux("Dev", False), _flux("Lite", False), _flux("Dev", True), _flux("Lite", True)]}
+    _flux("Dev", False), _flux("Lite", False), _flux("Mini", False),
+    _flux("Dev", True), _flux("Lite", True), _flux("Mini", True)]}
 
 
 def entry(name):

@@ -43,6 +43,7 @@ from dydit.fileio import atomic_write, sha256_file
 from dydit.flow import FlowMatching
 from dydit.lora import trainable_parameters
 from dydit.models import DyDiT
+from dydit import registry
 from dydit.registry import create_model
 from dydit.sampling import LATENT_SCALE, load_vae
 from dydit.train_config import RUN_ONLY, NonFiniteLoss, TrainConfig, TrainError
@@ -194,7 +195,7 @@ def parameter_groups(model, token_router_lr_scale=1.0) -> list:
     token_router_lr_scale (one group when it is 1 or they are frozen: earlier checkpoints' optimizer state keeps
     its layout)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if token_router_lr_scale != 1.0 and not isinstance(model, DyDiT):
+    if token_router_lr_scale != 1.0 and not getattr(model, "is_dynamic", False):
         raise TrainError(f"token_router_lr_scale is a DyDiT setting; {type(model).__name__} has no token routers")
     routers = [p for n, p in named if ".token_selection." in f".{n}"]
     if token_router_lr_scale == 1.0 or not routers:  # none trained: the ablation's "TDW only"
@@ -258,17 +259,24 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         size, channels = x_probe.shape[-1] // factor, vae.config.latent_channels
     else:
         size, channels = x_probe.shape[-1], x_probe.shape[0]
-    kwargs = dict(input_size=config.input_size or size, in_channels=config.in_channels or channels)
-    if config.num_classes is not None:
-        kwargs["num_classes"] = config.num_classes
+    text_to_image = registry.entry(config.model).family == "FLUX"  # (image, prompt token ids) items
+    if text_to_image:  # dydit.text2img: any image size, prompts instead of classes
+        kwargs = dict(image_size=tuple(x_probe.shape[-2:]), in_channels=x_probe.shape[0])
+    else:
+        kwargs = dict(input_size=config.input_size or size, in_channels=config.in_channels or channels)
+        if config.num_classes is not None:
+            kwargs["num_classes"] = config.num_classes
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = create_model(config.model, **kwargs)
-    if (kwargs["input_size"], kwargs["in_channels"]) != (size, channels):
+    if not text_to_image and (kwargs["input_size"], kwargs["in_channels"]) != (size, channels):
         raise TrainError(f"the data give {channels} x {size} x {size} inputs; the model is configured for "
                          f"{kwargs['in_channels']} x {kwargs['input_size']} x {kwargs['input_size']}")
     classes = getattr(dataset, "num_classes", None)
-    if classes is not None and classes > model.y_embedder.num_classes:
+    if classes is not None and (text_to_image or classes > model.y_embedder.num_classes):
+        if text_to_image:
+            raise TrainError(f"{config.model} is text-to-image: train it on prompted images (--data prompted-digits), "
+                             f"not on {classes} classes")
         raise TrainError(f"the data have {classes} classes, the model {model.y_embedder.num_classes}: "
                          "set num_classes")
     if config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always
@@ -359,7 +367,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
                         with open(log_path, "a") as f:
                             f.write(json.dumps(record) + "\n")
                     shown = {"loss": f"{mean['loss']:.4f}"}
-                    if isinstance(model, DyDiT):  # a DiT has no FLOPs target
+                    if getattr(model, "is_dynamic", False):  # a DiT has no FLOPs target
                         shown.update(flops=f"{mean['flops_ratio']:.3f}", lam=f"{lambda_t:.3f}")
                     bar.set_postfix(shown)
                     sums, count, tick = None, 0, now

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from dydit.errors import UserError
+from dydit import registry
 from dydit.registry import MODELS
 
 
@@ -80,8 +81,14 @@ class TrainConfig:
 
     def validate(self):
         """Raises TrainError naming the first bad field."""
-        if self.model not in MODELS:
-            raise TrainError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
+        if not registry.is_known(self.model):
+            raise TrainError(f"unknown model {self.model!r}; known: {', '.join([*MODELS, *registry.FLUX_MODELS])}")
+        entry = registry.entry(self.model)
+        if entry.family == "FLUX" and not entry.is_mini:
+            raise TrainError(f"{self.model}: of FLUX, bench train takes the text-to-image mini (FLUX-Mini, DyFLUX-Mini "
+                             f"with --data prompted-digits); full-size FLUX needs its T5 / CLIP encoders and VAE: not yet")
+        if entry.family == "FLUX" and self.objective != "flow":
+            raise TrainError(f"{self.model} trains with rectified flow: give objective 'flow'")
         if not 0.0 < self.flops_ratio <= 1.0:
             raise TrainError(f"flops_ratio (lambda) must be in (0, 1], got {self.flops_ratio}")
         checks = [("max_steps", self.max_steps > 0), ("global_batch_size", self.global_batch_size > 0),

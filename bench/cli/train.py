@@ -17,7 +17,7 @@ from dydit import sampler_spec
 
 
 HELP = {
-    "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2",
+    "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2, FLUX-Mini",
     "init_checkpoint": "weights to start from: a path or an asset name (dit-xl-2); a DiT loads into a DyDiT "
                        "with fresh routers",
     "flops_ratio": "lambda: target F_dyn / F_static in (0, 1] (DyDiT)",
@@ -42,7 +42,8 @@ HELP = {
     "grad_clip": "max global gradient norm ('none': no clipping)",
     "vae": f"SD VAE for image folders: a path or asset name (default vae-ft-ema), or {sampler_spec.RANDOM_VAE!r}",
     "data": "training data: an image folder (one sub-folder per class), an .npz of latents "
-            "(latents (N,C,H,W) float, labels (N,) int) or 'digits' (the mini's)",
+            "(latents (N,C,H,W) float, labels (N,) int), 'digits' (the mini's) or 'prompted-digits' (the "
+            "text-to-image mini's: FLUX-Mini, DyFLUX-Mini)",
     "device": "cuda or cpu (none: cuda when available)",
 }
 
@@ -118,7 +119,7 @@ def run(args):
             raise TrainError("--out and --resume name different folders")
         config = build_config(args)
         if not config.data:
-            raise TrainError("give --data (an image folder, an .npz of latents, or 'digits')")
+            raise TrainError("give --data (an image folder, an .npz of latents, 'digits' or 'prompted-digits')")
         config.validate()  # before the data load: a wrong option is refused in the first second
         preflight.writable_folder(args.resume or args.out, "--resume" if args.resume else "--out", create=False)
         root, manifest = assets.assets_root(args.assets), assets.load_manifest()

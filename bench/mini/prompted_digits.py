@@ -127,6 +127,14 @@ class PromptTokenizer:
         return torch.tensor([enc.ids for enc in encodings], dtype=torch.long)
 
 
+def dataset(split="train", seed=0):
+    """The split as training items (image (1, 16, 32), prompt token ids (MAX_TOKENS,)): `bench train --data
+    prompted-digits` (dydit.train trains dydit.text2img models on them)."""
+    from torch.utils.data import TensorDataset
+    data = prompted_digits(split, seed)
+    return TensorDataset(data.images, PromptTokenizer()(data.prompts))
+
+
 #################################################################################
 #                             Reading attributes back                           #
 #################################################################################

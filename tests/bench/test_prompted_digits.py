@@ -55,3 +55,26 @@ def test_attributes_read_back_from_real_digits(val):
     assert reader.score(val.images, val.digits, val.positions, val.thicknesses) > 0.8
     flipped = 1 - val.positions
     assert reader.score(val.images, val.digits, flipped, val.thicknesses) == 0.0
+
+
+def test_flux_mini_trains_and_dyflux_mini_fine_tunes_from_it_through_bench_train(tmp_path, capsys):
+    """`bench train --data prompted-digits`: FLUX-Mini from scratch, then DyFLUX-Mini from its checkpoint (routers
+    fresh, all on), through dydit.train like a DiT and a DyDiT; what it cannot train is one error line."""
+    from tests.bench.runner_helpers import cli
+    common = ["--objective", "flow", "--data", "prompted-digits", "--split", "val", "--global-batch-size", "8",
+              "--max-steps", "3", "--log-every", "3", "--ckpt-every", "3"]
+    assert cli("train", "--model", "FLUX-Mini", *common, "--out", tmp_path / "flux") == 0
+    base = tmp_path / "flux" / "checkpoints" / "0000003.pt"
+    assert cli("train", "--model", "DyFLUX-Mini", *common, "--lambda", "0.5", "--init-checkpoint", base,
+               "--out", tmp_path / "dy") == 0
+    import json
+    (log,) = [json.loads(line) for line in (tmp_path / "dy" / "log.jsonl").read_text().splitlines()]
+    assert 0.9 < log["flops_ratio"] <= 1.0 and log["complete"] > 0  # fresh routers keep everything at first
+    capsys.readouterr()
+    for argv, words in ((["--model", "FLUX-Lite", *common], "full-size FLUX needs"),
+                        (["--model", "FLUX-Mini", *common[2:], "--objective", "diffusion"], "rectified flow"),
+                        (["--model", "FLUX-Mini", "--objective", "flow", "--data", "digits", "--max-steps", "1"],
+                         "is text-to-image")):
+        assert cli("train", *argv, "--out", tmp_path / "bad") == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data's summary line, where one prints
+        assert err.startswith("error: ") and words in err, err

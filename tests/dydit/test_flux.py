@@ -265,7 +265,7 @@ def test_a_training_step_with_the_flops_loss_moves_the_ratio_toward_lambda():
 
 def test_the_registry_builds_flux_and_dyflux_from_diffusers_configs():
     from dydit.registry import FLUX_MODELS, create_model, entry, is_known
-    assert set(FLUX_MODELS) == {"FLUX-Dev", "FLUX-Lite", "DyFLUX-Dev", "DyFLUX-Lite"} and is_known("DyFLUX-Lite")
+    assert set(FLUX_MODELS) == {f"{p}FLUX-{s}" for p in ("", "Dy") for s in ("Dev", "Lite", "Mini")} and is_known("DyFLUX-Lite")
     e = entry("DyFLUX-Lite")
     assert (e.static, e.dynamic, e.is_dynamic, e.config["num_layers"], e.config["num_single_layers"]) == (
         "FLUX-Lite", "DyFLUX-Lite", True, 8, 38)
