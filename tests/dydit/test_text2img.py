@@ -73,3 +73,23 @@ def test_prompt_dropout_gives_the_empty_prompt_in_training_only():
         m.eval()
         as_empty = m(x, t, empty, masks=m.all_on(64, x.device))
     assert torch.allclose(dropped, as_empty, atol=1e-5)
+
+
+def test_dydit_sampling_samples_it_from_prompts_with_cfg_on_the_empty_prompt_and_the_fast_path():
+    """dydit.sampling's flow samplers take it as they take SiT: labels are token ids, and the unconditional
+    half of CFG is the empty prompt (null_class = PAD_ID fills every token)."""
+    from dydit import sampling
+    m = model().eval()
+    with torch.no_grad():
+        for block in [*m.transformer.transformer_blocks, *m.transformer.single_transformer_blocks]:
+            block.token_selection.router.bias.zero_()  # drop some tokens
+    _, _, ids = batch(n=2)
+    noise = torch.randn(2, 1, *SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        masked = sampling.sample_latents(m, "flow-euler", noise, ids, 4, cfg_scale=2.0, guided_channels=None,
+                                         null_class=PAD_ID)
+        m.fast = True
+        fast = sampling.sample_latents(m, "flow-euler", noise, ids, 4, cfg_scale=2.0, guided_channels=None,
+                                       null_class=PAD_ID)
+    assert masked.shape == noise.shape and torch.isfinite(masked).all()
+    assert torch.allclose(fast, masked, atol=1e-4)
