@@ -6,10 +6,10 @@ baselines/<fingerprint>/<profile>/<suite>.json of the *same* fingerprint (device
 TF32 difference between machines is never called a regression. Accepting a run as the new baseline is
 `bench baseline accept` and a commit of the folder it writes.
 
-Cells the paper has no number for (status `measured`: the ci profile's FID-5K) are judged against the baseline
-within a spread the runner measures itself: `bench baseline calibrate` runs them with more sampling seeds and
-stores CALIBRATION beside the baseline (Calibration below: the values, the rule, the tolerance). Without it
-such a cell fails the check (closed).
+Cells the paper has no number for (status `measured`: the ci profile's FID-5K) are judged against the mean of
+the baseline's value and more sampling seeds' (`bench baseline calibrate`, stored as CALIBRATION beside the
+baseline), within RULE's bound. A measured cell without a calibration, or with one made for another baseline
+(accept removes it), fails the check (closed).
 """
 import json
 import math
@@ -27,9 +27,10 @@ from bench.results import MEASURED, ResultError, load_result, result_files, utc_
 CALIBRATION = "calibration.json"  # beside a fingerprint's baseline results
 CALIBRATION_SCHEMA = "dydit-bench-calibration/1"  # not a result schema: result_files never reads it as one
 CALIBRATION_SEEDS = (1, 2)  # the extra sampling seeds of `calibrate` (the baseline's own run is seed 0)
-CONFIDENCE = 0.995  # one-sided: a new seed's value falls beyond the bound with probability 0.5 %
-RULE = ("one-sided 99.5 % prediction bound for one more seed's value, from the calibrated seeds' mean and sample "
-        "standard deviation s (n seeds): t(0.995, n-1) * s * sqrt(1 + 1/n)")
+MIN_SEEDS = 3  # values per cell (the baseline's + extra seeds): fewer make the bound meaningless (t(0.995, 1) = 64)
+CONFIDENCE = 0.995  # one-sided: a new seed's value falls beyond the bound with probability 0.5 % (per cell)
+RULE = ("one-sided 99.5 % prediction bound for one more seed's value around the calibrated seeds' mean, from their "
+        "sample standard deviation s (n seeds): t(0.995, n-1) * s * sqrt(1 + 1/n); n = 3: 11.5 s, n = 5: 5.0 s")
 
 
 def fingerprint(result: dict) -> str:
@@ -67,8 +68,8 @@ def prediction_bound(values: Sequence[float]) -> float:
     """RULE: how far one more seed's value may lie from the mean of `values` (>= 2 seeds) by seed noise alone."""
     from scipy.stats import t
     n = len(values)
-    if n < 2:
-        raise ValueError(f"a spread needs at least 2 seeds' values, got {n}")
+    if n < MIN_SEEDS:
+        raise ValueError(f"a spread needs at least {MIN_SEEDS} seeds' values, got {n}")
     return float(t.ppf(CONFIDENCE, n - 1) * statistics.stdev(values) * math.sqrt(1 + 1 / n))
 
 
@@ -88,6 +89,11 @@ class CalibratedCell:
         return [self.baseline_value, *self.seed_values]
 
     @property
+    def center(self) -> float:
+        """What a new run is compared with: the mean over the baseline's seed and the calibrated ones."""
+        return statistics.fmean(self.values)
+
+    @property
     def tolerance(self) -> Tolerance:
         worse = "atmost" if METRICS[self.metric].direction == LOWER else "atleast"
         values = ", ".join(f"{v:.3f}" for v in self.values)
@@ -95,8 +101,8 @@ class CalibratedCell:
                          f"calibrated on this runner: the baseline and seeds {self.seeds} gave {values}; {RULE}")
 
 
-def load_calibration(folder) -> Dict[Tuple[str, str, str], Tolerance]:
-    """(suite, row, column) -> calibrated tolerance, from a fingerprint folder's CALIBRATION ({} if none)."""
+def load_calibration(folder) -> Dict[Tuple[str, str, str], CalibratedCell]:
+    """(suite, row, column) -> CalibratedCell, from a baseline folder's CALIBRATION ({} if none)."""
     path = Path(folder) / CALIBRATION
     if not path.is_file():
         return {}
@@ -105,10 +111,30 @@ def load_calibration(folder) -> Dict[Tuple[str, str, str], Tolerance]:
         if data.get("schema") != CALIBRATION_SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {CALIBRATION_SCHEMA!r}")
         cells = [CalibratedCell(**c) for c in data["cells"]]
-        return {(c.suite, c.row, c.column): c.tolerance for c in cells}
+        for c in cells:
+            c.tolerance  # noqa: B018  (refuses too few seeds now, not at the first comparison)
+        return {(c.suite, c.row, c.column): c for c in cells}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ResultError(f"{path}: cannot read the calibration ({type(e).__name__}: {e}): rerun `python -m bench "
                           f"baseline calibrate`, or move the file away") from e
+
+
+def calibrated_baseline(base: dict, calibration: Dict[Tuple[str, str, str], CalibratedCell]):
+    """(the baseline with each calibrated cell's value replaced by its calibrated center, {(row, column):
+    tolerance}); ResultError where the calibration was made for another baseline value (stale)."""
+    base = json.loads(json.dumps(base))  # a copy
+    tolerances = {}
+    for cell in measured_cells(base):
+        c = calibration.get((base["suite"], cell["row"], cell["column"]))
+        if c is None:
+            continue
+        if cell["measured"] is None or abs(c.baseline_value - cell["measured"]) > 1e-9 * max(1.0, abs(c.baseline_value)):
+            raise ResultError(f"{CALIBRATION} of {base['suite']} / {cell['row']} / {cell['column']} was made for a "
+                              f"baseline value {c.baseline_value:g}, the baseline holds {cell['measured']}: rerun "
+                              f"`python -m bench baseline calibrate` for this baseline")
+        cell["measured"] = c.center
+        tolerances[cell["row"], cell["column"]] = c.tolerance
+    return base, tolerances
 
 
 def measured_cells(result: dict) -> List[dict]:
@@ -167,9 +193,8 @@ def check(reports, baselines) -> Check:
             out.missing.append(f"{new['suite']}: no baseline {base} (accept one: python -m bench baseline accept "
                                f"--reports {reports} --baselines {baselines})")
             continue
-        calibrated = load_calibration(base.parent)
-        tolerances = {(row, column): t for (suite, row, column), t in calibrated.items() if suite == new["suite"]}
-        comparison = compare(load_result(base), new, tolerances)
+        old, tolerances = calibrated_baseline(load_result(base), load_calibration(base.parent))
+        comparison = compare(old, new, tolerances)
         out.compared_suites += 1
         out.regressions += len(comparison.regressions)
         out.lines.append(report(comparison, str(base), str(path)))
@@ -183,11 +208,13 @@ def check(reports, baselines) -> Check:
 
 
 def accept(reports, baselines) -> List[Path]:
-    """Copies every result of `reports` to baselines/<its fingerprint>/ (commit that folder to keep it)."""
+    """Copies every result of `reports` to baselines/<its fingerprint>/<profile>/ (commit that folder to keep it).
+    A calibration there belonged to the previous baseline: it is removed (calibrate again)."""
     written = []
     for path in result_files(reports):
         target = baseline_folder(baselines, load_result(path)) / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        (target.parent / CALIBRATION).unlink(missing_ok=True)
         shutil.copyfile(path, target)
         written.append(target)
     if not written:

@@ -82,8 +82,9 @@ def compare(old: dict, new: dict, tolerances: Optional[Dict[Tuple[str, str], Tol
             continue
         where = f"{o['row']} / {o['column']}"
         n = new_cells.get((o["row"], o["column"]))
-        if n is None:
-            (regressions if o["status"] == PASS else notes).append(f"{where}: in OLD ({o['status']}), gone from NEW")
+        if n is None:  # a cell that held, or that the gate judges, may not vanish
+            (regressions if o["status"] in (PASS, MEASURED) else notes).append(
+                f"{where}: in OLD ({o['status']}), gone from NEW")
             continue
         if o.get("kind") == "timing" and not same_device:
             notes.append(f"{where}: timing not compared ({old['provenance'].get('device')} vs "
@@ -91,7 +92,8 @@ def compare(old: dict, new: dict, tolerances: Optional[Dict[Tuple[str, str], Tol
             continue
         compared += 1
         tolerance = Tolerance.from_dict(n.get("tolerance") or o.get("tolerance"))
-        if o["status"] == MEASURED:  # no paper number: only the runner's calibrated spread judges a move
+        calibrated = MEASURED in (o["status"], n["status"])  # no paper number: only the runner's spread judges it
+        if calibrated:
             tolerance = (tolerances or {}).get((o["row"], o["column"]))
             if tolerance is None and n["status"] == MEASURED:
                 regressions.append(f"{where}: {fmt_value(o['measured'])} -> {fmt_value(n['measured'])} cannot be "
@@ -105,7 +107,7 @@ def compare(old: dict, new: dict, tolerances: Optional[Dict[Tuple[str, str], Tol
         direction = metric.direction if metric else EXACT
         values = f"{fmt_value(o['measured'])} -> {fmt_value(n['measured'])}"
         better, beyond = _moved_better(o, n, direction), _beyond(o, n, tolerance)
-        if beyond and _within_spread(o, n, tolerance):
+        if beyond and not calibrated and _within_spread(o, n, tolerance):  # a calibration holds the noise already
             notes.append(f"{where}: value moved {values}, {beyond}, but within both runs' own spread "
                          f"(ranges ±{fmt_value(_half_range(o))} and ±{fmt_value(_half_range(n))}): inconclusive")
             beyond = ""

@@ -289,6 +289,8 @@ def fast_block(block, x, c, widths, tokens=None, record=None, attention_weights=
     # addcmul: modulate and gated residual in one pass each (x * (1 + scale) + shift; x + gate * out)
     h = torch.addcmul(shift_msa.unsqueeze(1), block.norm1(x), 1 + scale_msa.unsqueeze(1))
     attn = active_attention(block.attn, h, heads, attention_weights, core)
+    if core is not None and branches is not None:  # a CUDA-graph output is overwritten by the next replay: DeepCache
+        attn = attn.clone()  # keeps this one for later steps
     x = torch.addcmul(x, gate_msa.unsqueeze(1), attn)
 
     # token selection on the post-attention residual; the MLP runs on kept tokens only

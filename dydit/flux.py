@@ -132,7 +132,7 @@ class FluxStep:
     fast: bool  # compute-skipping (gather the kept rows, slice the active heads / groups) or masked (multiply)
     tau: float = 5.0
     width_emb: Optional[torch.Tensor] = None  # (B, D) what width routers read; None: no width routers
-    record: Optional[list] = None  # receives each block's FluxMasks, double-stream blocks first
+    record: Optional[list] = None  # receives each block's FluxMasks (with the masks' gradients), double-stream first
 
 
 @dataclass
@@ -250,7 +250,7 @@ def double_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
     txt = txt + c_gate_msa.unsqueeze(1) * txt_attn
     tokens = _tokens(block, img, txt, step, given)  # (B, N), on the post-attention streams
     if step.record is not None:
-        step.record.append(FluxMasks(tokens.detach(), *(m if m is None else m.detach() for m in (head_mask, group_mask))))
+        step.record.append(FluxMasks(tokens, head_mask, group_mask))  # with their gradients: the FLOPs loss
     h = block.norm2(img) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
     masked_groups = None if step.fast else group_mask
     if step.fast:
@@ -275,7 +275,7 @@ def single_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
     heads, groups = (_active(head_mask), _active(group_mask)) if step.fast else (None, None)
     tokens = _tokens(block, img, txt, step, given)  # (B, N), on the residual stream before the block
     if step.record is not None:
-        step.record.append(FluxMasks(tokens.detach(), *(m if m is None else m.detach() for m in (head_mask, group_mask))))
+        step.record.append(FluxMasks(tokens, head_mask, group_mask))  # with their gradients: the FLOPs loss
     x = torch.cat([txt, img], dim=1)  # (B, L + N, D)
     h, gate = block.norm(x, emb=step.temb)
     if head_mask is None:
@@ -327,6 +327,9 @@ def dyflux_forward(model, hidden_states, encoder_hidden_states, pooled_projectio
     token_routers(model)
     if masks is not None and len(masks) != len(blocks):
         raise ValueError(f"masks: one FluxMasks per block, {len(blocks)}; got {len(masks)}")
+    if guidance is not None and not model.config.guidance_embeds:
+        raise ValueError("guidance given, but this FLUX has no guidance embedder (guidance_embeds=False)")
+    img_ids, txt_ids = (ids[0] if ids.ndim == 3 else ids for ids in (img_ids, txt_ids))  # diffusers' old 3-D ids
     img = model.x_embedder(hidden_states)
     timestep = timestep.to(img.dtype) * 1000
     guidance = None if guidance is None else guidance.to(img.dtype) * 1000

@@ -23,7 +23,7 @@ def register(subparsers):
                                                              "baselines)")
     p.add_argument("--require", action="store_true", help="check: fail when a suite has no baseline yet, or a baseline has no current result")
     p.add_argument("--seeds", type=types.non_negative_int, nargs="+", default=None, metavar="SEED",
-                   help="calibrate: the extra sampling seeds (default: 1 2; at least 1, none equal to a cell's own)")
+                   help="calibrate: the extra sampling seeds (default: 1 2; at least 2, none equal to a cell's own)")
     p.add_argument("--assets", default=None, help="calibrate: assets root (default: $DYDIT_ASSETS)")
     p.add_argument("--work-dir", default=None, help="calibrate: scratch folder (default: REPORTS/work)")
     p.set_defaults(func=run)
@@ -65,6 +65,9 @@ def calibrate(args):
     seeds = tuple(args.seeds or baseline.CALIBRATION_SEEDS)
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {' '.join(map(str, seeds))}: a seed is listed twice; give distinct seeds")
+    if len(seeds) < baseline.MIN_SEEDS - 1:
+        raise UserError(f"--seeds: give at least {baseline.MIN_SEEDS - 1} (with the baseline's own, {baseline.MIN_SEEDS} "
+                        f"values: fewer make the bound meaningless)")
     found = result_files(args.reports)
     if not found:
         raise ResultError(f"no result JSON in {args.reports}: run the ci profile and accept it first")
@@ -94,7 +97,8 @@ def calibrate(args):
         return {(c["row"], c["column"]): c["measured"] for c in result["cells"] if c["measured"] is not None}
 
     path = baseline.calibrate(folders.pop(), run_cells, seeds)
-    for (suite, row, column), tolerance in baseline.load_calibration(path.parent).items():
-        print(f"calibrated {suite} / {row} / {column}: {tolerance.kind} {tolerance.value:.3f}")
+    for (suite, row, column), cell in baseline.load_calibration(path.parent).items():
+        print(f"calibrated {suite} / {row} / {column}: {', '.join(f'{v:.3f}' for v in cell.values)} -> judged "
+              f"against {cell.center:.3f}, {cell.tolerance.kind} {cell.tolerance.value:.3f}")
     print(f"wrote {path}: commit it beside the baseline")
     return 0

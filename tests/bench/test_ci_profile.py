@@ -170,3 +170,26 @@ def test_run_accept_calibrate_check_end_to_end_through_the_cli(tmp_path, monkeyp
     capsys.readouterr()
     assert cli("baseline", "check", "--require", "--reports", reports, "--baselines", baselines) == 1
     assert "REGRESSION one / fid5k: value moved 5.00 -> 9.00" in capsys.readouterr().out
+    # the calibration belongs to its baseline: edited, the check refuses; a new accept removes it (fails closed)
+    (accepted,) = baselines.glob("*/ci/gate.json")
+    edited = json.loads(accepted.read_text())
+    edited["cells"][0]["measured"] = 5.5
+    accepted.write_text(json.dumps(edited))
+    assert cli("baseline", "check", "--reports", reports, "--baselines", baselines) == 2
+    assert "was made for a baseline value 5" in capsys.readouterr().err
+    assert cli("baseline", "accept", "--reports", reports, "--baselines", baselines) == 0
+    assert not calibration.exists()
+    assert cli("baseline", "check", "--reports", reports, "--baselines", baselines) == 1
+    assert cli("baseline", "calibrate", "--reports", reports, "--baselines", baselines, "--seeds", "3") == 2
+    assert "at least 2" in capsys.readouterr().err
+
+
+def test_a_gated_cell_that_vanishes_or_comes_back_uncalibrated_fails_the_gate():
+    from bench.results import ERROR, SCHEMA
+    old = {**_measured_result(), "schema": SCHEMA}
+    gone = copy.deepcopy(old)
+    gone["cells"] = []
+    assert compare(old, gone).regressions  # a measured cell may not vanish
+    broken = copy.deepcopy(old)
+    broken["cells"][0].update(status=ERROR, measured=None)
+    assert compare(broken, old).regressions  # error -> measured without a calibration: not judged, so not passed

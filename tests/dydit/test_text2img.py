@@ -43,6 +43,7 @@ def test_the_objective_trains_it_like_a_dydit_and_the_fast_path_equals_the_maske
     m = model().train()
     objective = TrainingObjective(m, FlowMatching(), flops_weight=1.0)
     x, t, y = batch()
+    torch.manual_seed(0)
     out = objective(x, y, t, torch.randn_like(x), lambda_t=0.5, complete=True)
     assert torch.isfinite(out["loss"]) and float(out["flops_ratio"]) > 0.95  # routers start all on
     assert float(out["complete"]) > 0 and float(out["flops_loss"]) > 0
@@ -50,6 +51,13 @@ def test_the_objective_trains_it_like_a_dydit_and_the_fast_path_equals_the_maske
     grads = {n: p.grad for n, p in m.named_parameters()}
     assert grads["text_encoder.embeddings.token_embedding.weight"].abs().sum() > 0  # trained together
     assert grads["transformer.transformer_blocks.0.token_selection.router.weight"].abs().sum() > 0
+    # the FLOPs loss reaches the routers: without it (weight 0) their gradient differs
+    again = model().train()
+    torch.manual_seed(0)
+    TrainingObjective(again, FlowMatching(), flops_weight=0.0)(x, y, t, torch.randn_like(x), lambda_t=0.5,
+                                                               complete=True)["loss"].backward()
+    name = "transformer.transformer_blocks.0.token_selection.router.weight"
+    assert not torch.allclose(dict(again.named_parameters())[name].grad, grads[name])
     static = TrainingObjective(model(dynamic=False), FlowMatching())
     assert float(static(x, y, t, torch.randn_like(x))["flops_ratio"]) == 1.0  # no routers, no FLOPs loss
     m.eval()
