@@ -260,6 +260,10 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     else:
         size, channels = x_probe.shape[-1], x_probe.shape[0]
     text_to_image = registry.entry(config.model).family == "FLUX"  # (image, prompt token ids) items
+    classes = getattr(dataset, "num_classes", None)
+    if text_to_image and classes is not None:
+        raise TrainError(f"{config.model} is text-to-image: train it on prompted images (--data prompted-digits), "
+                         f"not on {classes} classes")
     if text_to_image:  # dydit.text2img: any image size, prompts instead of classes
         kwargs = dict(image_size=tuple(x_probe.shape[-2:]), in_channels=x_probe.shape[0])
     else:
@@ -272,11 +276,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     if not text_to_image and (kwargs["input_size"], kwargs["in_channels"]) != (size, channels):
         raise TrainError(f"the data give {channels} x {size} x {size} inputs; the model is configured for "
                          f"{kwargs['in_channels']} x {kwargs['input_size']} x {kwargs['input_size']}")
-    classes = getattr(dataset, "num_classes", None)
-    if classes is not None and (text_to_image or classes > model.y_embedder.num_classes):
-        if text_to_image:
-            raise TrainError(f"{config.model} is text-to-image: train it on prompted images (--data prompted-digits), "
-                             f"not on {classes} classes")
+    if classes is not None and not text_to_image and classes > model.y_embedder.num_classes:
         raise TrainError(f"the data have {classes} classes, the model {model.y_embedder.num_classes}: "
                          "set num_classes")
     if config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always

