@@ -58,22 +58,7 @@ def test_the_ci_estimate_on_one_h100_is_under_30_minutes_and_the_precision_is_ch
 
 def test_a_baseline_cell_is_measured_never_judged_and_takes_no_paper_number(tmp_path, monkeypatch):
     install_fake(monkeypatch, lambda item, ctx: 5.0, metrics=(("fake", "u", "quality", "lower"),))
-    text = '''\
-[suite]
-name = "b"
-title = "B"
-
-[[columns]]
-key = "a"
-label = "A"
-metric = "fake"
-profiles = ["ci"]
-
-[[rows]]
-name = "one"
-model = "DiT-S/8"
-cells = { a = { baseline = true, note = "no paper number at this setting" } }
-'''
+    text = BASELINE_SUITE  # one baseline cell, defined below
     result = run_suite(load_suite(write(tmp_path, text)), "ci", machine(tmp_path), Context(profile="ci"))
     (cell,) = result["cells"]
     assert cell["status"] == MEASURED and cell["paper"] is None and cell["measured"] == 5.0
