@@ -45,10 +45,12 @@ def reproduce_table18(session):
 
 
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
+DYDITPP_MINI_SUITES = ("suites/dyditpp-mini.toml",)  # DyDiT++'s claims on the mini (SiT, LoRA, TD-LoRA)
 SCALING_SUITES = ("suites/scaling.toml", "suites/scaling-mini.toml")
 # the suites with cells in the ci profile (a GPU runner's gate on a push; `python -m bench estimate` sizes it)
 CI_SUITES = ("suites/table1.toml", "suites/table4.toml", "suites/table18.toml")
-TRAINING_SUITES = (*MINI_SUITES, "suites/scaling-mini.toml")  # suites that train models here (--retrain)
+# suites that train models here (--retrain)
+TRAINING_SUITES = (*MINI_SUITES, *DYDITPP_MINI_SUITES, "suites/scaling-mini.toml")
 
 
 def run_suites(session, suites):
@@ -68,6 +70,14 @@ def reproduce_mini(session):
     the mini reproduction, then Tables 4 and 18 on its models."""
     install(session, "[mini]")
     run_suites(session, MINI_SUITES)
+
+
+@nox.session(name="reproduce-dyditpp-mini", python=PYTHON)
+def reproduce_dyditpp_mini(session):
+    """DyDiT++'s claims on the mini's digits: DySiT (flow matching) and DyDiT with LoRA / TD-LoRA, each against
+    its fair control (models trained here, cached; the DiT-Mini and DyDiT-Mini λ=0.5 of reproduce-mini reused)."""
+    install(session, "[mini]")
+    run_suites(session, DYDITPP_MINI_SUITES)
 
 
 @nox.session(name="mini-spread", python=PYTHON)
@@ -91,7 +101,8 @@ def reproduce_all(session):
     """Every suite of suites/ (paper tables, then the mini ones), one reports/index.html; posargs go to each
     run (e.g. `-- --profile full` on a GPU runner with DYDIT_ASSETS set)."""
     install(session, "[mini]")
-    first = ["suites/table1.toml", "suites/table4.toml", "suites/table18.toml", "suites/scaling.toml", *MINI_SUITES]
+    first = ["suites/table1.toml", "suites/table4.toml", "suites/table18.toml", "suites/scaling.toml", *MINI_SUITES,
+             *DYDITPP_MINI_SUITES]
     others = sorted(str(p) for p in Path("suites").glob("*.toml") if str(p) not in first and p.name != "assets.toml")
     run_suites(session, first + others)
     session.run("python", "-m", "bench", "report", "--out", "reports")

@@ -227,6 +227,22 @@ def model_label(model: str, options) -> str:
                                     ADAPTERS[options.adapter]]))
 
 
+def control_row(model: str, options):
+    """(model, options) of a dynamic row's fair control: its static model fine-tuned alike (the same adapter),
+    without routers or the FLOPs loss; None for a static row."""
+    from bench.suite import Options
+    entry = registry.entry(model)
+    return (entry.static, Options(finetuned=True, adapter=options.adapter)) if entry.is_dynamic else None
+
+
+def full_finetune_row(model: str, options):
+    """(model, options) of the full fine-tune an adapter row is compared with (same lambda); None otherwise."""
+    from bench.suite import Options
+    if not registry.entry(model).is_dynamic or options.adapter == "none":
+        return None
+    return model, Options(flops_target=options.flops_target)
+
+
 def _row_recipe(config: MiniConfig, model: str, options):
     """(its size's recipe, builder, builder's arguments) of a row's model: the one place a row's name and options
     decide what is built (options.finetuned: its size's fair control; a dynamic model: fine-tuned to its

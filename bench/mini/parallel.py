@@ -33,16 +33,24 @@ def default_jobs(device) -> int:
 
 def waves(config: MiniConfig, rows: Iterable[Tuple[str, object]]) -> List[list]:
     """[[(model, options) of the static models], [(model, options) of the rest]]: the second wave starts from the
-    first's models. Rows building the same artifact appear once; a row that names no buildable model is left
-    out (its own measurement says why)."""
+    first's models. Each row brings what it is compared with (its control, an adapter's full fine-tune); rows
+    building the same artifact appear once; a row that names no buildable model is left out (its own
+    measurement says why)."""
     from bench.suite import Options
     static, rest, seen = [], [], set()
-    for model, options in rows:
-        base = (build.config_for(config, model).model, Options())
+    def buildable(row):
         try:
-            ids = [build.row_artifact(config, *base), build.row_artifact(config, model, options)]
+            build.row_artifact(config, *row)
+            return True
         except ValueError:
-            continue
+            return False
+
+    needed = list(filter(buildable, rows))
+    for row in needed:  # grows: what each row is compared with (bench.mini.run), and what that one is
+        needed += [n for n in (build.control_row(*row), build.full_finetune_row(*row)) if n and n not in needed]
+    for model, options in dict.fromkeys(needed):
+        base = (build.config_for(config, model).model, Options())
+        ids = [build.row_artifact(config, *base), build.row_artifact(config, model, options)]
         for wave, row, artifact in ((static, base, ids[0]), (rest, (model, options), ids[1])):
             if artifact not in seen:
                 seen.add(artifact)

@@ -130,18 +130,18 @@ def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sa
                METRIC_MINI_FID_OVER_FLOOR: ev["mini_fid"] / s.floor(sampling.num_samples),
                METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
                METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
-    if entry.is_dynamic:  # against what the same fine-tuning without routers and FLOPs loss gives
-        control = Options(finetuned=True, adapter=options.adapter)
-        control_label = build.model_label(entry.static, control)
-        ctl = _measured(s, label(control_label, plain), entry.static, control, plain)
+    control = build.control_row(model_name, options)
+    if control is not None:  # against what the same fine-tuning without routers and FLOPs loss gives
+        ctl = _measured(s, label(build.model_label(*control), plain), *control, plain)
         metrics.update({METRIC_MINI_FID_VS_CONTROL: ev["mini_fid"] - ctl["mini_fid"],
                         METRIC_ACCURACY_VS_CONTROL: ev["accuracy"] - ctl["accuracy"],
                         METRIC_MINI_KID_VS_CONTROL: ev["mini_kid"] - ctl["mini_kid"]})
     if "trainable_parameters" in info:  # a fine-tuned model: what its fine-tuning trained
         metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
-    if entry.is_dynamic and options.adapter != "none":  # against the full fine-tune of the same lambda
-        full_name = f"Dy{entry.label} λ={options.flops_target}"
-        measure_row(s, full_name, model_name, Options(flops_target=options.flops_target), sampling)
+    full = build.full_finetune_row(model_name, options)
+    if full is not None:  # against the full fine-tune of the same lambda
+        full_name = build.model_label(*full)
+        measure_row(s, full_name, *full, sampling)
         metrics[METRIC_MINI_FID_VS_FULL] = ev["mini_fid"] - s.measured[label(full_name, sampling)]["mini_fid"]
     if "ink_vs_background" in ev:  # a DyDiT without DeepCache: where it skipped
         metrics[METRIC_INK_VS_BACKGROUND] = ev["ink_vs_background"]

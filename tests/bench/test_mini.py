@@ -17,13 +17,13 @@ from tests.bench.runner_helpers import machine, write
 TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifier_epochs=1)
 
 
-def tiny_suite(tmp_path):
-    text = (SUITES_DIR / "mini.toml").read_text(encoding="utf-8")
+def tiny_suite(tmp_path, name="mini.toml"):
+    text = (SUITES_DIR / name).read_text(encoding="utf-8")
     text = text.replace("steps = 50\n", "steps = 4\n") \
         .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }") \
         .replace("steps = 50,", "steps = 4,")
     text = re.sub(r"num_samples = \d+\n", "num_samples = 20\n", text)
-    return load_suite(write(tmp_path, text, "mini.toml"))
+    return load_suite(write(tmp_path, text, name))
 
 
 def run(tmp_path, suite):
@@ -38,37 +38,52 @@ def run(tmp_path, suite):
     return result, records["run"].record("mini")
 
 
-def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_path, monkeypatch):
-    suite = tiny_suite(tmp_path)
-    result, _ = run(tmp_path, suite)
+def measured_everything(result):
     for cell in result["cells"]:
         assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
         assert cell["measured"] is not None
     (section,) = result["sections"]
-    assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 6, section["note"]
+    assert section["status"] in ("pass", "fail") and len(section["figures"]) >= 3, section["note"]
+    return section, result["provenance"]["measurements"]["mini"], {(c["row"], c["column"]): c for c in result["cells"]}
+
+
+def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_path, monkeypatch):
+    """mini.toml, then dyditpp-mini.toml on the same models' cache, then mini.toml again warm."""
+    suite = tiny_suite(tmp_path)
+    result, _ = run(tmp_path, suite)
+    section, mini, cells = measured_everything(result)
+    assert len(section["figures"]) >= 6  # FLOPs vs FID, digits, Fig. 5 and Fig. 6 of each DyDiT
     walls = [r for r in section["rows"] if "fine-tuning wall time" in r["name"]]
-    assert len(walls) == 10 and all(r["ok"] and r["value"] > 0 for r in walls)  # every DyDiT, DySiT and control
-    mini = result["provenance"]["measurements"]["mini"]
+    assert len(walls) == 3 and all(r["ok"] and r["value"] > 0 for r in walls)  # both DyDiTs and the control
     assert mini["config"]["dit_steps"] == 4 and next(iter(mini["sampling"].values()))["num_samples"] == 20
-    assert set(mini["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5", "SiT-Mini", "DySiT-Mini λ=0.7",
-                                   "DySiT-Mini λ=0.5", "DyDiT-Mini λ=0.5 · LoRA", "DyDiT-Mini λ=0.5 · TD-LoRA",
-                                   "DiT-Mini + FT", "SiT-Mini + FT", "DiT-Mini + FT · LoRA", "DiT-Mini + FT · TD-LoRA"}
-    assert mini["models"]["DiT-Mini + FT · LoRA"]["adapter"] == "lora"  # each adapter row has its own control
-    assert mini["models"]["DyDiT-Mini λ=0.5 · TD-LoRA"]["adapter"] == "td-lora"
-    cells = {(c["row"], c["column"]): c for c in result["cells"]}
-    for adapter in ("LoRA", "TD-LoRA"):  # parameter-efficient: a few % of the parameters train
-        assert 0 < cells[(f"DyDiT-Mini λ=0.5 · {adapter}", "trainable")]["measured"] < 0.2
-    assert cells[("DyDiT-Mini λ=0.5", "trainable")]["measured"] == 1.0
-    sit = result["provenance"]["measurements"]["mini"]["models"]["DySiT-Mini λ=0.5"]
-    assert sit["adapter"] == "none" and "sampling" in mini
+    assert set(mini["models"]) == {"DiT-Mini", "DiT-Mini + FT", "DyDiT-Mini λ=0.7", "DyDiT-Mini λ=0.5"}
     page = render_suite(json.loads(json.dumps(result)), tmp_path / "reports")
     assert re.search(r"mini_dit-mini[a-z0-9-]*-digits\.png", page.read_text()) and (tmp_path / "reports" / "mini_flops-vs-fid.png").is_file()
+
+    # DyDiT++ on the same cache: its DiT-Mini, control and DyDiT-Mini λ=0.5 are loaded, the rest trained
+    cache = tmp_path / "work" / "mini-models"
+    built = lambda: {f.parent.name: f.stat().st_mtime_ns for f in cache.glob("*/done.json")}  # noqa: E731
+    before = built()
+    plus, _ = run(tmp_path, tiny_suite(tmp_path, "dyditpp-mini.toml"))
+    after = built()
+    assert {k: after[k] for k in before} == before  # the shared models (and the classifier) were loaded
+    assert len(set(after) - set(before)) == 8  # SiT-Mini and its control, 2 DySiTs, 2 adapter DyDiTs, 2 controls
+    _, mini_pp, cells_pp = measured_everything(plus)
+    assert set(mini_pp["models"]) == {"DiT-Mini", "DyDiT-Mini λ=0.5", "DiT-Mini + FT", "SiT-Mini", "SiT-Mini + FT",
+                                      "DySiT-Mini λ=0.7", "DySiT-Mini λ=0.5", "DyDiT-Mini λ=0.5 · LoRA",
+                                      "DyDiT-Mini λ=0.5 · TD-LoRA", "DiT-Mini + FT · LoRA", "DiT-Mini + FT · TD-LoRA"}
+    assert mini_pp["models"]["DiT-Mini + FT · LoRA"]["adapter"] == "lora"  # each adapter row has its own control
+    assert mini_pp["models"]["DyDiT-Mini λ=0.5 · TD-LoRA"]["adapter"] == "td-lora"
+    for adapter in ("LoRA", "TD-LoRA"):  # parameter-efficient: a few % of the parameters train
+        assert 0 < cells_pp[(f"DyDiT-Mini λ=0.5 · {adapter}", "trainable")]["measured"] < 0.2
+    assert cells_pp[("DyDiT-Mini λ=0.5", "trainable")]["measured"] == 1.0
+    assert mini_pp["models"]["DySiT-Mini λ=0.5"]["adapter"] == "none"
 
     # warm: every model and evaluation comes from the cache, nothing trains
     from dydit import train
     monkeypatch.setattr(train, "_train", lambda *a, **k: pytest.fail("a cached model was trained again"))
     again, _ = run(tmp_path, suite)
-    measured = {(c["row"], c["column"]): c["measured"] for c in result["cells"] if c["column"] != "speedup"}
+    measured = {key: c["measured"] for key, c in cells.items() if key[1] != "speedup"}
     assert measured == {(c["row"], c["column"]): c["measured"] for c in again["cells"] if c["column"] != "speedup"}
 
 

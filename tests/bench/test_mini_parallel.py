@@ -59,3 +59,12 @@ def test_a_lone_missing_static_model_trains_first_in_this_process(tmp_path, monk
 def test_rows_that_name_no_buildable_model_are_left_to_their_measurement():
     bad = ("DyDiT-Mini/2", Options())  # a dynamic row without its lambda
     assert parallel.waves(TINY, [bad, *ROWS[:2]]) == parallel.waves(TINY, ROWS[:2])
+
+
+def test_each_row_brings_what_it_is_compared_with():
+    """An adapter row alone: its control (the same adapter, no routers) and the full fine-tune are trained too."""
+    static, rest = parallel.waves(TINY, [("DyDiT-Mini/2", Options(flops_target=0.5, adapter="lora"))])
+    assert static == [("DiT-Mini/2", Options())]
+    assert rest == [("DyDiT-Mini/2", Options(flops_target=0.5, adapter="lora")),
+                    ("DiT-Mini/2", Options(finetuned=True, adapter="lora")),
+                    ("DyDiT-Mini/2", Options(flops_target=0.5)), ("DiT-Mini/2", Options(finetuned=True))]
