@@ -37,6 +37,8 @@ METRIC_MINI_KID = "mini_kid"  # kernel distance (torch-fidelity's unbiased KID) 
 METRIC_MINI_FID_VS_CONTROL = "mini_fid_vs_control"  # mini-FID minus the fair control's (static, fine-tuned alike)
 METRIC_ACCURACY_VS_CONTROL = "accuracy_vs_control"  # accuracy minus the fair control's
 METRIC_MINI_KID_VS_CONTROL = "mini_kid_vs_control"  # mini-KID minus the fair control's
+METRIC_READBACK = "readback"  # text-to-image mini: canvases whose every prompted attribute reads back (GenEval-like)
+METRIC_READBACK_VS_CONTROL = "readback_vs_control"  # read-back minus the fair control's
 # DyDiT++ on FLUX (suites/dyflux.toml)
 METRIC_TFLOPS = "tflops"  # MACs of one FLUX forward, batch 1, at bench.measure.flux's convention (x 1e-12)
 METRIC_GENEVAL = "geneval"  # GenEval's overall score (cited: its object detector is not reachable here)
@@ -93,6 +95,8 @@ METRICS = {
     METRIC_MINI_FID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
     METRIC_ACCURACY_VS_CONTROL: Metric("mini", "", QUALITY, HIGHER),
     METRIC_MINI_KID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
+    METRIC_READBACK: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_READBACK_VS_CONTROL: Metric("mini", "", QUALITY, HIGHER),
 }
 
 TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")

@@ -126,12 +126,14 @@ def outside_blocks_macs(s: FluxShape, n: int, text: int) -> int:
 def flux_macs(s: FluxShape, image_tokens: int, text_tokens: int, plans: Optional[Sequence[BlockPlan]] = None,
               token_routers: bool = False, width_routers: int = 0) -> int:
     """MACs of one forward of one sample; plans: one BlockPlan per block (double-stream first; None: everything
-    on); token_routers: count DyFLUX's token routers; width_routers: the head count H of DyDiT's width routers
-    to count (0: none)."""
+    on), of floats (an int back) or of (B,) tensors (a (B,) tensor back, per sample); token_routers: count
+    DyFLUX's token routers; width_routers: the head count H of DyDiT's width routers to count (0: none)."""
     blocks = s.double + s.single
     plans = [BlockPlan()] * blocks if plans is None else list(plans)
     n, text = image_tokens, text_tokens
     routers = (_router(s, n, text) if token_routers else 0) + (_width_routers(s, width_routers) if width_routers else 0)
     total = outside_blocks_macs(s, n, text) + blocks * routers
     total += sum(sum(terms) for terms in block_terms(s, n, text, plans))
+    if hasattr(total, "shape"):  # per-sample plans (a sampling run's recorded masks)
+        return total
     return int(round(total))  # fractions of whole heads, groups and tokens: integral up to float rounding

@@ -212,6 +212,11 @@ class FluxEntry:
     objective: str = "flow"  # rectified flow (dydit.text2img maps it onto dydit.flow's conventions)
 
     @property
+    def label(self) -> str:
+        """The static name: "FLUX-Mini" (DyDiT's convention: the dynamic one is "Dy" + label)."""
+        return self.static
+
+    @property
     def is_mini(self) -> bool:
         """The text-to-image mini's model, trained here (bench train --data prompted-digits)."""
         return self.size == "Mini"

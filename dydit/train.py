@@ -182,12 +182,18 @@ def encode_images(vae, images, draws: StepRandom):
 #################################################################################
 
 def set_token_router_bias(model, bias: float):
-    """Sets every token router's output bias (TrainConfig.token_router_bias); a model without routers refuses."""
-    if not isinstance(model, DyDiT):
+    """Sets every token router's output bias (TrainConfig.token_router_bias): DyDiT's last MLP layer, DyFLUX's scorer
+    (dydit.flux); a model without token routers refuses."""
+    if isinstance(model, DyDiT):
+        outputs = [block.token_selection.mlp_head[-1].bias for block in model.blocks]
+    elif getattr(model, "is_dynamic", False) and hasattr(model, "transformer"):  # dydit.text2img: DyFLUX
+        blocks = [*model.transformer.transformer_blocks, *model.transformer.single_transformer_blocks]
+        outputs = [block.token_selection.router.bias for block in blocks]
+    else:
         raise TrainError(f"token_router_bias is a DyDiT setting; {type(model).__name__} has no token routers")
     with torch.no_grad():
-        for block in model.blocks:
-            block.token_selection.mlp_head[-1].bias.fill_(bias)
+        for bias_ in outputs:
+            bias_.fill_(bias)
 
 
 def parameter_groups(model, token_router_lr_scale=1.0) -> list:

@@ -72,7 +72,7 @@ def _train(run: TrainConfig, config: MiniConfig, folder):
     """One of the mini's training runs on the training digits, in folder/run; one that an interruption stopped
     (its checkpoint written: dydit.train) resumes where it stopped."""
     resume = bool(checkpoints_of(folder / "run"))
-    return train(run, data.digits("train", config.data_seed), folder / "run", resume=resume, progress=True)
+    return train(run, data.load(config.data, "train", config.data_seed), folder / "run", resume=resume, progress=True)
 
 
 def real_digits(split, config: MiniConfig):
@@ -97,6 +97,26 @@ def classifier(config: MiniConfig, cache, retrain=False):
     return folder / "classifier.pt", info
 
 
+def reader(config: MiniConfig, cache, retrain=False):
+    """(weights path, info) of the text-to-image mini's attribute reader (bench.mini.prompted_digits): its digit
+    classifier trained on the training canvases' digit halves, thin and thick; info: the thickness thresholds and
+    its read-back score on the held-out canvases (what real images score)."""
+    from bench.mini.prompted_digits import AttributeReader, prompted_digits
+
+    def build(folder):
+        made = AttributeReader.train(prompted_digits("train", config.data_seed),
+                                     digits.ClassifierConfig(epochs=config.classifier_epochs,
+                                                             seed=config.classifier_seed))
+        torch.save(made.classifier.state_dict(), folder / "reader.pt")
+        heldout = prompted_digits("heldout", config.data_seed)
+        return {"thresholds": made.thresholds.tolist(), "heldout_readback": made.score(
+            heldout.images, heldout.digits, heldout.positions, heldout.thicknesses)}
+    key = MiniConfig(data_seed=config.data_seed, classifier_epochs=config.classifier_epochs,
+                     classifier_seed=config.classifier_seed).key("reader")
+    folder, info = _artifact(cache, "reader", key, retrain, build)
+    return folder / "reader.pt", info
+
+
 def size_name(model: str) -> str:
     """"DyDiT-Mini-32/2" -> "mini-32": an artifact folder's model part."""
     return registry.entry(model).size.lower()
@@ -119,7 +139,7 @@ def dit(config: MiniConfig, cache, retrain=False):
                           lr=config.dit_lr, lr_warmup=config.dit_lr_warmup, lr_cosine=True, ema_decay=config.dit_ema,
                           stratified_timesteps=config.stratified_timesteps, complete_loss=False, seed=config.seed,
                           **config.objective_recipe(),
-                          data="digits", precision="fp32", log_every=100, ckpt_every=config.dit_steps,
+                          data=config.data, precision="fp32", log_every=100, ckpt_every=config.dit_steps,
                           device=config.device)
         result = _train(run, config, folder)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
@@ -147,7 +167,7 @@ def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapt
                           adapter_rank=config.adapter_rank * (config.adapter_experts if adapter == "lora" else 1),
                           max_steps=steps, global_batch_size=config.batch_size, ema_decay=config.finetune_ema,
                           lr=config.finetune_lr if adapter == "none" else config.adapter_lr,
-                          stratified_timesteps=config.stratified_timesteps, seed=config.seed, data="digits",
+                          stratified_timesteps=config.stratified_timesteps, seed=config.seed, data=config.data,
                           precision="fp32", log_every=25, ckpt_every=steps, device=config.device,
                           **{"complete_loss": False, **dynamic})
         start = time.perf_counter()

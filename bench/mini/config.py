@@ -87,6 +87,12 @@ class MiniConfig:
         return registry.entry(self.model).objective
 
     @property
+    def data(self) -> str:
+        """What this recipe's models train on (bench.data.load): digits and their class, or the text-to-image mini's
+        prompted canvases for FLUX."""
+        return "prompted-digits" if registry.entry(self.model).family == "FLUX" else "digits"
+
+    @property
     def finetune_steps(self) -> int:
         """Fine-tuning steps of this recipe's dynamic models (DySiT's: flow_finetune_fraction of the SiT's)."""
         fraction = self.flow_finetune_fraction if self.objective == "flow" else self.finetune_fraction

@@ -147,10 +147,15 @@ def _halves(images):
     return images[..., :DIGITS_SIZE], images[..., DIGITS_SIZE:]
 
 
+def half_at(images, positions) -> torch.Tensor:
+    """The (N, 1, 16, 16) half of each canvas (N, 1, 16, 32) at its position (N,) (0: left, 1: right)."""
+    left, right = _halves(images)
+    return torch.where(positions[:, None, None, None] == 0, left, right)
+
+
 def digit_halves(data: PromptedDigits) -> torch.Tensor:
     """The (N, 1, 16, 16) half of each canvas its digit is drawn on."""
-    left, right = _halves(data.images)
-    return torch.where(data.positions[:, None, None, None] == 0, left, right)
+    return half_at(data.images, data.positions)
 
 
 def ink(images) -> torch.Tensor:
@@ -193,8 +198,7 @@ class AttributeReader:
         columns = torch.arange(weights.shape[1], dtype=weights.dtype)
         centroid = (weights * columns).sum(1) / weights.sum(1).clamp_min(1e-6)
         positions = (centroid >= CANVAS[1] / 2).long()
-        left, right = _halves(images)
-        half = torch.where(positions[:, None, None, None] == 0, left, right)
+        half = half_at(images, positions)
         digits = self.classifier(half)[1].argmax(1)
         thicknesses = (ink(half) > self.thresholds[digits]).long()
         return digits, positions, thicknesses

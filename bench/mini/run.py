@@ -15,8 +15,8 @@ import torch
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_CONTROL, METRIC_ACCURACY_VS_DIT,
                                METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND, METRIC_MINI_FID_OVER_FLOOR,
                                METRIC_MINI_FID_VS_CONTROL, METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL,
-                               METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_TRAINABLE_FRACTION,
-                               METRIC_WIDTH_LATE_VS_EARLY)
+                               METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_READBACK,
+                               METRIC_READBACK_VS_CONTROL, METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
 from bench.measure.base import Item, Measured
 from bench.mini import build
 from bench.mini.config import MiniConfig
@@ -44,6 +44,7 @@ class MiniRun:
     model_names: dict = dataclasses.field(default_factory=dict)  # model label -> its registry name
     measured: dict = dataclasses.field(default_factory=dict)  # measured label -> evaluation dict
     provenance: dict = dataclasses.field(default_factory=dict)
+    judge: object = None  # the text-to-image rows' bench.mini.evaluate_text2img.TextToImageJudge, made on first use
 
     @classmethod
     def start(cls, ctx) -> "MiniRun":
@@ -67,6 +68,21 @@ class MiniRun:
             self.model_names[name] = model
             self.provenance["models"][name] = self.models[name][1]
         return self.models[name]
+
+    def text_to_image_judge(self):
+        """The attribute reader and held-out canvases' features that score the text-to-image rows (built once)."""
+        if self.judge is None:
+            from bench.mini.evaluate_text2img import TextToImageJudge
+            weights, info = build.reader(self.config, self.cache_dir, self.retrain)
+            self.judge = TextToImageJudge.load(weights, info["thresholds"], self.config.data_seed)
+            self.provenance["reader"] = {"path": str(weights), **info}
+        return self.judge
+
+    def floor_of(self, model: str, n: int) -> float:
+        """What n real training images score against the held-out ones, in the features a model's rows use."""
+        if registry.entry(model).family == "FLUX":
+            return self.text_to_image_judge().floor(n, self.config.data_seed)
+        return self.floor(n)
 
     def floor(self, n: int) -> float:
         """What real digits score: mini-FID of n training digits vs the held-out ones (FID's bias depends on n,
@@ -127,7 +143,7 @@ def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sa
     ev = dit_ev if name == base else _evaluate(s, sampling, model, info["key"] + ("-random" if random_routing else ""),
                                                random_routing)
     metrics = {METRIC_FLOPS_RATIO: ev["flops_ratio"], METRIC_ACCURACY: ev["accuracy"], METRIC_MINI_KID: ev["mini_kid"],
-               METRIC_MINI_FID_OVER_FLOOR: ev["mini_fid"] / s.floor(sampling.num_samples),
+               METRIC_MINI_FID_OVER_FLOOR: ev["mini_fid"] / s.floor_of(model_name, sampling.num_samples),
                METRIC_MINI_FID_VS_DIT: ev["mini_fid"] - dit_ev["mini_fid"],
                METRIC_ACCURACY_VS_DIT: ev["accuracy"] - dit_ev["accuracy"]}
     control = build.control_row(model_name, options)
@@ -136,6 +152,10 @@ def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sa
         metrics.update({METRIC_MINI_FID_VS_CONTROL: ev["mini_fid"] - ctl["mini_fid"],
                         METRIC_ACCURACY_VS_CONTROL: ev["accuracy"] - ctl["accuracy"],
                         METRIC_MINI_KID_VS_CONTROL: ev["mini_kid"] - ctl["mini_kid"]})
+        if "readback" in ev:
+            metrics[METRIC_READBACK_VS_CONTROL] = ev["readback"] - ctl["readback"]
+    if "readback" in ev:  # a text-to-image row: its prompts read back from its canvases
+        metrics[METRIC_READBACK] = ev["readback"]
     if "trainable_parameters" in info:  # a fine-tuned model: what its fine-tuning trained
         metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
     full = build.full_finetune_row(model_name, options)
@@ -164,11 +184,20 @@ def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routin
     """Samples and measures one model, or loads that measurement (same model, sampling and code);
     random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
     from bench.metrics import digits
-    from bench.mini import evaluate
-    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), evaluate.code_digest())
+    from bench.mini import evaluate, evaluate_text2img
+    from dydit.text2img import TextToImageFlux
+    text_to_image = isinstance(model, TextToImageFlux)
+    code = (evaluate_text2img if text_to_image else evaluate).code_digest()
+    key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), code)
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():
         return _load_evaluation(cached)
+    if text_to_image:
+        if random_routing or sampling.deepcache_interval > 1:
+            raise ValueError("the text-to-image mini measures its own routers without DeepCache")
+        out = evaluate_text2img.evaluate(model, sampling, s.text_to_image_judge())
+        _save_evaluation(out, cached)
+        return out
     recorder = evaluate.Recorder(model, sampling.deepcache_interval, random_routing_seed=sampling.seed if random_routing
                                  else None)
     start = time.perf_counter()
