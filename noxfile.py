@@ -45,7 +45,8 @@ def reproduce_table18(session):
 
 
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
-DYDITPP_MINI_SUITES = ("suites/dyditpp-mini.toml",)  # DyDiT++'s claims on the mini (SiT, LoRA, TD-LoRA)
+# DyDiT++'s claims on the mini: SiT, LoRA, TD-LoRA; FLUX (text-to-image)
+DYDITPP_MINI_SUITES = ("suites/dyditpp-mini.toml", "suites/dyflux-mini.toml")
 SCALING_SUITES = ("suites/scaling.toml", "suites/scaling-mini.toml")
 # the suites with cells in the ci profile (a GPU runner's gate on a push; `python -m bench estimate` sizes it)
 CI_SUITES = ("suites/table1.toml", "suites/table4.toml", "suites/table18.toml")
@@ -75,7 +76,8 @@ def reproduce_mini(session):
 @nox.session(name="reproduce-dyditpp-mini", python=PYTHON)
 def reproduce_dyditpp_mini(session):
     """DyDiT++'s claims on the mini's digits: DySiT (flow matching) and DyDiT with LoRA / TD-LoRA, each against
-    its fair control (models trained here, cached; the DiT-Mini and DyDiT-Mini λ=0.5 of reproduce-mini reused)."""
+    its fair control (the DiT-Mini and DyDiT-Mini λ=0.5 of reproduce-mini reused), then DyFLUX-Mini on prompted
+    digits against FLUX-Mini + FT (models trained here, cached; --retrain rebuilds)."""
     install(session, "[mini]")
     run_suites(session, DYDITPP_MINI_SUITES)
 
