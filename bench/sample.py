@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,12 +58,30 @@ class SampleSpec:
     precision: str = sampling.DEFAULT_PRECISION  # tf32 (as DiT's sample_ddp.py) or fp32
     fast: bool = True  # DyDiT through FastDyDiT (skips compute) rather than the masked reference
     deepcache_interval: int = 0  # N > 1: whole model at steps 0, N, 2N, ..., cached blocks between (dydit.deepcache)
+    # a text-to-image model's prompts (the mini's words: bench.mini.prompted_digits): image i draws prompt i mod len;
+    # its "label" in the .npz is that prompt's index
+    prompts: Optional[List[str]] = None
 
     def __post_init__(self):
         self.steps = self.steps or sampling.SAMPLERS.get(self.sampler)
+        entry = registry.entry(self.model)
+        if self.text_to_image:
+            if not entry.is_mini:
+                raise SampleError(f"{self.model}: bench sample takes the text-to-image mini (FLUX-Mini, DyFLUX-Mini); "
+                                  f"full-size FLUX needs its T5 / CLIP encoders and VAE: not yet")
+            if not self.prompts:
+                raise SampleError(f"{self.model} is text-to-image: give --prompt TEXT (repeatable) or --prompts FILE")
+            from bench.mini.prompted_digits import PromptTokenizer
+            PromptTokenizer()(self.prompts)  # a word it does not know, or too many: one line (DataError) now
+            if self.deepcache_interval > 1:
+                raise SampleError(f"--deepcache-interval: DeepCache is DiT's here (dydit.deepcache), not {self.model}'s")
+            self.labels, self.guided_channels, self.vae = "uniform", None, None
+        elif self.prompts:
+            raise SampleError(f"--prompt: {self.model} is class-conditional; prompts are for text-to-image models "
+                              f"(FLUX-Mini, DyFLUX-Mini)")
         # the mini models sample 16 x 16 one-channel digits of 10 classes in pixel space: no VAE, every
         # channel guided; the others latents of the SD VAE (ImageNet's 1000 classes)
-        mini = registry.entry(self.model).is_mini
+        mini = entry.is_mini
         self.latent_size = self.latent_size or (registry.MINI_DEFAULTS["input_size"] if mini else 32)
         self.num_classes = self.num_classes or (registry.MINI_DEFAULTS["num_classes"] if mini else 1000)
         if mini:
@@ -96,14 +114,26 @@ class SampleSpec:
                    deepcache_interval=sampler.deepcache_interval, **rest)
 
     @property
+    def text_to_image(self) -> bool:
+        """A FLUX model: prompts, not classes (dydit.text2img)."""
+        return registry.entry(self.model).family == "FLUX"
+
+    @property
     def channels(self) -> int:
         """Channels the model samples: the mini's pixels (1), else SD VAE latents (4)."""
         return registry.MINI_DEFAULTS["in_channels"] if self.vae is None else 4
 
     @property
+    def shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) the model samples: the text-to-image mini's 16 x 32 canvas, else square latents or digits."""
+        if self.text_to_image:
+            return (self.channels, *registry.MINI_IMAGE)
+        return self.channels, self.latent_size, self.latent_size
+
+    @property
     def image_bytes(self) -> int:
         """Bytes of one uint8 image this spec writes (pixels as sampled, or decoded RGB at 8x the latents)."""
-        return self.channels * self.latent_size ** 2 if self.vae is None else 3 * (8 * self.latent_size) ** 2
+        return math.prod(self.shape) if self.vae is None else 3 * (8 * self.latent_size) ** 2
 
     @property
     def num_shards(self):
@@ -122,7 +152,7 @@ def build_model_fn(spec, device):
     from dydit.checkpoints import load_model
     from dydit.models import DyDiT, randomize_
     from dydit.registry import create_model
-    sizes = {"input_size": spec.latent_size, "num_classes": spec.num_classes}
+    sizes = {} if spec.text_to_image else {"input_size": spec.latent_size, "num_classes": spec.num_classes}
     if spec.ckpt:  # a checkpoint of any kind: plain, a training run's EMA, adapters on their base
         model = load_model(spec.model, spec.ckpt, **sizes)
     elif spec.random_weights:
@@ -131,6 +161,9 @@ def build_model_fn(spec, device):
     else:
         raise ValueError("no checkpoint: pass --ckpt PATH (or --random-weights for a pipeline check)")
     model = model.eval().to(device)
+    if spec.text_to_image:
+        model.fast = spec.fast and model.is_dynamic  # dydit.text2img: DyFLUX's compute-skipping path
+        return model
     if isinstance(model, DyDiT) and spec.fast:
         from dydit.fast import FastDyDiT
         return FastDyDiT(model)
@@ -147,11 +180,17 @@ def build_vae(spec, device):
 
 def generate(model_fn, vae, spec, indices, device):
     """(uint8 images (B, H, W, 3), or (B, H, W, 1) for the mini's digits; labels (B,)) of the given global indices."""
-    labels = sampling.labels_for(indices, spec.seed, spec.labels, spec.num_classes)
-    noise, generators = sampling.noise_for(indices, spec.seed, (spec.channels, spec.latent_size, spec.latent_size))
-    latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), labels, spec.steps, generators,
-                                      spec.cfg_scale, spec.guided_channels, spec.num_classes,
-                                      spec.deepcache_interval)
+    if spec.text_to_image:  # the prompts' token ids condition; the empty prompt (all PAD) is the null
+        from bench.mini.prompted_digits import PromptTokenizer
+        from dydit.text2img import PAD_ID
+        labels = torch.tensor([i % len(spec.prompts) for i in indices])
+        condition, null = PromptTokenizer()([spec.prompts[i] for i in labels]), PAD_ID
+    else:
+        labels = sampling.labels_for(indices, spec.seed, spec.labels, spec.num_classes)
+        condition, null = labels, spec.num_classes
+    noise, generators = sampling.noise_for(indices, spec.seed, spec.shape)
+    latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), condition, spec.steps, generators,
+                                      spec.cfg_scale, spec.guided_channels, null, spec.deepcache_interval)
     images = sampling.to_uint8(latents) if vae is None else sampling.decode_to_uint8(vae, latents)
     return images, labels.numpy()
 

@@ -66,11 +66,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def model_name(dynamic=None):
-    """A model name of the registry (dynamic=True: a DyDiT-family name only); an unknown one gets the nearest."""
+def model_name(dynamic=None, flux=False):
+    """A model name of the registry (dynamic=True: a DyDiT-family name only; flux: FLUX's names too); an unknown one
+    gets the nearest."""
     def parse(text: str) -> str:
         from dydit import registry
-        names = [n for n, e in registry.MODELS.items() if dynamic is None or e.is_dynamic == dynamic]
+        known = {**registry.MODELS, **(registry.FLUX_MODELS if flux else {})}
+        names = [n for n, e in known.items() if dynamic is None or e.is_dynamic == dynamic]
         if text in names:
             return text
         near = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
@@ -98,6 +100,18 @@ def device(text: str) -> str:
         have = f"{count} CUDA GPU(s)" if count else "no CUDA GPU (torch.cuda.is_available() is False)"
         raise argparse.ArgumentTypeError(f"{text}: torch sees {have} here: give cpu, or leave the option out")
     return text
+
+
+def text_file(text: str) -> str:
+    """A readable UTF-8 text file (a list of prompts); its text."""
+    from pathlib import Path
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"{text}: cannot be read as UTF-8 text ({type(e).__name__})") from None
 
 
 def _int(text):

@@ -2,6 +2,8 @@
 
     torchrun --standalone --nproc_per_node=8 -m bench sample --model DiT-XL/2 --ckpt dit-xl-2 \\
         --assets /data/dydit-assets --num-samples 50000 --out samples/dit-xl-2-ddpm250
+    python -m bench sample --model DyFLUX-Mini --ckpt runs/dyflux/checkpoints/last.pt --sampler flow-euler \\
+        --prompt "a thick seven on the left" --prompt "two , thin , right" --num-samples 8 --out samples/dyflux
 """
 
 import sys
@@ -15,7 +17,8 @@ from dydit.errors import UserError
 def register(subparsers):
     p = subparsers.add_parser("sample", help="sample N images (sharded, resumable, torchrun) to an ADM .npz",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, type=types.model_name(), help="model name, e.g. DiT-XL/2 or DyDiT-XL/2")
+    p.add_argument("--model", required=True, type=types.model_name(flux=True),
+                   help="model name, e.g. DiT-XL/2, DyDiT-XL/2, or the text-to-image DyFLUX-Mini")
     p.add_argument("--ckpt", help="checkpoint: a path, or an asset name of suites/assets.toml (e.g. dit-xl-2)")
     p.add_argument("--random-weights", action="store_true", help="random weights, no checkpoint (pipeline checks)")
     p.add_argument("--sampler", default=sampler_spec.DEFAULT_SAMPLER, choices=list(sampler_spec.SAMPLERS))
@@ -29,6 +32,10 @@ def register(subparsers):
                    help="uniform: a random class per index (as DiT's sample_ddp.py); balanced: N/1000 per class")
     # not --num: torchrun would take it for an abbreviation of its own --numa-binding
     p.add_argument("--num-samples", type=types.positive_int, required=True, help="number of images")
+    p.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                   help="text-to-image (FLUX-Mini, DyFLUX-Mini): a prompt, repeatable; image i draws prompt i mod count")
+    p.add_argument("--prompts", type=types.text_file, default=None, metavar="FILE",
+                   help="text-to-image: a file of prompts, one per line")
     p.add_argument("--batch-size", type=types.positive_int, default=sampler_spec.DEFAULT_BATCH_SIZE, help="images per process per step (and per shard file)")
     p.add_argument("--seed", type=types.non_negative_int, default=0)
     p.add_argument("--vae", default=None, help=f"VAE: a diffusers folder or file, or {sampler_spec.RANDOM_VAE!r} "
@@ -61,6 +68,11 @@ def run(args):
                         "pipeline check")
     root, manifest = assets.assets_root(args.assets), assets.load_manifest()
     ckpt = assets.resolve(args.ckpt, root, manifest) if args.ckpt else None
+    prompts = list(args.prompt or [])
+    if args.prompts is not None:  # the file's text
+        prompts += [line.strip() for line in args.prompts.splitlines() if line.strip()]
+        if not prompts:
+            raise UserError("--prompts: the file holds no prompt (one per line)")
     pixels = registry.entry(args.model).is_mini  # the mini samples digits in pixel space: no VAE
     if pixels and args.vae:
         raise UserError(f"--vae: {args.model} samples pixels (16 x 16 digits), it has no VAE: drop --vae")
@@ -72,7 +84,7 @@ def run(args):
         guided_channels=None if args.guided_channels == "all" else int(args.guided_channels), labels=args.labels,
         seed=args.seed, batch_size=args.batch_size, ckpt=ckpt, random_weights=args.random_weights, vae=vae,
         latent_size=args.latent_size, precision=args.precision or ("tf32" if cuda else "fp32"), fast=not args.masked,
-        deepcache_interval=args.deepcache_interval)
+        deepcache_interval=args.deepcache_interval, prompts=prompts or None)
     out = preflight.writable_folder(args.out, "--out")
     # a rough bound of what the shards still to sample and the assembled .npz hold (uint8 images; shards of an
     # interrupted run of the same spec are on disk already)
@@ -88,4 +100,5 @@ def run(args):
         return 130
     if path is not None:  # rank 0, all shards done
         sha = (path.parent / (path.name + ".sha256")).read_text().split()[0]
-        print(f"wrote {path} ({spec.num} images, {spec.labels} labels), sha256 {sha}")
+        what = f"arr_1: the index of each image's prompt of {len(prompts)}" if prompts else f"{spec.labels} labels"
+        print(f"wrote {path} ({spec.num} images, {what}), sha256 {sha}")

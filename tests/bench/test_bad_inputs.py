@@ -71,9 +71,16 @@ SMINI = ["sample", "--model", "DiT-Mini/2", "--num-samples", "4", "--steps", "2"
 E = ["evaluate", "{tmp}/samples.npz", "--ref", "{tmp}/samples.npz", "--cache-dir", "{out}"]
 T = ["train", "--model", "DiT-Mini/2", "--data", "digits", "--global-batch-size", "4", "--max-steps", "2",
      "--no-progress", "--device", "cpu"]
+SFLUX = ["sample", "--model", "FLUX-Mini", "--random-weights", "--num-samples", "1", "--sampler", "flow-euler",
+         "--out", "{out}"]
 CASES = {
     # sample: parse-time values, weights files, output folder
     "sample unknown model": ["sample", "--model", "DiT-XL/3", "--num-samples", "4", "--out", "{out}"],
+    "sample text-to-image without prompts": SFLUX,
+    "sample prompt with an unknown word": SFLUX + ["--prompt", "a purple seven"],
+    "sample prompt too long": SFLUX + ["--prompt", " ".join(["seven"] * 11)],
+    "sample prompt to a class model": SFLUX[:2] + ["SiT-Mini/2"] + SFLUX[3:] + ["--prompt", "a thin seven on the left"],
+    "sample prompts file missing": SFLUX + ["--prompts", "{out}/no-such-file.txt"],
     "sample zero samples": S[:5] + ["0", "--out", "{out}"],
     "sample zero steps": S + ["--steps", "0"],
     "sample negative steps": S + ["--steps", "-3"],

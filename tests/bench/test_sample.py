@@ -176,6 +176,22 @@ def test_a_mini_model_samples_its_digits_in_pixel_space(tmp_path, capsys):
             assert f["arr_1"].max() < 10
 
 
+def test_the_text_to_image_mini_samples_canvases_from_prompts(tmp_path, capsys):
+    """DyFLUX-Mini through `bench sample` on its fast path: 16 x 32 canvases, image i from prompt i mod count; a
+    prompt file works like repeated --prompt; the same prompts and seed give the same canvases."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a thick seven on the left\n\ntwo , thin , right\n", encoding="utf-8")
+    common = ["sample", "--model", "DyFLUX-Mini", "--random-weights", "--num-samples", "3", "--batch-size", "2",
+              "--steps", "2", "--sampler", "flow-euler", "--no-progress"]
+    assert main([*common, "--prompts", str(prompts), "--out", str(tmp_path / "a")]) == 0
+    assert "the index of each image's prompt of 2" in capsys.readouterr().out
+    assert main([*common, "--prompt", "a thick seven on the left", "--prompt", "two , thin , right",
+                 "--out", str(tmp_path / "b")]) == 0
+    with np.load(tmp_path / "a" / "samples.npz") as a, np.load(tmp_path / "b" / "samples.npz") as b:
+        assert a["arr_0"].shape == (3, 16, 32, 1) and a["arr_1"].tolist() == [0, 1, 0]
+        assert np.array_equal(a["arr_0"], b["arr_0"])
+
+
 def test_an_interrupted_sampling_says_what_is_kept_and_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(spec, out, **kwargs):
         sample.write_shard(out, 0, np.zeros((2, 8, 8, 3), np.uint8), np.zeros(2, np.int64), range(2))
