@@ -22,7 +22,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from bench.compare import compare, report
 from bench.definitions import LOWER, METRICS, Tolerance
-from bench.results import MEASURED, ResultError, load_result, result_files, utc_now, write_json_atomic
+from bench.results import MEASURED, ResultError, load_result, result_files, utc_now
+from dydit.fileio import write_json_atomic
 
 CALIBRATION = "calibration.json"  # beside a fingerprint's baseline results
 CALIBRATION_SCHEMA = "dydit-bench-calibration/1"  # not a result schema: result_files never reads it as one

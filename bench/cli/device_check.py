@@ -4,7 +4,6 @@
     python -m bench device-check --device cpu --quick     # the same code at tiny size (what the tests run)
 """
 import sys
-from pathlib import Path
 
 from dydit.errors import UserError
 

@@ -51,7 +51,8 @@ def run(args):
     from bench.compare import compare, report
     from bench.measure.base import Context
     from bench.report.render import render_index, render_suite
-    from bench.results import load_result, result_files, summary_line, write_json_atomic
+    from bench.results import load_result, result_files, summary_line
+    from dydit.fileio import write_json_atomic
     from bench.runner import Machine, plan_table, prepare, run_suite
     from bench.suite import load_suite, suite_files
 

@@ -8,7 +8,8 @@ import pytest
 from bench import baseline, estimate
 from bench.compare import compare
 from bench.measure.base import Context
-from bench.results import MEASURED, write_json_atomic
+from bench.results import MEASURED
+from dydit.fileio import write_json_atomic
 from bench.runner import Machine, prepare, run_suite
 from bench.suite import SuiteError, load_suite
 from tests.bench.runner_helpers import cli, install_fake, machine, write
