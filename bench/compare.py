@@ -59,7 +59,7 @@ def _beyond(o, n, tolerance) -> str:
     allowed = tolerance.allowed_move(o["measured"])
     if abs(n["measured"] - o["measured"]) <= allowed:
         return ""
-    return f"more than the tolerance allows (±{fmt_value(allowed)}; {tolerance.text()})"
+    return f"more than the tolerance allows (±{fmt_value(allowed)}; {tolerance.text('the baseline')})"
 
 
 def _within_spread(o, n, tolerance) -> bool:

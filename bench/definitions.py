@@ -146,17 +146,18 @@ class Tolerance:
         lo, hi = self.band(old)
         return (hi - lo) / 2
 
-    def text(self) -> str:
+    def text(self, reference="the paper's value") -> str:
+        """The band in words, around `reference` (a gate compares with the baseline's value instead)."""
         if self.kind == "rel":
             return f"±{self.value * 100:g} %"
         if self.kind == "abs":
             return f"±{self.value:g}"
         if self.kind == "atmost":
-            return f"at most {self.value:+g} above the paper's value"
+            return f"at most {self.value:+g} above {reference}"
         if self.kind == "atleast":
-            return f"down to {self.value:g} below the paper's value"
+            return f"down to {self.value:g} below {reference}"
         lo, hi = self.value
-        return f"[{lo:+g}, {hi:+g}) around the paper's value"
+        return f"[{lo:+g}, {hi:+g}) around {reference}"
 
     def to_dict(self) -> dict:
         return {self.kind: list(self.value) if self.kind == "window" else self.value, "why": self.why}
