@@ -115,8 +115,13 @@ class MiniRun:
                                  "times DeepCache)")
             if item.options.routers == "random":
                 raise ValueError("random routing runs the masked path twice per call: its speed is not measured")
-            static = registry.entry(item.model).static
-            ev["speed"] = speed(sampling, self.model(static, Options())[0], self.model(item.model, item.options)[0])
+            static, dynamic = self.model(registry.entry(item.model).static, Options())[0], \
+                self.model(item.model, item.options)[0]
+            if registry.entry(item.model).family == "FLUX":  # the text-to-image mini: prompts, not classes
+                from bench.mini import evaluate_text2img
+                ev["speed"] = evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
+            else:
+                ev["speed"] = speed(sampling, static, dynamic)
         return Measured.of_rounds(ev["speed"]["speedup_rounds"], value=ev["speed"]["dit"] / ev["speed"]["fast"])
 
 

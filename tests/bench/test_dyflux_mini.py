@@ -18,6 +18,7 @@ def test_tiny_dyflux_mini_measures_every_cell(tmp_path):
     assert cells[("FLUX-Mini", "flops")] == 1.0
     for lam in (0.7, 0.5):  # dynamic FLOPs of the fast path's recorded masks, routers counted: near all-on here
         assert 0.3 < cells[(f"DyFLUX-Mini λ={lam}", "flops")] < 1.1
+    assert cells[("DyFLUX-Mini λ=0.5", "speedup")] > 0  # FLUX's s/image over the fast path's, timed interleaved
     mini = result["provenance"]["measurements"]["mini"]
     assert set(mini["models"]) == {"FLUX-Mini", "FLUX-Mini + FT", "DyFLUX-Mini λ=0.7", "DyFLUX-Mini λ=0.5"}
     assert 0.0 <= mini["reader"]["heldout_readback"] <= 1.0  # what real held-out canvases score (tiny reader here)
