@@ -238,8 +238,10 @@ def check_estimate(paths: List[LoopPath], estimates: Dict[str, LoopTiming], repe
     for p in paths:
         measured = medians[p.name][0] / first.batch
         estimated = estimates[p.name].s_per_image
+        runs = medians[p.name][1]  # seconds per batch, one per whole run
         out[p.name] = {"measured_s_per_image": measured, "estimated_s_per_image": estimated,
-                       "rel_error": estimated / measured - 1.0, "runs": medians[p.name][1]}
+                       "rel_error": estimated / measured - 1.0, "runs": runs,
+                       "rel_error_rounds": [estimated / (r / first.batch) - 1.0 for r in runs]}
     return out
 
 

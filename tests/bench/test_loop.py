@@ -202,3 +202,16 @@ def test_speed_cli_loop_mode_reports_consistent_ratios(tmp_path):
     for p in r["paths"].values():
         assert p["realized"] == pytest.approx(p["speedup"] * p["flops_ratio"])
     assert r["paths"]["DyDiT fast, cache 0 GiB"]["sliced_weights_gib"] == 0
+
+
+def test_the_estimate_check_is_inconclusive_when_its_whole_runs_disagree():
+    """Each whole run is judged against the estimate: all within 15 %: pass; all beyond: fail; split: inconclusive."""
+    from bench.sections.loop import check_rows
+
+    def checked(*errors):
+        return {"DiT": {"estimated_s_per_image": 1.0, "measured_s_per_image": 1.0, "rel_error": sorted(errors)[0],
+                        "rel_error_rounds": list(errors)}}
+    (ok,), (bad,), (split,) = check_rows(checked(0.05, -0.1)), check_rows(checked(0.2, 0.3)), \
+        check_rows(checked(0.05, -0.2))
+    assert ok["ok"] and not bad["ok"] and not bad.get("inconclusive")
+    assert not split["ok"] and split["inconclusive"] is True and "rounds -0.200-0.050" in split["name"]
