@@ -125,3 +125,14 @@ def test_a_pipeline_check_with_a_rank_mismatch_fails(monkeypatch):
     assert mismatch["ok"] is False and mismatch["value"] == 1.0
     result = run_section(section(monkeypatch, lambda ctx: {"rows": [mismatch]}), AUTO, RUN)
     assert result["status"] == FAIL
+
+
+def test_the_pipeline_check_runs_end_to_end_and_every_check_holds(tmp_path):
+    """Table 1's smoke section for real, once (the report tests use a stand-in): every sampler, 2 torchrun ranks
+    against 1 process, torch-fidelity's loading code and the metrics, on random weights."""
+    import types
+    from bench.measure.base import Context
+    from bench.sections import pipeline_check
+    section = pipeline_check.run(types.SimpleNamespace(ctx=Context(work_dir=tmp_path)))
+    assert section["rows"] and all(row["ok"] for row in section["rows"]), [r for r in section["rows"] if not r["ok"]]
+    assert "2 ranks give the same images as 1 process" in section["note"]
