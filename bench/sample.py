@@ -116,7 +116,7 @@ class SampleSpec:
     @property
     def text_to_image(self) -> bool:
         """A FLUX model: prompts, not classes (dydit.text2img)."""
-        return registry.entry(self.model).family == "FLUX"
+        return registry.entry(self.model).is_text_to_image
 
     @property
     def channels(self) -> int:

@@ -46,6 +46,11 @@ class ModelEntry:
         return "diffusion" if self.family == "DiT" else "flow"
 
     @property
+    def is_text_to_image(self) -> bool:
+        """Conditioned on prompts (FLUX) rather than classes: False for the DiT family."""
+        return False
+
+    @property
     def is_mini(self) -> bool:
         """A mini size: trained here on 16 x 16 one-channel digits (MINI_DEFAULTS)."""
         return self.size in MINI_SIZES
@@ -210,6 +215,11 @@ class FluxEntry:
     dynamic: str
     family: str = "FLUX"
     objective: str = "flow"  # rectified flow (dydit.text2img maps it onto dydit.flow's conventions)
+
+    @property
+    def is_text_to_image(self) -> bool:
+        """Conditioned on prompts (dydit.text2img at the mini's size), not classes."""
+        return True
 
     @property
     def label(self) -> str:

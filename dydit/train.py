@@ -265,7 +265,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         size, channels = x_probe.shape[-1] // factor, vae.config.latent_channels
     else:
         size, channels = x_probe.shape[-1], x_probe.shape[0]
-    text_to_image = registry.entry(config.model).family == "FLUX"  # (image, prompt token ids) items
+    text_to_image = registry.entry(config.model).is_text_to_image  # (image, prompt token ids) items
     classes = getattr(dataset, "num_classes", None)
     if text_to_image and classes is not None:
         raise TrainError(f"{config.model} is text-to-image: train it on prompted images (--data prompted-digits), "

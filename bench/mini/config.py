@@ -90,7 +90,7 @@ class MiniConfig:
     def data(self) -> str:
         """What this recipe's models train on (bench.data.load): digits and their class, or the text-to-image mini's
         prompted canvases for FLUX."""
-        return "prompted-digits" if registry.entry(self.model).family == "FLUX" else "digits"
+        return "prompted-digits" if registry.entry(self.model).is_text_to_image else "digits"
 
     @property
     def finetune_steps(self) -> int:

@@ -80,7 +80,7 @@ class MiniRun:
 
     def floor_of(self, model: str, n: int) -> float:
         """What n real training images score against the held-out ones, in the features a model's rows use."""
-        if registry.entry(model).family == "FLUX":
+        if registry.entry(model).is_text_to_image:
             return self.text_to_image_judge().floor(n, self.config.data_seed)
         return self.floor(n)
 
@@ -117,7 +117,7 @@ class MiniRun:
                 raise ValueError("random routing runs the masked path twice per call: its speed is not measured")
             static, dynamic = self.model(registry.entry(item.model).static, Options())[0], \
                 self.model(item.model, item.options)[0]
-            if registry.entry(item.model).family == "FLUX":  # the text-to-image mini: prompts, not classes
+            if registry.entry(item.model).is_text_to_image:  # the text-to-image mini: prompts, not classes
                 from bench.mini import evaluate_text2img
                 ev["speed"] = evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
             else:
