@@ -3,6 +3,8 @@
     python -m bench mini-spread                  # suites/data/mini-spread.json, models cached in reports/work
     python -m bench mini-spread --out /tmp/s.json --work-dir /tmp/w
 
+    python -m bench mini-spread --families SiT   # only SiT's CFG sweep, added to the committed DiT study
+
 Interrupted, it resumes where it stopped (models cached, evaluations in WORK_DIR/mini-spread-progress.json).
 """
 import sys
@@ -21,7 +23,7 @@ def register(subparsers):
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
     p.add_argument("--families", default="DiT,SiT", type=_families,
                    help="comma-separated: DiT (the spread, CFG and N: what every tolerance cites) and SiT (its CFG "
-                        "sweep) (default DiT,SiT)")
+                        "sweep) (default DiT,SiT); SiT alone adds its sweep to the study already in --out")
     p.set_defaults(func=run)
 
 
@@ -30,10 +32,9 @@ def _families(text):
 
     from bench.definitions import SPREAD_FAMILY
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or names[0] != SPREAD_FAMILY or not set(names) <= {"DiT", "SiT"} or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected {SPREAD_FAMILY} first, then optionally SiT (e.g. DiT,SiT), got "
-                                         f"{text!r}")
-    return tuple(names)
+    if not names or not set(names) <= {"DiT", "SiT"} or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected DiT, SiT or both (e.g. DiT,SiT), got {text!r}")
+    return tuple(sorted(names, key=lambda n: n != SPREAD_FAMILY))  # the spread family first: it is done first
 
 
 def run(args):
@@ -51,6 +52,9 @@ def run(args):
         build.device_of(config)
     except ValueError as e:
         raise UserError(str(e)) from None
+    existing = None
+    if "DiT" not in args.families:  # a sweep added to the study in --out, which must be this recipe's
+        existing = spread.existing_study(out, config)
     command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "") + \
         (f" --families {','.join(args.families)}" if args.families != ("DiT", "SiT") else "")
     progress = work_dir / "mini-spread-progress.json"
@@ -61,6 +65,8 @@ def run(args):
         print(f"interrupted: the trained models and finished evaluations are kept ({progress}); run the same "
               f"command again to resume", file=sys.stderr)
         return 130
+    if existing is not None:
+        study = spread.merge(existing, study)
     print(f"spread study: {spread.write(study, out)}")
     for family, fam in study["families"].items():
         print(f"  {family}: CFG {fam['cfg_scale']:g}" + (f", N {fam['num_samples']}, tolerances {fam['tolerances']}"

@@ -35,6 +35,7 @@ import torch
 from bench.definitions import SPREAD_FAMILY, SPREAD_FILE
 from bench.mini import build
 from bench.mini.config import MiniConfig
+from dydit.errors import UserError
 from dydit.fileio import write_json_atomic
 from dydit.sampling import SamplerSpec
 
@@ -255,6 +256,31 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
 def load(path=None) -> dict:
     """The committed study (what the suites' tolerances cite; path: SPREAD_FILE)."""
     return json.loads(Path(path or SPREAD_FILE).read_text())
+
+
+def existing_study(path, config: MiniConfig) -> dict:
+    """The study in `path` that a family's sweep is added to: readable, with the spread family, made for this
+    recipe's static models (a UserError naming the fix otherwise)."""
+    try:
+        study = load(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: no readable spread study to add to ({type(e).__name__}); run "
+                        f"`python -m bench mini-spread --families DiT,SiT` first") from None
+    recipe = config.baseline_fields()
+    if SPREAD_FAMILY not in study.get("families", {}) or \
+            {k: v for k, v in study.get("recipe", {}).items() if k in recipe} != recipe:
+        raise UserError(f"{path}: its {SPREAD_FAMILY} study is missing or was made for another recipe; run "
+                        f"`python -m bench mini-spread --families DiT,SiT`")
+    return study
+
+
+def merge(existing: dict, added: dict) -> dict:
+    """`existing` with the families of `added` (a study of other families, same recipe) replaced or added, each
+    carrying the provenance of the run that measured it; the top-level provenance stays the spread family's."""
+    merged = json.loads(json.dumps(existing))
+    for family, fam in added["families"].items():
+        merged["families"][family] = {**fam, "provenance": added["provenance"]}
+    return merged
 
 
 def write(study, path=SPREAD_FILE):

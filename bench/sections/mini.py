@@ -35,6 +35,10 @@ def spread_rows(s):
                    f"{p['date']}, {p['seconds'] / 60:.0f} min)", None, "", same, "the static models' recipe of this run")]
     for family, fam in study["families"].items():
         sampled = s.provenance.get("sampling", {}).get(registry.entry(fam["model"]).label)
+        if "provenance" in fam:  # a family's sweep added later (`--families SiT`): its own run
+            q = fam["provenance"]
+            rows.append(_check(f"{family}: its CFG sweep ({q['command']} at {str(q['commit'])[:10]}, {q['date']}, "
+                               f"{q['seconds'] / 60:.0f} min)", None, "", True, "recorded"))
         for point in fam["cfg_sweep"]:
             chosen = point["cfg_scale"] == fam["cfg_scale"]
             rows.append(_check(f"{family}: CFG {point['cfg_scale']:g} on the validation digits: mini-FID "

@@ -56,6 +56,23 @@ def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
     assert set(dit["threads"]) == {"1", "2"}
 
 
+def test_a_family_sweep_is_added_to_the_study_of_the_same_recipe_only(tmp_path):
+    from dydit.errors import UserError
+    recipe = dataclasses.asdict(TINY)
+    dit = {"model": "DiT-Mini/2", "cfg_scale": 1.75, "tolerances": {"mini_fid": 3.5}}
+    existing = spread.write({"recipe": recipe, "families": {"DiT": dit}, "provenance": {"command": "dit"}},
+                            tmp_path / "s.json")
+    sit = {"model": "SiT-Mini/2", "cfg_scale": 1.25, "cfg_sweep": []}
+    added = {"recipe": recipe, "families": {"SiT": sit}, "provenance": {"command": "sit"}}
+    merged = spread.merge(spread.existing_study(existing, TINY), added)
+    assert merged["families"]["DiT"] == dit and merged["provenance"] == {"command": "dit"}  # the spread's own
+    assert merged["families"]["SiT"] == {**sit, "provenance": {"command": "sit"}}
+    with pytest.raises(UserError, match="another recipe"):  # a study of other static models is not extended
+        spread.existing_study(existing, dataclasses.replace(TINY, dit_steps=5))
+    with pytest.raises(UserError, match="no readable spread study"):
+        spread.existing_study(tmp_path / "missing.json", TINY)
+
+
 def test_an_interrupted_spread_study_resumes_from_its_finished_evaluations(tmp_path, monkeypatch):
     kwargs = dict(families=("DiT",), train_seeds=(0, 1), sampling_seeds=(0, 1), sizes=(10, 20), cfg_scales=(1.0,),
                   steps=3, val_samples=20, log=lambda *a: None, progress_file=tmp_path / "progress.json")
