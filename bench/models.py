@@ -7,6 +7,7 @@ trained routers: bench.timing.calibration).
 """
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch.nn as nn
 
@@ -28,6 +29,7 @@ class RowModel:
     model: nn.Module
     weights: str  # for the report: the checkpoint and its path, "trained here ...", or "random ..."
     calibrate: bool = False  # random routers: the caller calibrates them to the row's FLOPs fraction
+    key: Optional[str] = None  # the cache key of weights trained here (their timings may be kept); None: others
 
 
 def checkpoint_path(row: Row, ctx: Context) -> Path:
@@ -48,7 +50,8 @@ def row_model(row: Row, ctx: Context, fallback: str = CHECKPOINT_ONLY) -> RowMod
     if entry.is_mini:  # the mini reproduction's models: trained here, cached by bench.mini.build
         from bench.mini import build
         model, info = build.row_model(ctx, row.model, row.options)
-        return RowModel(model.eval().to(ctx.device), f"trained here by the mini reproduction ({info['key']})")
+        return RowModel(model.eval().to(ctx.device), f"trained here by the mini reproduction ({info['key']})",
+                        key=info["key"])
     status = assets.check_asset(row.checkpoint, ctx.assets_root) if row.checkpoint else None
     if status is not None and status.ok:
         model = load_model(row.model, status.path)

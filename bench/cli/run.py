@@ -28,6 +28,9 @@ def register(subparsers):
                         "mini trains and samples on the CPU)")
     p.add_argument("--retrain", action="store_true",
                    help="rebuild the models a suite trains itself (the mini reproduction) instead of their cache")
+    p.add_argument("--retime", action="store_true",
+                   help="time again what an earlier run on this machine kept (timings of the models a suite trains "
+                        "itself are reused for the same models, code and machine; WORK_DIR/timings)")
     p.add_argument("--train-jobs", type=types.non_negative_int, default=0,
                    help="models a suite trains itself (the mini) are trained this many at a time before they are "
                         "measured (default 0: one per CPU core on a CPU, 1 on CUDA; 1: each when it is measured)")
@@ -43,7 +46,7 @@ def command_line(args, profile):
             argv += [flag, str(value)]
     if args.train_jobs:
         argv += ["--train-jobs", str(args.train_jobs)]
-    return argv + (["--retrain"] if args.retrain else [])
+    return argv + (["--retrain"] if args.retrain else []) + (["--retime"] if args.retime else [])
 
 
 def run(args):
@@ -73,7 +76,8 @@ def run(args):
     # a whole session, so that a model several suites share is rebuilt once)
     retrain = float(os.environ.get(RETRAIN_SINCE, time.time())) if args.retrain else False
     ctx = Context(profile=profile, device=machine.device, assets_root=machine.assets_root, seed=args.seed,
-                  work_dir=work_dir, retrain=retrain, train_jobs=args.train_jobs)
+                  work_dir=work_dir, retrain=retrain, train_jobs=args.train_jobs,
+                  retime=args.retime or args.retrain)
     prepared = prepare(suite, profile, machine, ctx)
     print(f"{suite.name}: {suite.title} [profile {profile}, {'CUDA' if machine.cuda else 'no CUDA'}, assets root "
           f"{machine.assets_root or 'not set'}]\n{plan_table(prepared[1])}", flush=True)

@@ -27,6 +27,7 @@ class Context:
     seed: int = 0
     work_dir: Optional[Path] = None
     retrain: Union[bool, float] = False  # models a suite trains itself: rebuild (True) or those built before a time
+    retime: bool = False  # time again what a run kept (bench.timing.kept: timings of models trained here)
     mini_config: Optional[object] = None  # bench.mini.config.MiniConfig of the mini's models; None: its default
     train_jobs: int = 0  # models a suite trains itself, trained this many at a time (0: one per CPU core, 1 on CUDA)
 
@@ -34,6 +35,11 @@ class Context:
     def scratch(self) -> Path:
         """The scratch folder (reports/work when none was given)."""
         return Path(self.work_dir) if self.work_dir else Path("reports/work")
+
+    def kept_timings(self):
+        """The run's bench.timing.kept.KeptTimings: <scratch>/timings, measured again under --retime."""
+        from bench.timing.kept import KeptTimings
+        return KeptTimings(self.scratch / "timings", self.device, retime=self.retime)
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,13 @@ class LoopRun:
     weights: Dict[str, str]  # path -> what its weights are
     vae: str
     timed: list  # the LoopPath objects, in timed order (DiT first): the section checks the estimate on them
+    kept_parts: Optional[tuple] = None  # what identifies this timing among kept ones (trained weights only)
+    measured_at: Optional[str] = None  # when it was timed: this run, or the run that kept it
 
     def to_dict(self) -> dict:
         return {"setup": {**{f: getattr(self.setup, f) for f in SETUP_FIELDS}, "dit": self.static_model}, "vae": self.vae,
-                "paths": self.paths, "weights": self.weights, "timed_with": [p.name for p in self.timed]}
+                "paths": self.paths, "weights": self.weights, "timed_with": [p.name for p in self.timed],
+                "measured_at": self.measured_at}
 
 
 @dataclass
@@ -70,6 +73,7 @@ class LoopRecord:
     decode: Optional[Callable] = None  # the VAE decode the runs timed (None: the mini's pixels)
     decode_gmacs: float = 0.0
     device: str = "cpu"
+    kept: object = None  # the run's bench.timing.kept.KeptTimings (the section keeps its estimate check there too)
 
 
 class Loop(Measurement):
@@ -78,7 +82,7 @@ class Loop(Measurement):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.record = LoopRecord(device=str(ctx.device))
+        self.record = LoopRecord(device=str(ctx.device), kept=ctx.kept_timings())
         self._models: Dict[tuple, RowModel] = {}  # (model, lambda) -> its model, loaded once per run
         self._vae = None  # (decode, GMACs per image, note), built once per run
         self._decode_s: Dict[int, float] = {}  # batch size -> decode seconds: the same for every sampler
@@ -135,10 +139,11 @@ class Loop(Measurement):
         dynamic = {name: item for name, item in zip(names, items) if registry.entry(item.model).is_dynamic}
         if not dynamic:
             raise Skip("no DyDiT row of this suite times this sampler: nothing to compare DiT with")
-        paths, weights, calibrated, first = [], {}, set(), None
+        paths, weights, calibrated, first, keys = [], {}, set(), None, {}
         for name, item in sorted(dynamic.items()):
             loaded = self._model(item, ctx)
             weights[name] = loaded.weights
+            keys[name] = loaded.key
             if loaded.calibrate and id(loaded.model) not in calibrated:
                 ts = sampler_timesteps(setup.name, setup.steps)
                 idx = picks(len(ts), CALLS, 0, width_cost(FastDyDiT(loaded.model, cache_bytes=0), ts))
@@ -157,20 +162,31 @@ class Loop(Measurement):
             self._vae = (None, 0.0, "none: the mini samples pixels") if pixels else timing_vae(ctx.device)
         decode, decode_gmacs, vae_note = self._vae
         self.record.decode, self.record.decode_gmacs = decode, decode_gmacs
-        with precision(setup.precision, ctx.device):
-            timings = time_loops(paths, setup, CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
-                                 decode_s=self._decode_s.get(setup.batch_size))
-        self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s
-        base = timings[DIT]
-        out = {}
-        for name, t in timings.items():
-            ratio = t.s_per_image / base.s_per_image
-            flops = t.gmacs_per_image / base.gmacs_per_image
-            ratios = [a / b for a, b in zip(t.rounds_s_per_image, base.rounds_s_per_image)]  # round by round
-            out[name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio,
-                         "ratio_rounds": ratios, "realized_rounds": [flops / r for r in ratios]}
+
+        def measure() -> dict:
+            with precision(setup.precision, ctx.device):
+                timings = time_loops(paths, setup, CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
+                                     decode_s=self._decode_s.get(setup.batch_size))
+            self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s
+            base = timings[DIT]
+            out = {}
+            for name, t in timings.items():
+                ratio = t.s_per_image / base.s_per_image
+                flops = t.gmacs_per_image / base.gmacs_per_image
+                ratios = [a / b for a, b in zip(t.rounds_s_per_image, base.rounds_s_per_image)]  # round by round
+                out[name] = {**t.to_dict(), "ratio": ratio, "flops_ratio": flops, "realized": flops / ratio,
+                             "ratio_rounds": ratios, "realized_rounds": [flops / r for r in ratios]}
+            return out
+        # trained weights (the mini's) are timed once per machine and code; random or calibrated ones every run
+        parts = None
+        if all(keys.values()):
+            parts = ("loop", {f: getattr(setup, f) for f in SETUP_FIELDS}, sorted(keys.items()),
+                     [(p.name, p.deepcache) for p in paths], CALLS, REPEATS, ctx.seed)
+            out, measured_at = self.record.kept.get(parts, measure, what=f"whole {setup.name}-{setup.steps} loops")
+        else:
+            out, measured_at = measure(), None
         return LoopRun(setup, registry.entry(items[0].model).static, out,
-                       {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths)
+                       {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths, parts, measured_at)
 
 
 MEASUREMENT = Loop

@@ -45,13 +45,14 @@ class MiniRun:
     measured: dict = dataclasses.field(default_factory=dict)  # measured label -> evaluation dict
     provenance: dict = dataclasses.field(default_factory=dict)
     judge: object = None  # the text-to-image rows' bench.mini.evaluate_text2img.TextToImageJudge, made on first use
+    timings: object = None  # bench.timing.kept.KeptTimings: speed-ups kept for the same models, code and machine
 
     @classmethod
     def start(cls, ctx) -> "MiniRun":
         """A run with the classifier and the held-out reference features ready."""
         from bench.metrics import digits
         config = build.run_config(ctx)
-        run = cls(config, build.cache_dir(ctx), ctx.retrain)
+        run = cls(config, build.cache_dir(ctx), ctx.retrain, timings=ctx.kept_timings())
         run.classifier, run.classifier_info = build.classifier(config, run.cache_dir, run.retrain)
         heldout, _ = build.real_digits("heldout", config)
         run.reference = digits.features(heldout, digits.extractor(run.classifier))
@@ -109,19 +110,24 @@ class MiniRun:
         sampling = _sampling(item.sampler)
         self.measure_row(item)
         ev = self.measured[label(item.row.name, sampling)]
-        if "speedup_rounds" not in ev.get("speed", {}):  # timed in this run (never cached: timings are the machine's)
+        if "speedup_rounds" not in ev.get("speed", {}):  # timed once per run, or kept from a run on this machine
             if item.options.flops_target is None or sampling.deepcache_interval > 1:
                 raise ValueError("the mini's speed-up is measured for DyDiT rows without DeepCache (bench.measure.loop "
                                  "times DeepCache)")
             if item.options.routers == "random":
                 raise ValueError("random routing runs the masked path twice per call: its speed is not measured")
-            static, dynamic = self.model(registry.entry(item.model).static, Options())[0], \
-                self.model(item.model, item.options)[0]
-            if registry.entry(item.model).is_text_to_image:  # the text-to-image mini: prompts, not classes
-                from bench.mini import evaluate_text2img
-                ev["speed"] = evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
-            else:
-                ev["speed"] = speed(sampling, static, dynamic)
+            (static, static_info), (dynamic, dynamic_info) = self.model(registry.entry(item.model).static, Options()), \
+                self.model(item.model, item.options)
+
+            def measure():
+                if registry.entry(item.model).is_text_to_image:  # the text-to-image mini: prompts, not classes
+                    from bench.mini import evaluate_text2img
+                    return evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
+                return speed(sampling, static, dynamic)
+            parts = ("mini-speed", static_info["key"], dynamic_info["key"], dataclasses.asdict(sampling), SPEED_CALLS,
+                     SPEED_REPEATS)
+            timing, measured_at = self.timings.get(parts, measure, what=f"speed-up of {item.row.name}")
+            ev["speed"] = {**timing, "measured_at": measured_at}
         return Measured.of_rounds(ev["speed"]["speedup_rounds"], value=ev["speed"]["dit"] / ev["speed"]["fast"])
 
 

@@ -29,11 +29,20 @@ def run(suite_run):
     rows = []
     for run_ in runs:
         rows += realized_rows(run_) + deepcache_rows(run_)
-    checked = check_estimate_against_whole_runs(suite_run.ctx, record)
+    kept = [r.kept_parts for r in runs]
+    if all(kept):  # trained weights only: the check is kept with the timings it checks
+        checked, _ = record.kept.get(("estimate-check", kept), lambda: check_estimate_against_whole_runs(
+            suite_run.ctx, record), what="the estimate check")
+    else:
+        checked = check_estimate_against_whole_runs(suite_run.ctx, record)
     rows += check_rows(checked)
     note = ("s/image on this machine are estimates from timed calls on each schedule's own timesteps "
             "(bench/timing/loop.py), checked here against whole runs of the shortest schedule. Weights: "
             + "; ".join(f"{k}: {v}" for k, v in runs[0].weights.items()) + f". VAE: {runs[0].vae}.")
+    dates = sorted({r.measured_at for r in runs if r.kept_parts})
+    if dates:
+        note += (f" Timings of models trained here are kept per machine and code ({record.kept.folder}): these were "
+                 f"timed {', '.join(dates)}; `bench run --retime` times them again.")
     if any(_split(name)[1] for r in runs for name in r.paths):
         from dydit.deepcache import DESIGN
         note += " " + DESIGN

@@ -115,6 +115,10 @@ def run(suite_run):
             "through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())
             + (" (cached: 0 s means loaded)" if dyn else "") + ".")
+    timed = sorted({ev["speed"]["measured_at"] for ev in s.measured.values() if "measured_at" in ev.get("speed", {})})
+    if timed:
+        note += (f" Speed-ups are kept per machine and code ({s.timings.folder}): timed {', '.join(timed)}; "
+                 "`bench run --retime` times them again.")
     if findings:
         note += " Found here: " + "; ".join(findings) + "."
     return {"title": TITLE, "note": note, "rows": rows, "figures": figs}

@@ -26,7 +26,7 @@ def tiny_suite(tmp_path, name="mini.toml"):
     return load_suite(write(tmp_path, text, name))
 
 
-def run(tmp_path, suite):
+def run(tmp_path, suite, retime=False):
     """(result, the run's mini record) of a suite run on the TINY recipe."""
     records = {}
     real = runner.SuiteRun
@@ -34,7 +34,8 @@ def run(tmp_path, suite):
     spy = lambda *a, **k: records.setdefault("run", real(*a, **k))  # noqa: E731
     with pytest.MonkeyPatch.context() as m:
         m.setattr(runner, "SuiteRun", spy)
-        result = run_suite(suite, AUTO, machine(tmp_path), Context(work_dir=tmp_path / "work", mini_config=TINY))
+        result = run_suite(suite, AUTO, machine(tmp_path), Context(work_dir=tmp_path / "work", mini_config=TINY,
+                                                                            retime=retime))
     return result, records["run"].record("mini")
 
 
@@ -79,12 +80,15 @@ def test_tiny_mini_reproduction_measures_every_cell_and_reuses_its_models(tmp_pa
     assert cells_pp[("DyDiT-Mini λ=0.5", "trainable")]["measured"] == 1.0
     assert mini_pp["models"]["DySiT-Mini λ=0.5"]["adapter"] == "none"
 
-    # warm: every model and evaluation comes from the cache, nothing trains
+    # warm: every model, evaluation and speed-up comes from the cache (the same machine and code), nothing trains
+    from bench.mini import run as mini_run
     from dydit import train
     monkeypatch.setattr(train, "_train", lambda *a, **k: pytest.fail("a cached model was trained again"))
+    monkeypatch.setattr(mini_run, "speed", lambda *a, **k: pytest.fail("a kept speed-up was timed again"))
     again, _ = run(tmp_path, suite)
-    measured = {key: c["measured"] for key, c in cells.items() if key[1] != "speedup"}
-    assert measured == {(c["row"], c["column"]): c["measured"] for c in again["cells"] if c["column"] != "speedup"}
+    assert {key: c["measured"] for key, c in cells.items()} == {(c["row"], c["column"]): c["measured"]
+                                                                for c in again["cells"]}
+    assert "--retime" in again["sections"][0]["note"]
 
 
 def tiny_table(tmp_path, name):
@@ -117,6 +121,22 @@ def test_tiny_tables_4_and_18_on_the_mini_models(tmp_path):
     assert "compose" in names and "without cache" in names
     cached = ctx18.measured["DiT-Mini, DeepCache 2 · ddim-4"]
     assert cached["flops_ratio"] < 0.75, "half the steps cached: far fewer MACs"
+
+    # warm: the loop timings and the estimate check of trained models are kept for this machine and code
+    from bench.sections import loop as loop_section
+    from bench.timing import loop as timing_loop
+    with pytest.MonkeyPatch.context() as m:
+        for module in (timing_loop, loop_section):
+            for name in ("time_loops", "check_estimate"):
+                m.setattr(module, name, lambda *a, **k: pytest.fail("a kept timing was measured again"))
+        again, _ = run(tmp_path, tiny_table(tmp_path, "table18-mini.toml"))
+    assert again["provenance"]["measurements"]["loop_speed"] == t18["provenance"]["measurements"]["loop_speed"]
+    assert again["sections"][0]["rows"] == t18["sections"][0]["rows"] and "--retime" in again["sections"][0]["note"]
+    timed, real = [], timing_loop.time_loops
+    with pytest.MonkeyPatch.context() as m:  # --retime: measured again
+        m.setattr(timing_loop, "time_loops", lambda *a, **k: timed.append(1) or real(*a, **k))
+        run(tmp_path, tiny_table(tmp_path, "table18-mini.toml"), retime=True)
+    assert timed
 
 
 def test_tiny_scaling_mini_compares_each_width_with_its_own_control_and_judges_the_claims(tmp_path, monkeypatch):
