@@ -11,6 +11,9 @@ calibrated (bench.timing.calibration: random weights, one bias offset bisected s
 the row's `options.flops_fraction`, default its `flops_target`). DiT is the same weights on the DiT path
 (bench.timing.loop.shared_dit): a static model's time does not depend on its weights. The VAE is the SD VAE's
 architecture (random weights: decode time does not depend on them); the mini has none (it samples pixels).
+
+A DyFLUX row (suites/dyflux.toml) is timed by bench.timing.flux instead: its fast path against diffusers' FLUX
+forward, per model call, at a depth this machine holds (the release's 8 B weights do not fit), routers calibrated.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -88,15 +91,21 @@ class Loop(Measurement):
         self._decode_s: Dict[int, float] = {}  # batch size -> decode seconds: the same for every sampler
 
     def group_key(self, item: Item):
+        if _is_flux(item):  # one timing per DyFLUX row (bench.timing.flux)
+            return "flux", item.model, item.options.calibration_fraction
         return timed_setup(item), registry.entry(item.model).static
 
     def group_label(self, item: Item) -> str:
+        if _is_flux(item):
+            return f"{item.model}'s fast path against {registry.entry(item.model).static}, calibrated routers"
         s = item.sampler
         return f"whole {s.name}-{s.steps} loops against {registry.entry(item.model).static}, batch {s.batch_size}"
 
     def measure_group(self, items: List[Item], ctx) -> dict:
         for item in items:
             self.check(item)
+        if _is_flux(items[0]):
+            return self._time_flux(items, ctx)
         run = self._time(items, ctx)
         self.record.runs.append(run)
         self.provenance.setdefault("loop_speed", []).append(run.to_dict())
@@ -108,6 +117,26 @@ class Loop(Measurement):
                 path = run.paths[path_name(item)]
                 key = RESULT_KEYS[item.metric]
                 out[item.key] = Measured.of_rounds(path[f"{key}_rounds"], value=path[key])
+        return out
+
+    def _time_flux(self, items: List[Item], ctx) -> dict:
+        """DyFLUX's fast path against FLUX at bench.timing.flux.SCALED (random weights, calibrated token routers):
+        the release's 8 B weights would not fit here, and a static model's time does not depend on its weights."""
+        from bench.timing.flux import SCALED, time_ratio
+        item = items[0]
+        entry = registry.entry(item.model)
+        lam = item.options.calibration_fraction
+        if not entry.is_dynamic or lam is None:
+            raise ValueError(f"row {item.row.name!r}: the s/image ratio is measured for a DyFLUX row with "
+                             f"options.flops_fraction (the release's TFLOPs / FLUX's)")
+        timing = time_ratio(registry.entry(entry.static), SCALED, lam, ctx.seed, ctx.device)
+        print(f"  {item.model}: routers calibrated to {lam:.4g} of FLUX's MACs, reached {timing['flops_ratio']:.3f}; "
+              f"s/call {timing['fast_s_per_call']:.3g} vs {timing['flux_s_per_call']:.3g}")
+        self.provenance.setdefault("flux_speed", []).append({"row": item.row.name, **timing})
+        out = {}
+        for it in items:
+            key = RESULT_KEYS[it.metric]
+            out[it.key] = Measured.of_rounds(timing[f"{key}_rounds"], value=timing[key])
         return out
 
     def _model(self, item: Item, ctx) -> RowModel:
@@ -187,6 +216,10 @@ class Loop(Measurement):
             out, measured_at = measure(), None
         return LoopRun(setup, registry.entry(items[0].model).static, out,
                        {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths, parts, measured_at)
+
+
+def _is_flux(item: Item) -> bool:
+    return isinstance(registry.entry(item.model), registry.FluxEntry)
 
 
 MEASUREMENT = Loop

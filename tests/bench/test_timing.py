@@ -26,3 +26,21 @@ def test_interleaved_calls_rotate_the_order_and_total_each_name(monkeypatch):
 def test_interleaved_calls_need_the_same_number_of_calls_per_name():
     with pytest.raises(ValueError, match="same number of calls"):
         timing.interleaved_call_medians({"a": [lambda: None], "b": [lambda: None] * 2})
+
+
+#################################################################################
+#                      DyFLUX's s/image ratio (bench.timing.flux)               #
+#################################################################################
+
+def test_dyflux_timing_calibrates_its_routers_to_the_fraction_and_times_both_paths():
+    from bench.timing.flux import FluxTimingSetup, time_ratio
+    from dydit import registry
+    small = FluxTimingSetup(double=1, single=2, resolution=128, text_tokens=8, times=(0.9, 0.1), repeats=2,
+                            overrides=(("num_attention_heads", 2), ("attention_head_dim", 16), ("joint_attention_dim", 32),
+                                       ("pooled_projection_dim", 16), ("axes_dims_rope", (4, 6, 6))))
+    out = time_ratio(registry.entry("FLUX-Lite"), small, flops_fraction=0.8, seed=0)
+    assert abs(out["flops_ratio"] - 0.8) < 0.05  # calibrated on one forward's logits, reached on every timed call
+    assert len(out["ratio_rounds"]) == 2 and out["ratio"] > 0 and out["realized"] == out["flops_ratio"] / out["ratio"]
+    assert "num_attention_heads=2" in out["setup"]
+    with pytest.raises(ValueError, match="out of reach"):  # text and attention always run: 0.05 cannot be reached
+        time_ratio(registry.entry("FLUX-Lite"), small, flops_fraction=0.05, seed=0)
