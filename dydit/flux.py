@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dydit.lora import unmerged_static_lora
 from dydit.models import WidthRouter, binarize
 
 ROUTER_BIAS_INIT = 5.0  # the release's init: sigmoid(5) = 0.993, every token kept at first
@@ -181,6 +182,8 @@ def _rows(mask):
 
 def _linear(layer, x, rows=None, cols=None):
     """layer(x) computing only output `rows` and reading only input `cols` (None: all)."""
+    if rows is None and cols is None:  # the layer itself: an adapter wrapping it (peft's LoRA) runs too
+        return layer(x)
     weight, bias = layer.weight, layer.bias
     if rows is not None:
         weight, bias = weight.index_select(0, rows), None if bias is None else bias.index_select(0, rows)
@@ -323,6 +326,9 @@ def dyflux_forward(model, hidden_states, encoder_hidden_states, pooled_projectio
     block's FluxMasks. fast: gather the kept rows and slice the active heads and groups (inference)."""
     if fast and model.training:
         raise RuntimeError("the fast path is for inference: call model.eval() first")
+    if fast and unmerged_static_lora(model):  # it slices layer.weight: an unmerged adapter would be dropped
+        raise ValueError(f"the fast path slices plain linear weights, and {len(unmerged_static_lora(model))} layer(s) "
+                         f"are unmerged LoRA (e.g. {unmerged_static_lora(model)[0]}): call dydit.lora.merge_static_lora")
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     token_routers(model)
     if masks is not None and len(masks) != len(blocks):

@@ -26,6 +26,10 @@ from dydit.errors import UserError
 from dydit.fileio import atomic_write, sha256_file
 
 ADAPTED = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # per block: where DyDiT skips compute
+# FLUX (dydit.flux): the linear layers its fast path slices, in both block types (the model's last proj_out is not
+# a block's); a regex for peft, matched against the full module name
+FLUX_ADAPTED = (r".*transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|"
+                r"to_add_out)|ff\.net\.(0\.proj|2)|ff_context\.net\.(0\.proj|2)|proj_mlp|proj_out)")
 ROUTER_PARTS = ("attn_rate", "mlp_rate", "token_selection")  # DyDiT's routers: trained with the adapters
 
 
@@ -105,6 +109,9 @@ class GatedTimestepEmbedder(nn.Module):
 def add_td_lora(model, rank=4, experts=4, alpha=None):
     """Wraps qkv / proj / fc1 / fc2 of every block of a DiT or DyDiT in TDLoRALinear (in place), adds a gate
     router per block, freezes the base and returns the model. alpha defaults to the rank (scale 1)."""
+    if _is_flux(model):
+        raise AdapterError("TD-LoRA is not implemented on FLUX (its fast path slices plain linear layers): use "
+                           "--adapter lora")
     alpha = float(rank if alpha is None else alpha)
     model.requires_grad_(False)
     model.td_lora_gates = nn.ModuleList(GateRouter(model.t_embedder.mlp[-1].out_features, experts)
@@ -121,11 +128,15 @@ def add_td_lora(model, rank=4, experts=4, alpha=None):
 
 
 def train_routers(model):
-    """DyDiT's routers learn with the adapters (a DiT has none)."""
-    for block in model.blocks:
-        for part in ROUTER_PARTS:
-            if hasattr(block, part):
-                getattr(block, part).requires_grad_(True)
+    """DyDiT's routers (DyFLUX's too) learn with the adapters (a static model has none)."""
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ROUTER_PARTS:
+            module.requires_grad_(True)
+
+
+def _is_flux(model) -> bool:
+    """A FLUX transformer, or a model holding one (dydit.text2img.TextToImageFlux)."""
+    return any(hasattr(m, "single_transformer_blocks") for m in model.modules())
 
 
 def adapted_layers(block):
@@ -182,21 +193,23 @@ def load_adapter(model, path, base_checkpoint):
 #################################################################################
 
 def add_static_lora(model, rank=4, alpha=None):
-    """Plain LoRA of rank r on the same layers through peft (the baseline beside TD-LoRA), DyDiT's routers
-    trainable too, the rest frozen. Returns the model."""
+    """Plain LoRA of rank r through peft (the baseline beside TD-LoRA) on the layers DyDiT skips (a DiT's
+    ADAPTED; FLUX's FLUX_ADAPTED: every linear layer of its blocks), the routers trainable too, the rest (a
+    text encoder too) frozen. Returns the model."""
     import peft  # heavy (transformers): only where the baseline is used
     model.requires_grad_(False)
+    targets = FLUX_ADAPTED if _is_flux(model) else [p.split(".")[1] for p in ADAPTED]
     config = peft.LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=0.0,
-                             target_modules=[p.split(".")[1] for p in ADAPTED])
+                             target_modules=targets)
     peft.inject_adapter_in_model(config, model)
     train_routers(model)
     return model
 
 
 def unmerged_static_lora(model) -> list:
-    """Names of the adapted layers that are still peft LoRA wrappers (not merged into their nn.Linear)."""
-    return [f"blocks.{i}.{path}" for i, block in enumerate(model.blocks) for path in ADAPTED
-            if type(getattr(getattr(block, path.split(".")[0]), path.split(".")[1])).__module__.startswith("peft.")]
+    """Names of the layers that are still peft LoRA wrappers (not merged into their nn.Linear); imports no peft."""
+    return [name for name, module in model.named_modules()
+            if type(module).__module__.startswith("peft.") and hasattr(module, "get_base_layer")]
 
 
 @torch.no_grad()
@@ -204,12 +217,10 @@ def merge_static_lora(model):
     """Merges every peft LoRA layer into its base nn.Linear and puts that Linear back (in place): a static
     adapter costs nothing at inference, and the compute-skipping path slices the merged weights."""
     from peft.tuners.lora import LoraLayer
-    for block in model.blocks:
-        for path in ADAPTED:
-            parent_name, name = path.split(".")
-            parent = getattr(block, parent_name)
-            layer = getattr(parent, name)
-            if isinstance(layer, LoraLayer):
-                layer.merge()
-                setattr(parent, name, layer.get_base_layer())
+    for name in unmerged_static_lora(model):
+        layer = model.get_submodule(name)
+        if isinstance(layer, LoraLayer):
+            layer.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.get_base_layer())
     return model

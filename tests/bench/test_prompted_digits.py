@@ -70,8 +70,16 @@ def test_flux_mini_trains_and_dyflux_mini_fine_tunes_from_it_through_bench_train
     import json
     (log,) = [json.loads(line) for line in (tmp_path / "dy" / "log.jsonl").read_text().splitlines()]
     assert 0.9 < log["flops_ratio"] <= 1.0 and log["complete"] > 0  # fresh routers keep everything at first
+    # DyDiT++'s parameter-efficient fine-tuning: static LoRA on every block linear, loaded merged for the fast path
+    assert cli("train", "--model", "DyFLUX-Mini", *common, "--lambda", "0.5", "--init-checkpoint", base,
+               "--adapter", "lora", "--adapter-rank", "2", "--out", tmp_path / "lora") == 0
+    from dydit.checkpoints import load_trained
+    merged = load_trained(tmp_path / "lora" / "checkpoints" / "0000003.pt")
+    assert type(merged.transformer.single_transformer_blocks[0].proj_mlp) is torch.nn.Linear  # merged
     capsys.readouterr()
     for argv, words in ((["--model", "FLUX-Lite", *common], "full-size FLUX needs"),
+                        (["--model", "DyFLUX-Mini", *common, "--lambda", "0.5", "--init-checkpoint", str(base),
+                          "--adapter", "td-lora"], "TD-LoRA is not implemented on FLUX"),
                         (["--model", "FLUX-Mini", *common[2:], "--objective", "diffusion"], "rectified flow"),
                         (["--model", "FLUX-Mini", "--objective", "flow", "--data", "digits", "--split", "val",
                           "--max-steps", "1"],

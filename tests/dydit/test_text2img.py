@@ -101,3 +101,36 @@ def test_dydit_sampling_samples_it_from_prompts_with_cfg_on_the_empty_prompt_and
                                        null_class=PAD_ID)
     assert masked.shape == noise.shape and torch.isfinite(masked).all()
     assert torch.allclose(fast, masked, atol=1e-4)
+
+
+def test_static_lora_on_dyflux_adapts_every_block_linear_trains_routers_and_merges_for_the_fast_path():
+    import pytest
+    from dydit.lora import add_static_lora, add_td_lora, merge_static_lora, trainable_parameters
+    m = add_static_lora(model(), rank=2).eval()
+    names = set(trainable_parameters(m))
+    adapted = {n.split(".lora_A")[0] for n in names if ".lora_A." in n}
+    assert "transformer.transformer_blocks.0.attn.to_q" in adapted and "transformer.transformer_blocks.0.ff.net.2" in adapted
+    assert "transformer.single_transformer_blocks.0.proj_mlp" in adapted
+    assert "transformer.single_transformer_blocks.0.proj_out" in adapted and "transformer.proj_out" not in adapted
+    assert any("token_selection" in n for n in names) and any("attn_rate" in n for n in names)  # routers learn
+    assert not any(n.startswith("text_encoder.") for n in names)  # the text encoder is frozen with the base
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    x, _, y = batch()
+    t = torch.full((4,), 0.3)
+    with torch.no_grad():
+        for block in [*m.transformer.transformer_blocks, *m.transformer.single_transformer_blocks]:
+            block.token_selection.router.bias.zero_()  # drop some tokens
+        before = m(x, t, y)
+        m.fast = True
+        with pytest.raises(ValueError, match="merge_static_lora"):  # slicing would drop the update
+            m(x, t, y)
+        merge_static_lora(m)
+        fast = m(x, t, y)
+        m.fast = False
+        after = m(x, t, y)
+    assert type(m.transformer.transformer_blocks[0].attn.to_q) is torch.nn.Linear
+    assert torch.allclose(before, after, atol=1e-5) and torch.allclose(fast, after, atol=1e-5)
+    with pytest.raises(ValueError, match="TD-LoRA is not implemented on FLUX"):
+        add_td_lora(model())
