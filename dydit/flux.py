@@ -29,6 +29,7 @@ a double block's image and text FFNs (one router for both) and a single block's 
 by both. With width routers the attention runs on diffusers' attention modules through `_attention` (their
 processor computes all heads); without, through diffusers' processor itself.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dydit.lora import unmerged_static_lora
+from dydit.lora import TDLoRALinear, adapted_layers, unmerged_static_lora
 from dydit.models import WidthRouter, binarize
 
 ROUTER_BIAS_INIT = 5.0  # the release's init: sigmoid(5) = 0.993, every token kept at first
@@ -105,7 +106,7 @@ def width_embedding(model, timestep, guidance=None):
     """What the width routers read: FLUX's timestep embedding (+ its guidance embedding), without the pooled text.
     timestep, guidance: (B,) as FluxTransformer2DModel takes them (already x 1000)."""
     embed = model.time_text_embed
-    dtype = embed.timestep_embedder.linear_1.weight.dtype
+    dtype = next(embed.timestep_embedder.parameters()).dtype  # (wrapped by TD-LoRA's gates: no linear_1)
     emb = embed.timestep_embedder(embed.time_proj(timestep).to(dtype))
     if guidance is not None and hasattr(embed, "guidance_embedder"):
         emb = emb + embed.guidance_embedder(embed.time_proj(guidance).to(dtype))
@@ -181,15 +182,37 @@ def _rows(mask):
 
 
 def _linear(layer, x, rows=None, cols=None):
-    """layer(x) computing only output `rows` and reading only input `cols` (None: all)."""
+    """layer(x) computing only output `rows` and reading only input `cols` (None: all); a TD-LoRA layer's experts
+    sliced the same way."""
     if rows is None and cols is None:  # the layer itself: an adapter wrapping it (peft's LoRA) runs too
         return layer(x)
-    weight, bias = layer.weight, layer.bias
+    base = layer.base if isinstance(layer, TDLoRALinear) else layer
+    weight, bias = base.weight, base.bias
     if rows is not None:
         weight, bias = weight.index_select(0, rows), None if bias is None else bias.index_select(0, rows)
     if cols is not None:
         weight = weight.index_select(1, cols)
-    return F.linear(x, weight, bias)
+    out = F.linear(x, weight, bias)
+    if isinstance(layer, TDLoRALinear):
+        a = layer.lora_a if cols is None else layer.lora_a.index_select(1, cols)
+        b = layer.lora_b if rows is None else layer.lora_b.index_select(0, rows)
+        out = out + layer.adapter(x, a, b)
+    return out
+
+
+@contextmanager
+def _row_gates(block, sample_of):
+    """TD-LoRA's expert gates (one row per sample) given one row per gathered token while the block computes on
+    the fast path's kept rows (sample_of: each row's sample); a no-op without TD-LoRA."""
+    layers = adapted_layers(block)
+    kept = [layer.gates for layer in layers]
+    for layer in layers:
+        layer.gates = layer.gates.index_select(0, sample_of)
+    try:
+        yield
+    finally:
+        for layer, gates in zip(layers, kept):
+            layer.gates = gates
 
 
 def _attention(attn, h, txt_h, rotary, head_mask=None, heads=None):
@@ -260,7 +283,8 @@ def double_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
         B, N, D = img.shape
         rows = _rows(tokens)
         gate = gate_mlp.index_select(0, rows // N)  # (M, D): each kept row's sample's gate
-        out = _ffn(block.ff, h.reshape(B * N, D).index_select(0, rows), H, groups=groups) * gate
+        with _row_gates(block.ff, rows // N):
+            out = _ffn(block.ff, h.reshape(B * N, D).index_select(0, rows), H, groups=groups) * gate
         img = img.reshape(B * N, D).index_add(0, rows, out.to(img.dtype)).reshape(B, N, D)
     else:
         img = img + gate_mlp.unsqueeze(1) * _ffn(block.ff, h, H, masked_groups) * tokens.unsqueeze(-1)
@@ -306,7 +330,8 @@ def single_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
         B, N, _ = img.shape
         rows = _rows(tokens)
         pick = lambda t: t[:, L:].reshape(B * N, -1).index_select(0, rows)  # noqa: E731  (M, .) kept image rows
-        out = update(pick(h), pick(attn)) * gate[:, 0].index_select(0, rows // N)
+        with _row_gates(block, rows // N):
+            out = update(pick(h), pick(attn)) * gate[:, 0].index_select(0, rows // N)
         img = img.reshape(B * N, D).index_add(0, rows, out.to(img.dtype)).reshape(B, N, D)
     else:
         img = img + gate * update(h[:, L:], attn[:, L:]) * tokens.unsqueeze(-1)

@@ -14,6 +14,9 @@ everything else is frozen.
 
 Modules are wrapped in place (`add_td_lora`), so the masked DyDiT runs them unchanged; the gates of a
 forward are set by the model's timestep embedder, wrapped to do so (GatedTimestepEmbedder).
+On FLUX (dydit.flux, DyDiT++'s text-to-image backbone) every linear layer of its double- and single-stream
+blocks is adapted (FLUX_ADAPTED), gated per block from FLUX's timestep embedding alone; its fast path slices the
+experts with the base weights and gives each gathered token its own sample's gates.
 """
 import math
 from pathlib import Path
@@ -109,10 +112,9 @@ class GatedTimestepEmbedder(nn.Module):
 def add_td_lora(model, rank=4, experts=4, alpha=None):
     """Wraps qkv / proj / fc1 / fc2 of every block of a DiT or DyDiT in TDLoRALinear (in place), adds a gate
     router per block, freezes the base and returns the model. alpha defaults to the rank (scale 1)."""
-    if _is_flux(model):
-        raise AdapterError("TD-LoRA is not implemented on FLUX (its fast path slices plain linear layers): use "
-                           "--adapter lora")
     alpha = float(rank if alpha is None else alpha)
+    if _is_flux(model):
+        return _add_td_lora_flux(model, rank, experts, alpha)
     model.requires_grad_(False)
     model.td_lora_gates = nn.ModuleList(GateRouter(model.t_embedder.mlp[-1].out_features, experts)
                                         for _ in model.blocks)
@@ -123,6 +125,32 @@ def add_td_lora(model, rank=4, experts=4, alpha=None):
             setattr(parent, name, TDLoRALinear(getattr(parent, name), rank, experts, alpha))
     train_routers(model)
     model.t_embedder = GatedTimestepEmbedder(model.t_embedder, model.blocks, model.td_lora_gates)
+    model.td_lora_config = {"rank": rank, "experts": experts, "alpha": alpha}
+    return model
+
+
+def _add_td_lora_flux(model, rank, experts, alpha):
+    """TD-LoRA on FLUX (dydit.flux): every linear layer of its blocks (FLUX_ADAPTED) wrapped, a gate router per
+    block on FLUX's timestep embedding alone (not the guidance or the pooled text: "timestep-based", as the width
+    routers), set by the wrapped timestep embedder. model: a FluxTransformer2DModel or a model holding one."""
+    import re
+    flux = next(m for m in model.modules() if hasattr(m, "single_transformer_blocks"))
+    model.requires_grad_(False)
+    blocks = [*flux.transformer_blocks, *flux.single_transformer_blocks]
+    pattern = re.compile(FLUX_ADAPTED)
+    prefix = {id(b): f"transformer_blocks.{i}." for i, b in enumerate(flux.transformer_blocks)}
+    prefix.update({id(b): f"single_transformer_blocks.{i}." for i, b in enumerate(flux.single_transformer_blocks)})
+    for block in blocks:
+        for name, layer in list(block.named_modules()):
+            if isinstance(layer, nn.Linear) and pattern.fullmatch(prefix[id(block)] + name):
+                parent_name, _, child = name.rpartition(".")
+                parent = block.get_submodule(parent_name) if parent_name else block
+                setattr(parent, child, TDLoRALinear(layer, rank, experts, alpha))
+    embed = flux.time_text_embed
+    flux.td_lora_gates = nn.ModuleList(GateRouter(embed.timestep_embedder.linear_2.out_features, experts)
+                                       for _ in blocks)
+    train_routers(model)
+    embed.timestep_embedder = GatedTimestepEmbedder(embed.timestep_embedder, blocks, flux.td_lora_gates)
     model.td_lora_config = {"rank": rank, "experts": experts, "alpha": alpha}
     return model
 
@@ -140,8 +168,8 @@ def _is_flux(model) -> bool:
 
 
 def adapted_layers(block):
-    """The TDLoRALinear layers of one block, in ADAPTED order."""
-    return [getattr(getattr(block, p.split(".")[0]), p.split(".")[1]) for p in ADAPTED]
+    """The TDLoRALinear layers of one block, in registration order (a DiT block's: ADAPTED order)."""
+    return [m for m in block.modules() if isinstance(m, TDLoRALinear)]
 
 
 def trainable_parameters(model):

@@ -76,10 +76,14 @@ def test_flux_mini_trains_and_dyflux_mini_fine_tunes_from_it_through_bench_train
     from dydit.checkpoints import load_trained
     merged = load_trained(tmp_path / "lora" / "checkpoints" / "0000003.pt")
     assert type(merged.transformer.single_transformer_blocks[0].proj_mlp) is torch.nn.Linear  # merged
+    assert cli("train", "--model", "DyFLUX-Mini", *common, "--lambda", "0.5", "--init-checkpoint", base,
+               "--adapter", "td-lora", "--adapter-rank", "2", "--out", tmp_path / "td") == 0
+    from dydit.lora import TDLoRALinear
+    reloaded = load_trained(tmp_path / "td" / "checkpoints" / "0000003.pt")  # adapters on their sha256-checked base
+    assert isinstance(reloaded.transformer.transformer_blocks[0].ff.net[2], TDLoRALinear)
     capsys.readouterr()
     for argv, words in ((["--model", "FLUX-Lite", *common], "full-size FLUX needs"),
-                        (["--model", "DyFLUX-Mini", *common, "--lambda", "0.5", "--init-checkpoint", str(base),
-                          "--adapter", "td-lora"], "TD-LoRA is not implemented on FLUX"),
+
                         (["--model", "FLUX-Mini", *common[2:], "--objective", "diffusion"], "rectified flow"),
                         (["--model", "FLUX-Mini", "--objective", "flow", "--data", "digits", "--split", "val",
                           "--max-steps", "1"],

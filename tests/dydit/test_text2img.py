@@ -105,7 +105,7 @@ def test_dydit_sampling_samples_it_from_prompts_with_cfg_on_the_empty_prompt_and
 
 def test_static_lora_on_dyflux_adapts_every_block_linear_trains_routers_and_merges_for_the_fast_path():
     import pytest
-    from dydit.lora import add_static_lora, add_td_lora, merge_static_lora, trainable_parameters
+    from dydit.lora import add_static_lora, merge_static_lora, trainable_parameters
     m = add_static_lora(model(), rank=2).eval()
     names = set(trainable_parameters(m))
     adapted = {n.split(".lora_A")[0] for n in names if ".lora_A." in n}
@@ -132,5 +132,37 @@ def test_static_lora_on_dyflux_adapts_every_block_linear_trains_routers_and_merg
         after = m(x, t, y)
     assert type(m.transformer.transformer_blocks[0].attn.to_q) is torch.nn.Linear
     assert torch.allclose(before, after, atol=1e-5) and torch.allclose(fast, after, atol=1e-5)
-    with pytest.raises(ValueError, match="TD-LoRA is not implemented on FLUX"):
-        add_td_lora(model())
+
+
+def test_td_lora_on_dyflux_starts_as_its_base_gates_follow_the_timestep_and_the_fast_path_equals_the_masked():
+    from dydit.lora import TDLoRALinear, add_td_lora, trainable_parameters
+    x, _, y = batch()
+    t = torch.full((4,), 0.3)
+    base = model().eval()
+    with torch.no_grad():
+        for block in [*base.transformer.transformer_blocks, *base.transformer.single_transformer_blocks]:
+            block.token_selection.router.bias.zero_()  # drop some tokens
+        plain = base(x, t, y)
+    m = add_td_lora(base, rank=2, experts=3)
+    with torch.no_grad():
+        assert torch.allclose(m(x, t, y), plain, atol=1e-6)  # B = 0: the base model exactly
+    flux = m.transformer
+    assert isinstance(flux.single_transformer_blocks[0].proj_mlp, TDLoRALinear)
+    assert isinstance(flux.transformer_blocks[0].attn.add_q_proj, TDLoRALinear) and not isinstance(flux.proj_out,
+                                                                                                     TDLoRALinear)
+    names = set(trainable_parameters(m))
+    assert any("td_lora_gates" in n for n in names) and any("token_selection" in n for n in names)
+    assert not any(n.startswith("text_encoder.") or n.endswith("base.weight") for n in names)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_b" in n or "td_lora_gates" in n:
+                p.normal_(std=0.2)
+        masked = m(x, t, y)
+        m.fast = True
+        fast = m(x, t, y)
+        m.fast = False
+        gates_early = flux.transformer_blocks[0].ff.net[2].gates.clone()
+        m(x, torch.full((4,), 0.9), y)
+    assert not torch.allclose(masked, plain, atol=1e-4)  # the experts act
+    assert torch.allclose(fast, masked, atol=1e-5)  # gathered rows carry their sample's gates
+    assert not torch.allclose(flux.transformer_blocks[0].ff.net[2].gates, gates_early)  # gates follow t
