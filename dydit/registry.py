@@ -267,18 +267,68 @@ FLUX_MODELS: Dict[str, FluxEntry] = {e.name: e for e in [
     _flux("Dev", True), _flux("Lite", True), _flux("Mini", True)]}
 
 
+#################################################################################
+#       Latte (Vchitect/Latte): DiT's blocks on video, spatial / temporal       #
+#################################################################################
+
+# Latte's defaults: the class-conditional UCF-101 checkpoint (16 frames of 256 x 256: 32 x 32 latents, 101 classes);
+# the mini's: 8 frames of the mini's 16 x 16 one-channel digits, ten classes (the moving-digits mini)
+LATTE_DEFAULTS = dict(input_size=32, in_channels=4, num_frames=16, num_classes=101)
+LATTE_MINI_DEFAULTS = dict(MINI_DEFAULTS, num_frames=8)
+
+
+@dataclass(frozen=True)
+class LatteEntry:
+    """What a Latte name means: DiT's size and patch, and whether it carries DyDiT's routers (dydit.latte)."""
+    name: str  # "DyLatte-XL/2"
+    size: str  # a key of SIZES
+    patch: int
+    is_dynamic: bool
+    static: str
+    dynamic: str
+    family: str = "Latte"
+    objective: str = "diffusion"  # DiT's (learned sigma, the hybrid loss)
+    is_text_to_image: bool = False
+
+    @property
+    def is_mini(self) -> bool:
+        return self.size in MINI_SIZES
+
+    @property
+    def label(self) -> str:
+        return f"Latte-{self.size}"
+
+    def build(self, **kwargs) -> "nn.Module":
+        """dydit.latte.Latte or DyLatte; kwargs (num_frames, num_classes: 0 for the unconditional checkpoints, ...)
+        override the defaults."""
+        from dydit.latte import DyLatte, Latte
+        depth, hidden_size, num_heads = SIZES[self.size]
+        defaults = LATTE_MINI_DEFAULTS if self.is_mini else LATTE_DEFAULTS
+        return (DyLatte if self.is_dynamic else Latte)(depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+                                                      patch_size=self.patch, **{**defaults, **kwargs})
+
+
+def _latte(size, patch, is_dynamic) -> LatteEntry:
+    static, dynamic = f"Latte-{size}/{patch}", f"DyLatte-{size}/{patch}"
+    return LatteEntry(dynamic if is_dynamic else static, size, patch, is_dynamic, static, dynamic)
+
+
+LATTE_MODELS: Dict[str, LatteEntry] = {e.name: e for e in [
+    _latte(size, patch, dynamic) for dynamic in (False, True) for size in ("Mini", "S", "B", "L", "XL")
+    for patch in (2, 4, 8)]}
+
+
 def entry(name):
-    """The registry entry of a model name: a ModelEntry ("DiT-XL/2", "DyDiT-S/4", ...) or a FluxEntry ("FLUX-Lite",
-    "DyFLUX-Lite")."""
-    if name in MODELS:
-        return MODELS[name]
-    if name in FLUX_MODELS:
-        return FLUX_MODELS[name]
-    raise KeyError(f"unknown model {name!r}; known: {', '.join([*MODELS, *FLUX_MODELS])}")
+    """The registry entry of a model name: a ModelEntry ("DiT-XL/2", "DyDiT-S/4", ...), a FluxEntry ("FLUX-Lite",
+    "DyFLUX-Lite") or a LatteEntry ("Latte-XL/2", "DyLatte-Mini/2")."""
+    for models in (MODELS, FLUX_MODELS, LATTE_MODELS):
+        if name in models:
+            return models[name]
+    raise KeyError(f"unknown model {name!r}; known: {', '.join([*MODELS, *FLUX_MODELS, *LATTE_MODELS])}")
 
 
 def is_known(name) -> bool:
-    return name in MODELS or name in FLUX_MODELS
+    return name in MODELS or name in FLUX_MODELS or name in LATTE_MODELS
 
 
 def create_model(name, **kwargs) -> "nn.Module":
