@@ -17,7 +17,15 @@ FLOPS_RUN_IMAGES, FLOPS_RUN_BATCH = 256, 32
 
 
 def static_gflops(model_name: str) -> float:
-    """fvcore GMACs of one forward at full size."""
+    """fvcore GMACs of one forward at full size; a Latte's per clip, counted from its architecture
+    (dydit.latte_flops: equal to fvcore on small configs, tests/dydit/test_latte.py; fvcore would trace 16 frames
+    of a 674 M model here)."""
+    from dydit import registry
+    if registry.entry(model_name).family == "Latte":
+        import torch
+        from dydit.latte_flops import latte_macs
+        with torch.device("meta"):
+            return latte_macs(create_model(model_name)) / 1e9
     # fvcore traces real CPU tensors (it fails on meta); the model is dropped once counted
     model = create_model(model_name).eval()
     with warnings.catch_warnings():  # fvcore's import warns that torch.jit.script is deprecated
