@@ -42,6 +42,7 @@ METRIC_READBACK_VS_CONTROL = "readback_vs_control"  # read-back minus the fair c
 # DyDiT++ on FLUX (suites/dyflux.toml)
 METRIC_TFLOPS = "tflops"  # MACs of one FLUX forward, batch 1, at bench.measure.flux's convention (x 1e-12)
 METRIC_GENEVAL = "geneval"  # GenEval's overall score (cited: its object detector is not reachable here)
+METRIC_FVD = "fvd"  # Fréchet video distance (bench.metrics.fvd): Latte's fvd2048_16f
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"
@@ -71,6 +72,7 @@ METRICS = {
     METRIC_PARAMS: Metric("params", "M", STATIC, EXACT),
     METRIC_TFLOPS: Metric("flux", "T", STATIC, LOWER),
     METRIC_GENEVAL: Metric("quality", "", QUALITY, HIGHER),
+    METRIC_FVD: Metric("quality", "", QUALITY, LOWER),
     METRIC_GFLOPS: Metric("flops", "G", STATIC, LOWER),
     METRIC_GFLOPS_DYNAMIC: Metric("flops", "G", STATIC, LOWER),
     METRIC_FID: Metric("quality", "", QUALITY, LOWER),

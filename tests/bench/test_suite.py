@@ -348,3 +348,15 @@ def test_the_dyflux_suite_counts_its_params_and_tflops_from_the_configs(tmp_path
     assert cells["FLUX 12 B", "tflops"]["status"] == "fail" and round(cells["FLUX 12 B", "tflops"]["measured"], 1) == 37.2
     assert cells["DyFLUX-Lite 8 B", "params"]["status"] == "fail"  # the release's routers add 1.74 B
     assert cells["DyFLUX-Lite 8 B", "tflops"]["status"] == "skipped"
+
+
+def test_the_latte_suite_counts_latte_xl_from_its_architecture_and_names_what_fvd_needs(tmp_path):
+    """suites/latte.toml on this CPU: params (meta device) and GFLOPs per clip measured, FVD skipped with its needs."""
+    from bench.measure.base import Context
+    from bench.runner import run_suite
+    from tests.bench.runner_helpers import machine
+    result = run_suite(load_suite("suites/latte.toml"), "smoke", machine(tmp_path), Context())
+    cells = {c["column"]: c for c in result["cells"]}
+    assert round(cells["params"]["measured"], 2) == 674.11  # 673.80 M trained + the frozen sin-cos tables
+    assert round(cells["flops"]["measured"], 2) == 1894.04 and cells["flops"]["status"] == "measured"
+    assert cells["fvd"]["status"] == "skipped" and "i3d" in cells["fvd"]["reason"].lower()
