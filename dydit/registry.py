@@ -303,9 +303,9 @@ class LatteEntry:
         override the defaults."""
         from dydit.latte import DyLatte, Latte
         depth, hidden_size, num_heads = SIZES[self.size]
-        defaults = LATTE_MINI_DEFAULTS if self.is_mini else LATTE_DEFAULTS
-        return (DyLatte if self.is_dynamic else Latte)(depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-                                                      patch_size=self.patch, **{**defaults, **kwargs})
+        args = dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=self.patch,
+                    **(LATTE_MINI_DEFAULTS if self.is_mini else LATTE_DEFAULTS))
+        return (DyLatte if self.is_dynamic else Latte)(**{**args, **kwargs})
 
 
 def _latte(size, patch, is_dynamic) -> LatteEntry:

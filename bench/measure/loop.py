@@ -12,8 +12,8 @@ the row's `options.flops_fraction`, default its `flops_target`). DiT is the same
 (bench.timing.loop.shared_dit): a static model's time does not depend on its weights. The VAE is the SD VAE's
 architecture (random weights: decode time does not depend on them); the mini has none (it samples pixels).
 
-A DyFLUX row (suites/dyflux.toml) is timed by bench.timing.flux instead: its fast path against diffusers' FLUX
-forward, per model call, at a depth this machine holds (the release's 8 B weights do not fit), routers calibrated.
+A DyFLUX row (suites/dyflux.toml) or a DyLatte row (suites/latte.toml) is timed by bench.timing.flux / .latte
+instead: its fast path against the static model per model call, at a size this machine holds, routers calibrated.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -91,12 +91,12 @@ class Loop(Measurement):
         self._decode_s: Dict[int, float] = {}  # batch size -> decode seconds: the same for every sampler
 
     def group_key(self, item: Item):
-        if _is_flux(item):  # one timing per DyFLUX row (bench.timing.flux)
-            return "flux", item.model, item.options.calibration_fraction
+        if _per_call(item):  # one timing per DyFLUX / DyLatte row (bench.timing.flux / .latte)
+            return "per-call", item.model, item.options.calibration_fraction
         return timed_setup(item), registry.entry(item.model).static
 
     def group_label(self, item: Item) -> str:
-        if _is_flux(item):
+        if _per_call(item):
             return f"{item.model}'s fast path against {registry.entry(item.model).static}, calibrated routers"
         s = item.sampler
         return f"whole {s.name}-{s.steps} loops against {registry.entry(item.model).static}, batch {s.batch_size}"
@@ -104,8 +104,8 @@ class Loop(Measurement):
     def measure_group(self, items: List[Item], ctx) -> dict:
         for item in items:
             self.check(item)
-        if _is_flux(items[0]):
-            return self._time_flux(items, ctx)
+        if _per_call(items[0]):
+            return self._time_per_call(items, ctx)
         run = self._time(items, ctx)
         self.record.runs.append(run)
         self.provenance.setdefault("loop_speed", []).append(run.to_dict())
@@ -119,20 +119,22 @@ class Loop(Measurement):
                 out[item.key] = Measured.of_rounds(path[f"{key}_rounds"], value=path[key])
         return out
 
-    def _time_flux(self, items: List[Item], ctx) -> dict:
-        """DyFLUX's fast path against FLUX at bench.timing.flux.SCALED (random weights, calibrated token routers):
-        the release's 8 B weights would not fit here, and a static model's time does not depend on its weights."""
-        from bench.timing.flux import SCALED, time_ratio
+    def _time_per_call(self, items: List[Item], ctx) -> dict:
+        """A DyFLUX's or DyLatte's fast path against its static model per model call, at its timing module's SCALED
+        setup (random weights, calibrated routers): their full-size weights would not fit here, and a static
+        model's time does not depend on its weights."""
+        import importlib
         item = items[0]
         entry = registry.entry(item.model)
         lam = item.options.calibration_fraction
         if not entry.is_dynamic or lam is None:
-            raise ValueError(f"row {item.row.name!r}: the s/image ratio is measured for a DyFLUX row with "
-                             f"options.flops_fraction (the release's TFLOPs / FLUX's)")
-        timing = time_ratio(registry.entry(entry.static), SCALED, lam, ctx.seed, ctx.device)
-        print(f"  {item.model}: routers calibrated to {lam:.4g} of FLUX's MACs, reached {timing['flops_ratio']:.3f}; "
-              f"s/call {timing['fast_s_per_call']:.3g} vs {timing['flux_s_per_call']:.3g}")
-        self.provenance.setdefault("flux_speed", []).append({"row": item.row.name, **timing})
+            raise ValueError(f"row {item.row.name!r}: the s/image ratio is measured for a dynamic row with "
+                             f"options.flops_target or flops_fraction (what its routers are calibrated to)")
+        module = importlib.import_module(_per_call(item))
+        timing = module.time_ratio(entry, module.SCALED, lam, ctx.seed, ctx.device)
+        print(f"  {item.model}: routers calibrated to {lam:.4g} of the static model's MACs, reached "
+              f"{timing['flops_ratio']:.3f}; fast path {timing['ratio']:.3f} of its time")
+        self.provenance.setdefault(f"{entry.family.lower()}_speed", []).append({"row": item.row.name, **timing})
         out = {}
         for it in items:
             key = RESULT_KEYS[it.metric]
@@ -218,8 +220,12 @@ class Loop(Measurement):
                        {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths, parts, measured_at)
 
 
-def _is_flux(item: Item) -> bool:
-    return isinstance(registry.entry(item.model), registry.FluxEntry)
+PER_CALL_TIMING = {"FLUX": "bench.timing.flux", "Latte": "bench.timing.latte"}  # family -> its timing module
+
+
+def _per_call(item: Item):
+    """The timing module of a row timed per model call (DyFLUX, DyLatte), or None (whole loops)."""
+    return PER_CALL_TIMING.get(registry.entry(item.model).family)
 
 
 MEASUREMENT = Loop

@@ -133,13 +133,14 @@ def calibrate_token_routers(model, setup: FluxTimingSetup, inputs, flops_fractio
 
 
 @torch.no_grad()
-def time_ratio(static_entry, setup: FluxTimingSetup, flops_fraction: float, seed: int = 0, device="cpu") -> dict:
+def time_ratio(dynamic_entry, setup: FluxTimingSetup, flops_fraction: float, seed: int = 0, device="cpu") -> dict:
     """FLUX (diffusers' forward) vs DyFLUX's fast path on one model (the same weights; token routers added and
     calibrated to flops_fraction), timed call by call, interleaved: s/call of both, their ratio per round, the
     MACs fraction the timed calls reached, realized = that fraction / the time ratio."""
     from dydit.flux import add_token_routers
+    from dydit.registry import entry
     torch.manual_seed(seed)
-    model = static_entry.build(num_layers=setup.double, num_single_layers=setup.single, **dict(setup.overrides))
+    model = entry(dynamic_entry.static).build(num_layers=setup.double, num_single_layers=setup.single, **dict(setup.overrides))
     model = add_token_routers(model).to(device).eval()
     inputs = _inputs(model, setup, seed, device)
     offset = calibrate_token_routers(model, setup, inputs, flops_fraction, seed)

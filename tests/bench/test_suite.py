@@ -355,8 +355,19 @@ def test_the_latte_suite_counts_latte_xl_from_its_architecture_and_names_what_fv
     from bench.measure.base import Context
     from bench.runner import run_suite
     from tests.bench.runner_helpers import machine
-    result = run_suite(load_suite("suites/latte.toml"), "smoke", machine(tmp_path), Context())
-    cells = {c["column"]: c for c in result["cells"]}
+    from bench.timing import latte as latte_timing
+    small = latte_timing.LatteTimingSetup(frames=4, latent=8, timesteps=(900.0, 100.0), repeats=2,
+                                          overrides=(("hidden_size", 64), ("num_heads", 4)))
+    with pytest.MonkeyPatch.context() as m:  # SCALED (Latte-XL's width, 16 frames) takes minutes: small here
+        m.setattr(latte_timing, "SCALED", small)
+        result = run_suite(load_suite("suites/latte.toml"), "smoke", machine(tmp_path), Context())
+    timed = {c["row"]: c for c in result["cells"] if c["column"] == "ratio"}
+    assert set(timed) == {"DyLatte-XL/2 λ=0.7", "DyLatte-XL/2 λ=0.5"}
+    assert all(c["status"] == "measured" and c["measured"] > 0 for c in timed.values()), timed
+    speeds = result["provenance"]["measurements"]["latte_speed"]
+    for s in speeds:  # a tiny model's FLOPs move in steps (4 heads, 16 tokens a frame): near the target
+        assert abs(s["flops_ratio"] - s["flops_target"]) < 0.1, s
+    cells = {c["column"]: c for c in result["cells"] if c["row"] == "Latte-XL/2 (UCF-101)"}
     assert round(cells["params"]["measured"], 2) == 674.11  # 673.80 M trained + the frozen sin-cos tables
     assert round(cells["flops"]["measured"], 2) == 1894.04 and cells["flops"]["status"] == "measured"
     assert cells["fvd"]["status"] == "skipped" and "i3d" in cells["fvd"]["reason"].lower()

@@ -38,9 +38,20 @@ def test_dyflux_timing_calibrates_its_routers_to_the_fraction_and_times_both_pat
     small = FluxTimingSetup(double=1, single=2, resolution=128, text_tokens=8, times=(0.9, 0.1), repeats=2,
                             overrides=(("num_attention_heads", 2), ("attention_head_dim", 16), ("joint_attention_dim", 32),
                                        ("pooled_projection_dim", 16), ("axes_dims_rope", (4, 6, 6))))
-    out = time_ratio(registry.entry("FLUX-Lite"), small, flops_fraction=0.8, seed=0)
+    out = time_ratio(registry.entry("DyFLUX-Lite"), small, flops_fraction=0.8, seed=0)
     assert abs(out["flops_ratio"] - 0.8) < 0.05  # calibrated on one forward's logits, reached on every timed call
     assert len(out["ratio_rounds"]) == 2 and out["ratio"] > 0 and out["realized"] == out["flops_ratio"] / out["ratio"]
     assert "num_attention_heads=2" in out["setup"]
     with pytest.raises(ValueError, match="out of reach"):  # text and attention always run: 0.05 cannot be reached
-        time_ratio(registry.entry("FLUX-Lite"), small, flops_fraction=0.05, seed=0)
+        time_ratio(registry.entry("DyFLUX-Lite"), small, flops_fraction=0.05, seed=0)
+
+
+def test_dylatte_timing_calibrates_its_routers_to_the_fraction_and_times_both_paths():
+    from bench.timing.latte import LatteTimingSetup, time_ratio
+    from dydit import registry
+    small = LatteTimingSetup(depth=2, frames=4, latent=8, batch=2, timesteps=(900.0, 100.0), repeats=2,
+                             overrides=(("hidden_size", 64), ("num_heads", 4)))
+    out = time_ratio(registry.entry("DyLatte-XL/2"), small, flops_fraction=0.6, seed=0)
+    assert abs(out["flops_ratio"] - 0.6) < 0.05  # bisected on the timed calls' own MACs
+    assert len(out["ratio_rounds"]) == 2 and out["ratio"] > 0 and out["realized"] == out["flops_ratio"] / out["ratio"]
+    assert "hidden_size=64" in out["setup"]
