@@ -356,7 +356,7 @@ def test_the_latte_suite_counts_latte_xl_from_its_architecture_and_names_what_fv
     from bench.runner import run_suite
     from tests.bench.runner_helpers import machine
     from bench.timing import latte as latte_timing
-    small = latte_timing.LatteTimingSetup(frames=4, latent=8, timesteps=(900.0, 100.0), repeats=2,
+    small = latte_timing.LatteTimingSetup(frames=4, latent=16, timesteps=(900.0, 500.0, 100.0), repeats=2,
                                           overrides=(("hidden_size", 64), ("num_heads", 4)))
     with pytest.MonkeyPatch.context() as m:  # SCALED (Latte-XL's width, 16 frames) takes minutes: small here
         m.setattr(latte_timing, "SCALED", small)
