@@ -87,14 +87,19 @@ def tolerance(values, thread_difference) -> float:
 #                                  The study                                    #
 #################################################################################
 
-def _provenance(command, seconds):
+def _git_state() -> dict:
+    """The commit the study runs (read at its start: the checkout may move during hours of training)."""
     def git(*args):
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                                   cwd=Path(__file__).parent).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
-    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain")),
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def _provenance(command, seconds, git_state):
+    return {"command": command, **git_state,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -177,7 +182,7 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
     smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). SPREAD_FAMILY is
     studied in full (CFG, N, seeds, threads), the others' CFG is swept; list it first to have it done first."""
     from bench.metrics import digits
-    start = time.perf_counter()
+    start, git_state = time.perf_counter(), _git_state()
     device = build.device_of(config)
     progress = Progress(progress_file, log)
 
@@ -207,7 +212,7 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
         if family == SPREAD_FAMILY:  # the spread, on the family every quality claim's tolerance is judged with
             fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, extractor, refs["heldout"],
                                train_seeds, sampling_seeds, sizes, steps, log))
-    out["provenance"] = _provenance(command, round(time.perf_counter() - start))
+    out["provenance"] = _provenance(command, round(time.perf_counter() - start), git_state)
     return out
 
 
