@@ -83,12 +83,18 @@ def run_fraction(fast: FastDyDiT, timesteps, x, y) -> float:
 
 def calibrate(fast: FastDyDiT, timesteps, x, y, fraction, iters=12, tol=0.01, bracket=(-6.0, 6.0)):
     """Bisection on the router offset so the run's FLOPs fraction reaches `fraction`; returns it."""
+    return bisect_offset(fast.model, lambda: run_fraction(fast, timesteps, x, y), fraction, iters, tol, bracket)
+
+
+def bisect_offset(model, measure, fraction, iters=12, tol=0.01, bracket=(-6.0, 6.0)):
+    """Bisection on the routers' shared offset (set_offset) until measure() -> the FLOPs fraction reached is within
+    tol of `fraction` (it grows with the offset); returns the last one reached."""
     lo, hi = bracket
     achieved = None
     for _ in range(iters):
         mid = (lo + hi) / 2
-        set_offset(fast.model, mid)
-        achieved = run_fraction(fast, timesteps, x, y)
+        set_offset(model, mid)
+        achieved = measure()
         if abs(achieved - fraction) < tol:
             break
         lo, hi = (mid, hi) if achieved < fraction else (lo, mid)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.timing.calibration import set_offset, standardize_routers
+from bench.timing.calibration import bisect_offset, standardize_routers
 from bench.timing.calls import interleaved_call_medians
 
 
@@ -55,18 +55,9 @@ def run_fraction(fast, x, t_of, y) -> float:
 
 
 @torch.no_grad()
-def calibrate(fast, x, t_of, y, fraction, iters=14, tol=0.005, bracket=(-6.0, 6.0)) -> float:
-    """Bisection on the routers' shared offset until the calls' FLOPs fraction is within tol of `fraction`."""
-    lo, hi = bracket
-    reached = None
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        set_offset(fast.model, mid)
-        reached = run_fraction(fast, x, t_of, y)
-        if abs(reached - fraction) < tol:
-            break
-        lo, hi = (mid, hi) if reached < fraction else (lo, mid)
-    return reached
+def calibrate(fast, x, t_of, y, fraction) -> float:
+    """The routers' shared offset bisected until the calls' FLOPs fraction is within 0.005 of `fraction`."""
+    return bisect_offset(fast.model, lambda: run_fraction(fast, x, t_of, y), fraction, iters=14, tol=0.005)
 
 
 @torch.no_grad()
