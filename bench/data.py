@@ -31,7 +31,7 @@ class DataError(UserError, ValueError):
     """Data that cannot be read; the message says what and where in one line."""
 
 
-class _Labelled(TensorDataset):
+class Labelled(TensorDataset):
     """A TensorDataset of (x, y) that knows its number of classes."""
 
     def __init__(self, x, y, num_classes):
@@ -102,7 +102,7 @@ def npz_latents(path) -> Dataset:
                         "latents with N labels (N > 0)")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise DataError(f"{path}: labels must be non-negative integers, got {labels.dtype}")
-    return _Labelled(torch.from_numpy(latents).float(), torch.from_numpy(labels).long(), int(labels.max()) + 1)
+    return Labelled(torch.from_numpy(latents).float(), torch.from_numpy(labels).long(), int(labels.max()) + 1)
 
 
 #################################################################################
@@ -125,18 +125,23 @@ def digits(split="train", seed=0, size=DIGITS_SIZE) -> Dataset:
     x = torch.from_numpy(images[keep].astype(np.float32)).reshape(-1, 1, 28, 28)  # (N, 1, 28, 28)
     x = F.interpolate(x, size=(size, size), mode="area")  # (N, 1, size, size)
     x = x / 127.5 - 1.0
-    return _Labelled(x, torch.from_numpy(labels[keep]).long(), 10)
+    return Labelled(x, torch.from_numpy(labels[keep]).long(), 10)
 
 
 PROMPTED_DIGITS = "prompted-digits"  # the text-to-image mini's (bench/mini/prompted_digits.py)
+MOVING_DIGITS = "moving-digits"  # the video mini's (bench/mini/moving_digits.py)
 
 
 def load(spec, split="train", seed=0, image_size=256) -> Dataset:
-    """A dataset from a command-line spec: "digits", "prompted-digits", a .npz of latents, or an image folder."""
+    """A dataset from a command-line spec: "digits", "prompted-digits", "moving-digits", a .npz of latents, or an
+    image folder."""
     if spec == "digits":
         return digits(split, seed)
     if spec == PROMPTED_DIGITS:  # imported here: it builds on this module's digits
         from bench.mini.prompted_digits import dataset
+        return dataset(split, seed)
+    if spec == MOVING_DIGITS:  # the video mini's clips (bench/mini/moving_digits.py)
+        from bench.mini.moving_digits import dataset
         return dataset(split, seed)
     path = Path(spec)
     if path.suffix == ".npz":
