@@ -114,8 +114,10 @@ class GaussianDiffusion:
         return torch.where(t == 0, decoder_nll, kl)
 
     def losses_from_output(self, model_output, x_start, x_t, t, noise):
-        """{"mse", "vb", "loss"}, each (N,), from a learned-sigma output (N, 2C, H, W)."""
-        eps, var_values = torch.split(model_output, x_start.shape[1], dim=1)
+        """{"mse", "vb", "loss"}, each (N,), from a learned-sigma output (N, 2C, H, W), or (N, F, 2C, H, W) for
+        clips (dydit.latte's layout: channels after the frames)."""
+        channels = channel_dim(x_start)
+        eps, var_values = torch.split(model_output, x_start.shape[channels], dim=channels)
         # the bound trains the variance only: the mean it sees is detached
         vb = self.vb_terms_bpd(eps.detach(), var_values, x_start, x_t, t)
         mse = mean_flat((noise - eps) ** 2) * self._at(self.mse_weight, t, t).reshape(-1)
@@ -125,6 +127,11 @@ class GaussianDiffusion:
         """DiT's GaussianDiffusion.training_losses (learn_sigma=True, MSE): per-sample losses (N,)."""
         x_t = self.q_sample(x_start, t, noise)
         return self.losses_from_output(model_fn(x_t, t, **model_kwargs), x_start, x_t, t, noise)
+
+
+def channel_dim(x) -> int:
+    """Where the channels are: 1 for images (N, C, H, W), 2 for clips (N, F, C, H, W) as Latte lays them out."""
+    return 2 if x.ndim == 5 else 1
 
 
 #################################################################################

@@ -57,8 +57,8 @@ class Latte(DiT):
         return x, c, t_emb
 
     def run(self, x, t, y, block_fn: Callable):
-        """The Latte forward with block_fn(i, block, h, c, t_emb) -> h for each block on its sequences:
-        x (B, F, C, H, W) -> (B, F, out_channels, H, W)."""
+        """The Latte forward with block_fn(i, block, h, c, t_emb) -> h for each block on its sequences (c and t_emb
+        repeated per sequence, sample-major): x (B, F, C, H, W) -> (B, F, out_channels, H, W)."""
         B, F = x.shape[:2]
         if F != self.num_frames:
             raise ValueError(f"this Latte takes clips of {self.num_frames} frames, got {F}")
@@ -100,10 +100,18 @@ class DyLatte(Latte, DyDiT):
     def forward(self, x, t, y, masks: Optional[List[BlockMasks]] = None, record=None):
         """As Latte.forward; masks (one BlockMasks per block, rows per sequence) override the routers; record
         collects each block's masks: heads / groups (sequences, H), tokens (sequences, tokens of a sequence)."""
+        B = x.shape[0]
+
         def block_fn(i, block, h, c, t_emb):
             if self.complete_model:  # the plain block: full width, routers not run
                 return DiTBlock.forward(block, h, c)
-            return block(h, c, t_emb, None if masks is None else masks[i], record)
+            given = None if masks is None else masks[i]
+            if given is None or given.heads is None:  # widths per clip (one Gumbel draw each), shared by its sequences
+                heads, channels = block.width_masks(t_emb[:: len(t_emb) // B])  # (B, H) each
+                rows = len(h) // B
+                given = BlockMasks(heads.repeat_interleave(rows, 0), channels.repeat_interleave(rows, 0),
+                                   None if given is None else given.tokens)
+            return block(h, c, t_emb, given, record)
         return self.run(x, t, y, block_fn)
 
     def training_flops_ratio(self, record, y=None):

@@ -272,9 +272,10 @@ FLUX_MODELS: Dict[str, FluxEntry] = {e.name: e for e in [
 #################################################################################
 
 # Latte's defaults: the class-conditional UCF-101 checkpoint (16 frames of 256 x 256: 32 x 32 latents, 101 classes);
-# the mini's: 8 frames of the mini's 16 x 16 one-channel digits, ten classes (the moving-digits mini)
+# the mini's: 8 frames of the mini's 16 x 16 one-channel digits, 40 classes (digit x direction: the moving-digits
+# mini, bench/mini/moving_digits.py)
 LATTE_DEFAULTS = dict(input_size=32, in_channels=4, num_frames=16, num_classes=101)
-LATTE_MINI_DEFAULTS = dict(MINI_DEFAULTS, num_frames=8)
+LATTE_MINI_DEFAULTS = dict(MINI_DEFAULTS, num_frames=8, num_classes=40)
 
 
 @dataclass(frozen=True)

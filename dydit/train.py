@@ -264,7 +264,11 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
         size, channels = x_probe.shape[-1] // factor, vae.config.latent_channels
     else:
-        size, channels = x_probe.shape[-1], x_probe.shape[0]
+        size, channels = x_probe.shape[-1], x_probe.shape[-3]  # an image (C, H, W) or a clip (F, C, H, W)
+    video = registry.entry(config.model).family == "Latte"
+    if video != (x_probe.ndim == 4) or (video and vae is not None):
+        raise TrainError(f"{config.model} takes " + ("clips (frames, C, H, W), e.g. --data moving-digits, without a VAE"
+                         if video else "images (C, H, W)") + f"; the data give items of shape {tuple(x_probe.shape)}")
     text_to_image = registry.entry(config.model).is_text_to_image  # (image, prompt token ids) items
     classes = getattr(dataset, "num_classes", None)
     if text_to_image and classes is not None:
@@ -274,6 +278,8 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         kwargs = dict(image_size=tuple(x_probe.shape[-2:]), in_channels=x_probe.shape[0])
     else:
         kwargs = dict(input_size=config.input_size or size, in_channels=config.in_channels or channels)
+        if video:  # dydit.latte: the clip's frame count
+            kwargs["num_frames"] = x_probe.shape[0]
         if config.num_classes is not None:
             kwargs["num_classes"] = config.num_classes
     with torch.random.fork_rng(devices=[]):

@@ -82,13 +82,12 @@ class TrainConfig:
     def validate(self):
         """Raises TrainError naming the first bad field."""
         if not registry.is_known(self.model):
-            raise TrainError(f"unknown model {self.model!r}; known: {', '.join([*MODELS, *registry.FLUX_MODELS])}")
+            raise TrainError(f"unknown model {self.model!r}; known: "
+                             f"{', '.join([*MODELS, *registry.FLUX_MODELS, *registry.LATTE_MODELS])}")
         entry = registry.entry(self.model)
         if entry.family == "FLUX" and not entry.is_mini:
             raise TrainError(f"{self.model}: of FLUX, bench train takes the text-to-image mini (FLUX-Mini, DyFLUX-Mini "
                              f"with --data prompted-digits); full-size FLUX needs its T5 / CLIP encoders and VAE: not yet")
-        if entry.family == "Latte":
-            raise TrainError(f"{self.model}: training Latte needs video clips (the moving-digits mini): not yet")
         if entry.family == "FLUX" and self.objective != "flow":
             raise TrainError(f"{self.model} trains with rectified flow: give objective 'flow'")
         if not 0.0 < self.flops_ratio <= 1.0:

@@ -90,12 +90,13 @@ class BatchDraws(TorchFunctionMode):
         else:
             return func(*args, **kwargs)
         local = self.rows.stop - self.rows.start
-        if len(shape) == 0 or shape[0] != local:
+        if len(shape) == 0 or shape[0] % local:
             raise RuntimeError(f"a random draw of shape {tuple(shape)} inside the model is not per sample "
                                f"(local batch {local}): it cannot be made independent of the world size")
-        full = torch.rand((self.global_batch, *shape[1:]), generator=self.generator, dtype=dtype,
+        per_sample = shape[0] // local  # rows per sample, sample-major (a clip's sequences: dydit.latte)
+        full = torch.rand((self.global_batch, per_sample, *shape[1:]), generator=self.generator, dtype=dtype,
                           device=self.generator.device)
-        return full[self.rows].to(device)
+        return full[self.rows].reshape(shape).to(device)
 
 
 class StepRandom:

@@ -37,3 +37,27 @@ def test_bench_data_loads_them_as_a_labelled_dataset():
     data = load("moving-digits", split="val")
     x, y = data[0]
     assert x.shape == (FRAMES, 1, 16, 16) and data.num_classes == NUM_CLASSES and 0 <= int(y) < NUM_CLASSES
+
+
+def test_latte_mini_trains_on_moving_digits_and_dylatte_mini_fine_tunes_from_it_through_bench_train(tmp_path, capsys):
+    import json
+
+    from dydit.checkpoints import load_trained
+    from tests.bench.runner_helpers import cli
+    common = ["--data", "moving-digits", "--split", "val", "--global-batch-size", "4", "--max-steps", "2",
+              "--log-every", "2", "--ckpt-every", "2"]
+    assert cli("train", "--model", "Latte-Mini/2", *common, "--out", tmp_path / "latte") == 0
+    base = tmp_path / "latte" / "checkpoints" / "0000002.pt"
+    assert cli("train", "--model", "DyLatte-Mini/2", *common, "--lambda", "0.5", "--init-checkpoint", base,
+               "--out", tmp_path / "dy") == 0
+    (log,) = [json.loads(line) for line in (tmp_path / "dy" / "log.jsonl").read_text().splitlines()]
+    assert 0.9 < log["flops_ratio"] <= 1.0  # fresh routers keep everything at first; the FLOPs loss sees them
+    model = load_trained(tmp_path / "dy" / "checkpoints" / "0000002.pt")
+    x = torch.zeros(1, FRAMES, 1, 16, 16)
+    with torch.no_grad():
+        assert model(x, torch.tensor([500]), torch.tensor([3])).shape == (1, FRAMES, 2, 16, 16)
+    capsys.readouterr()
+    assert cli("train", "--model", "Latte-Mini/2", "--data", "digits", "--split", "val", "--max-steps", "1",
+               "--out", tmp_path / "bad") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "takes clips" in err, err
