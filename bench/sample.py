@@ -30,6 +30,7 @@ from dydit.fileio import atomic_write, sha256_file
 CONFIG_FILE = "run.json"
 SHARD_DIR = "shards"
 SAMPLES_FILE = "samples.npz"
+PREVIEW_FILE = "samples.gif"  # clips (Latte): an animated grid of the first 16
 # collective timeout: ranks wait at most ~one shard for each other (assembly happens after the group is gone)
 DIST_TIMEOUT_MINUTES = 60
 
@@ -79,11 +80,14 @@ class SampleSpec:
         elif self.prompts:
             raise SampleError(f"--prompt: {self.model} is class-conditional; prompts are for text-to-image models "
                               f"(FLUX-Mini, DyFLUX-Mini)")
+        if self.video and self.deepcache_interval > 1:
+            raise SampleError(f"--deepcache-interval: DeepCache is DiT's here (dydit.deepcache), not {self.model}'s")
         # the mini models sample 16 x 16 one-channel digits of 10 classes in pixel space: no VAE, every
         # channel guided; the others latents of the SD VAE (ImageNet's 1000 classes)
         mini = entry.is_mini
         self.latent_size = self.latent_size or (registry.MINI_DEFAULTS["input_size"] if mini else 32)
-        self.num_classes = self.num_classes or (registry.MINI_DEFAULTS["num_classes"] if mini else 1000)
+        self.num_classes = self.num_classes or (self._defaults["num_classes"] if self.video else
+                                                registry.MINI_DEFAULTS["num_classes"] if mini else 1000)
         if mini:
             self.vae, self.guided_channels = None, None
         # absolute paths, so a restart from another working directory is recognised as the same setup
@@ -119,21 +123,38 @@ class SampleSpec:
         return registry.entry(self.model).is_text_to_image
 
     @property
+    def video(self) -> bool:
+        """A Latte: clips of `frames` frames (dydit.latte), written as (N, F, H, W, C)."""
+        return registry.entry(self.model).family == "Latte"
+
+    @property
+    def _defaults(self) -> dict:
+        return registry.LATTE_MINI_DEFAULTS if registry.entry(self.model).is_mini else registry.LATTE_DEFAULTS
+
+    @property
+    def frames(self) -> int:
+        """Frames per clip (1 for an image model)."""
+        return self._defaults["num_frames"] if self.video else 1
+
+    @property
     def channels(self) -> int:
         """Channels the model samples: the mini's pixels (1), else SD VAE latents (4)."""
         return registry.MINI_DEFAULTS["in_channels"] if self.vae is None else 4
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
-        """(C, H, W) the model samples: the text-to-image mini's 16 x 32 canvas, else square latents or digits."""
+    def shape(self) -> Tuple[int, ...]:
+        """(C, H, W) the model samples: the text-to-image mini's 16 x 32 canvas, else square latents or digits;
+        (C, F, H, W) for a clip (dydit.latte.ChannelsFirst's layout)."""
         if self.text_to_image:
             return (self.channels, *registry.MINI_IMAGE)
+        if self.video:
+            return self.channels, self.frames, self.latent_size, self.latent_size
         return self.channels, self.latent_size, self.latent_size
 
     @property
     def image_bytes(self) -> int:
         """Bytes of one uint8 image this spec writes (pixels as sampled, or decoded RGB at 8x the latents)."""
-        return math.prod(self.shape) if self.vae is None else 3 * (8 * self.latent_size) ** 2
+        return math.prod(self.shape) if self.vae is None else 3 * (8 * self.latent_size) ** 2 * self.frames
 
     @property
     def num_shards(self):
@@ -161,6 +182,9 @@ def build_model_fn(spec, device):
     else:
         raise ValueError("no checkpoint: pass --ckpt PATH (or --random-weights for a pipeline check)")
     model = model.eval().to(device)
+    if spec.video:  # clips: the samplers see (B, C, F, H, W)
+        from dydit.latte import ChannelsFirst, DyLatte, FastDyLatte
+        return ChannelsFirst(FastDyLatte(model) if isinstance(model, DyLatte) and spec.fast else model)
     if spec.text_to_image:
         model.fast = spec.fast and model.is_dynamic  # dydit.text2img: DyFLUX's compute-skipping path
         return model
@@ -191,6 +215,10 @@ def generate(model_fn, vae, spec, indices, device):
     noise, generators = sampling.noise_for(indices, spec.seed, spec.shape)
     latents = sampling.sample_latents(model_fn, spec.sampler, noise.to(device), condition, spec.steps, generators,
                                       spec.cfg_scale, spec.guided_channels, null, spec.deepcache_interval)
+    if spec.video:  # (B, C, F, H, W) -> every frame an image, then (B, F, H, W, C)
+        frames = latents.transpose(1, 2).flatten(0, 1)
+        images = sampling.to_uint8(frames) if vae is None else sampling.decode_to_uint8(vae, frames)
+        return images.reshape(len(latents), spec.frames, *images.shape[1:]), labels.numpy()
     images = sampling.to_uint8(latents) if vae is None else sampling.decode_to_uint8(vae, latents)
     return images, labels.numpy()
 
@@ -243,11 +271,11 @@ def assemble(out, spec):
     """Streams the shards, in index order, into one ADM-format samples.npz; returns (path, sha256)."""
     out = Path(out)
     with np.load(shard_path(out, 0)) as f:
-        height, width, channels = f["images"].shape[1:4]  # RGB, or the mini's one channel
+        item = tuple(int(n) for n in f["images"].shape[1:])  # (H, W, C): RGB or the mini's one channel; a clip's (F, H, W, C)
 
     def write(fileobj):
         with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, shape, key in (("arr_0.npy", (spec.num, height, width, channels), "images"),
+            for name, shape, key in (("arr_0.npy", (spec.num, *item), "images"),
                                      ("arr_1.npy", (spec.num,), "labels")):
                 dtype = np.uint8 if key == "images" else np.int64
                 with zf.open(name, "w", force_zip64=True) as member:
@@ -261,8 +289,7 @@ def assemble(out, spec):
     sha = sha256_file(path)
     atomic_write(out / (SAMPLES_FILE + ".sha256"), lambda f: f.write(f"{sha}  {SAMPLES_FILE}\n".encode()))
     config = json.loads((out / CONFIG_FILE).read_text())
-    config["result"] = {"file": SAMPLES_FILE, "sha256": sha, "num": spec.num, "shape": [spec.num, int(height),
-                                                                                        int(width), int(channels)]}
+    config["result"] = {"file": SAMPLES_FILE, "sha256": sha, "num": spec.num, "shape": [spec.num, *item]}
     atomic_write(out / CONFIG_FILE, lambda f: f.write(json.dumps(config, indent=1).encode()))
     return path, sha
 
@@ -332,4 +359,25 @@ def run(spec, out, max_shards=None, device=None, progress=True, timeout_minutes=
         return None
     if done_before and not todo and (out / SAMPLES_FILE).is_file():
         return out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
-    return assemble(out, spec)[0]
+    path = assemble(out, spec)[0]
+    if spec.video:
+        write_preview(path, out / PREVIEW_FILE)
+    return path
+
+
+def write_preview(samples_path, gif_path, clips=16, scale=4, frame_ms=150):
+    """An animated GIF of the first `clips` clips of a samples.npz of clips (N, F, H, W, C), in a square grid."""
+    from PIL import Image
+    with np.load(samples_path) as f:
+        videos = f["arr_0"][:clips]  # (n, F, H, W, C) uint8
+    n, frames, h, w, c = videos.shape
+    side = math.ceil(math.sqrt(n))
+    grid = np.zeros((frames, side * h, side * w, c), dtype=np.uint8)
+    for i, video in enumerate(videos):
+        r, col = divmod(i, side)
+        grid[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = video
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    images = [Image.fromarray(g[..., 0] if c == 1 else g) for g in grid]
+    atomic_write(gif_path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                    duration=frame_ms, loop=0))
+    return gif_path

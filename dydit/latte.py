@@ -147,3 +147,21 @@ class FastDyLatte(FastDyDiT):
 
     def forward_with_cfg(self, x, t, y, cfg_scale, guided_channels=None):
         return Latte.forward_with_cfg(self, x, t, y, cfg_scale, guided_channels)
+
+
+class ChannelsFirst(nn.Module):
+    """A Latte (or FastDyLatte) as dydit.sampling's model_fn: clips as (B, C, F, H, W), so the samplers and CFG find
+    the channels (and the learned sigma) on dim 1, as for images; Latte itself takes (B, F, C, H, W)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def prepare(self, timesteps):
+        """FastDyLatte's width plan for exactly these timesteps (nothing for a plain Latte)."""
+        if hasattr(self.model, "prepare"):
+            self.model.prepare(timesteps)
+        return self
+
+    def forward(self, x, t, y):
+        return self.model(x.transpose(1, 2), t, y).transpose(1, 2)

@@ -66,12 +66,12 @@ def positive_float(text: str) -> float:
     return value
 
 
-def model_name(dynamic=None, flux=False):
-    """A model name of the registry (dynamic=True: a DyDiT-family name only; flux: FLUX's names too); an unknown one
-    gets the nearest."""
+def model_name(dynamic=None, flux=False, video=False):
+    """A model name of the registry (dynamic=True: a DyDiT-family name only; flux: FLUX's names too; video: Latte's);
+    an unknown one gets the nearest."""
     def parse(text: str) -> str:
         from dydit import registry
-        known = {**registry.MODELS, **(registry.FLUX_MODELS if flux else {})}
+        known = {**registry.MODELS, **(registry.FLUX_MODELS if flux else {}), **(registry.LATTE_MODELS if video else {})}
         names = [n for n, e in known.items() if dynamic is None or e.is_dynamic == dynamic]
         if text in names:
             return text

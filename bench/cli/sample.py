@@ -4,6 +4,8 @@
         --assets /data/dydit-assets --num-samples 50000 --out samples/dit-xl-2-ddpm250
     python -m bench sample --model DyFLUX-Mini --ckpt runs/dyflux/checkpoints/last.pt --sampler flow-euler \\
         --prompt "a thick seven on the left" --prompt "two , thin , right" --num-samples 8 --out samples/dyflux
+    python -m bench sample --model DyLatte-Mini/2 --ckpt runs/dylatte/checkpoints/last.pt --sampler ddim \
+        --num-samples 16 --out samples/dylatte          # clips: arr_0 (N, 8, 16, 16, 1), samples.gif a preview
 """
 
 import sys
@@ -17,8 +19,8 @@ from dydit.errors import UserError
 def register(subparsers):
     p = subparsers.add_parser("sample", help="sample N images (sharded, resumable, torchrun) to an ADM .npz",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, type=types.model_name(flux=True),
-                   help="model name, e.g. DiT-XL/2, DyDiT-XL/2, or the text-to-image DyFLUX-Mini")
+    p.add_argument("--model", required=True, type=types.model_name(flux=True, video=True),
+                   help="model name, e.g. DiT-XL/2, DyDiT-XL/2, the text-to-image DyFLUX-Mini or the video DyLatte-Mini/2")
     p.add_argument("--ckpt", help="checkpoint: a path, or an asset name of suites/assets.toml (e.g. dit-xl-2)")
     p.add_argument("--random-weights", action="store_true", help="random weights, no checkpoint (pipeline checks)")
     p.add_argument("--sampler", default=sampler_spec.DEFAULT_SAMPLER, choices=list(sampler_spec.SAMPLERS))
@@ -101,4 +103,7 @@ def run(args):
     if path is not None:  # rank 0, all shards done
         sha = (path.parent / (path.name + ".sha256")).read_text().split()[0]
         what = f"arr_1: the index of each image's prompt of {len(prompts)}" if prompts else f"{spec.labels} labels"
-        print(f"wrote {path} ({spec.num} images, {what}), sha256 {sha}")
+        kind = f"clips of {spec.frames} frames" if spec.video else "images"
+        print(f"wrote {path} ({spec.num} {kind}, {what}), sha256 {sha}")
+        if spec.video:
+            print(f"preview: {path.parent / sample.PREVIEW_FILE}")

@@ -61,3 +61,18 @@ def test_latte_mini_trains_on_moving_digits_and_dylatte_mini_fine_tunes_from_it_
                "--out", tmp_path / "bad") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "takes clips" in err, err
+
+
+def test_bench_sample_writes_dylatte_clips_and_an_animated_preview(tmp_path, capsys):
+    from PIL import Image
+
+    from tests.bench.runner_helpers import cli
+    out = tmp_path / "clips"
+    assert cli("sample", "--model", "DyLatte-Mini/2", "--random-weights", "--sampler", "ddim", "--steps", "2",
+               "--num-samples", "3", "--batch-size", "2", "--out", out, "--no-progress") == 0
+    with np.load(out / "samples.npz") as f:
+        clips, labels = f["arr_0"], f["arr_1"]
+    assert clips.shape == (3, FRAMES, 16, 16, 1) and clips.dtype == np.uint8 and labels.max() < NUM_CLASSES
+    gif = Image.open(out / "samples.gif")
+    assert gif.n_frames == FRAMES and gif.size == (2 * 16 * 4, 2 * 16 * 4)  # a 2 x 2 grid, 4x upscaled
+    assert "clips of 8 frames" in capsys.readouterr().out
