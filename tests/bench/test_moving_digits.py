@@ -76,3 +76,21 @@ def test_bench_sample_writes_dylatte_clips_and_an_animated_preview(tmp_path, cap
     gif = Image.open(out / "samples.gif")
     assert gif.n_frames == FRAMES and gif.size == (2 * 16 * 4, 2 * 16 * 4)  # a 2 x 2 grid, 4x upscaled
     assert "clips of 8 frames" in capsys.readouterr().out
+
+
+def test_the_video_scores_read_real_clips_back_and_catch_clips_that_do_not_move_as_told():
+    from bench.metrics.digits import ClassifierConfig
+    from bench.mini import evaluate_video as ev
+    val = moving_digits("val")
+    classifier = ev.frame_classifier(moving_digits("train"), ClassifierConfig(epochs=2))
+    real = ev.to_uint8(val.clips)
+    reference = ev.clip_features(real[:250], classifier)
+    own = ev.scores(real[250:], val.classes[250:], classifier, reference)
+    assert set(own) == set(ev.KEYS) and own["motion"] == 1.0  # real clips move as their class says
+    assert own["frame_accuracy"] > 0.85 and own["consistency"] > 0.7
+    backwards = ev.scores(real[250:, ::-1].copy(), val.classes[250:], classifier, reference)  # time reversed
+    assert backwards["motion"] == 0.0 and backwards["frame_accuracy"] == own["frame_accuracy"]
+    # the four directions are equally likely, so reversal keeps the clips' distribution: FVD cannot see it (the
+    # motion check can); a clip that stands still is far from every real one
+    static = np.repeat(real[250:, :1], real.shape[1], axis=1)
+    assert ev.scores(static, val.classes[250:], classifier, reference)["mini_fvd"] > 5 * own["mini_fvd"]
