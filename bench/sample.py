@@ -90,6 +90,8 @@ class SampleSpec:
                                                 registry.MINI_DEFAULTS["num_classes"] if mini else 1000)
         if mini:
             self.vae, self.guided_channels = None, None
+        if self.video:  # Latte guides every latent channel (its forward_with_cfg), not DiT's first 3
+            self.guided_channels = None
         # absolute paths, so a restart from another working directory is recognised as the same setup
         self.ckpt = str(Path(self.ckpt).resolve()) if self.ckpt else None
         self.vae = self.vae if self.vae in (RANDOM_VAE, None) else str(Path(self.vae).resolve())
@@ -358,9 +360,10 @@ def run(spec, out, max_shards=None, device=None, progress=True, timeout_minutes=
         print(f"{spec.num_shards - missing}/{spec.num_shards} shards done under {out}; run again to continue")
         return None
     if done_before and not todo and (out / SAMPLES_FILE).is_file():
-        return out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
-    path = assemble(out, spec)[0]
-    if spec.video:
+        path = out / SAMPLES_FILE  # complete already: no need to rewrite (and rehash) gigabytes
+    else:
+        path = assemble(out, spec)[0]
+    if spec.video and not (out / PREVIEW_FILE).is_file():
         write_preview(path, out / PREVIEW_FILE)
     return path
 

@@ -135,6 +135,7 @@ class FluxStep:
     tau: float = 5.0
     width_emb: Optional[torch.Tensor] = None  # (B, D) what width routers read; None: no width routers
     record: Optional[list] = None  # receives each block's FluxMasks (with the masks' gradients), double-stream first
+    td_lora: bool = False  # TD-LoRA's gated experts in the blocks (dydit.lora): gathered rows need their gates
 
 
 @dataclass
@@ -201,10 +202,10 @@ def _linear(layer, x, rows=None, cols=None):
 
 
 @contextmanager
-def _row_gates(block, sample_of):
+def _row_gates(block, sample_of, td_lora=True):
     """TD-LoRA's expert gates (one row per sample) given one row per gathered token while the block computes on
-    the fast path's kept rows (sample_of: each row's sample); a no-op without TD-LoRA."""
-    layers = adapted_layers(block)
+    the fast path's kept rows (sample_of: each row's sample); a no-op without TD-LoRA (td_lora False)."""
+    layers = adapted_layers(block) if td_lora else []
     kept = [layer.gates for layer in layers]
     for layer in layers:
         layer.gates = layer.gates.index_select(0, sample_of)
@@ -283,7 +284,7 @@ def double_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
         B, N, D = img.shape
         rows = _rows(tokens)
         gate = gate_mlp.index_select(0, rows // N)  # (M, D): each kept row's sample's gate
-        with _row_gates(block.ff, rows // N):
+        with _row_gates(block.ff, rows // N, step.td_lora):
             out = _ffn(block.ff, h.reshape(B * N, D).index_select(0, rows), H, groups=groups) * gate
         img = img.reshape(B * N, D).index_add(0, rows, out.to(img.dtype)).reshape(B, N, D)
     else:
@@ -330,7 +331,7 @@ def single_block(block, img, txt, step: FluxStep, given: Optional[FluxMasks] = N
         B, N, _ = img.shape
         rows = _rows(tokens)
         pick = lambda t: t[:, L:].reshape(B * N, -1).index_select(0, rows)  # noqa: E731  (M, .) kept image rows
-        with _row_gates(block, rows // N):
+        with _row_gates(block, rows // N, step.td_lora):
             out = update(pick(h), pick(attn)) * gate[:, 0].index_select(0, rows // N)
         img = img.reshape(B * N, D).index_add(0, rows, out.to(img.dtype)).reshape(B, N, D)
     else:
@@ -351,9 +352,10 @@ def dyflux_forward(model, hidden_states, encoder_hidden_states, pooled_projectio
     block's FluxMasks. fast: gather the kept rows and slice the active heads and groups (inference)."""
     if fast and model.training:
         raise RuntimeError("the fast path is for inference: call model.eval() first")
-    if fast and unmerged_static_lora(model):  # it slices layer.weight: an unmerged adapter would be dropped
-        raise ValueError(f"the fast path slices plain linear weights, and {len(unmerged_static_lora(model))} layer(s) "
-                         f"are unmerged LoRA (e.g. {unmerged_static_lora(model)[0]}): call dydit.lora.merge_static_lora")
+    unmerged = unmerged_static_lora(model) if fast else []
+    if unmerged:  # the fast path slices layer.weight: an unmerged adapter would be dropped
+        raise ValueError(f"the fast path slices plain linear weights, and {len(unmerged)} layer(s) are unmerged LoRA "
+                         f"(e.g. {unmerged[0]}): call dydit.lora.merge_static_lora")
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     token_routers(model)
     if masks is not None and len(masks) != len(blocks):
@@ -372,7 +374,8 @@ def dyflux_forward(model, hidden_states, encoder_hidden_states, pooled_projectio
         temb = model.time_text_embed(timestep, pooled_projections) if guidance is None else \
             model.time_text_embed(timestep, guidance, pooled_projections)
     txt = model.context_embedder(encoder_hidden_states)
-    step = FluxStep(temb, model.pos_embed(torch.cat((txt_ids, img_ids), dim=0)), fast, tau, width_emb, record)
+    step = FluxStep(temb, model.pos_embed(torch.cat((txt_ids, img_ids), dim=0)), fast, tau, width_emb, record,
+                    td_lora=hasattr(model, "td_lora_gates"))
     given = masks or [None] * len(blocks)
     for i, block in enumerate(model.transformer_blocks):
         txt, img = double_block(block, img, txt, step, given[i])

@@ -105,12 +105,12 @@ class DyLatte(Latte, DyDiT):
         def block_fn(i, block, h, c, t_emb):
             if self.complete_model:  # the plain block: full width, routers not run
                 return DiTBlock.forward(block, h, c)
-            given = None if masks is None else masks[i]
-            if given is None or given.heads is None:  # widths per clip (one Gumbel draw each), shared by its sequences
-                heads, channels = block.width_masks(t_emb[:: len(t_emb) // B])  # (B, H) each
+            given = masks[i] if masks is not None else BlockMasks(None, None, None)
+            if given.heads is None or given.channels is None:  # widths per clip (one draw each), shared by its sequences
                 rows = len(h) // B
-                given = BlockMasks(heads.repeat_interleave(rows, 0), channels.repeat_interleave(rows, 0),
-                                   None if given is None else given.tokens)
+                heads, channels = (m.repeat_interleave(rows, 0) for m in block.width_masks(t_emb[:: len(t_emb) // B]))
+                given = BlockMasks(heads if given.heads is None else given.heads,
+                                   channels if given.channels is None else given.channels, given.tokens)
             return block(h, c, t_emb, given, record)
         return self.run(x, t, y, block_fn)
 

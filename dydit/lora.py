@@ -62,6 +62,8 @@ class TDLoRALinear(nn.Module):
         row per x row (the fast path's gathered tokens), else the layer's (N, K)."""
         a = self.lora_a if a is None else a
         b = self.lora_b if b is None else b
+        if x.numel() == 0:  # no row kept (the fast path's gathered tokens): nothing to add
+            return x.new_zeros(*x.shape[:-1], b.shape[0])
         gates = self.gates if gates is None else gates
         z = nn.functional.linear(x, a)  # (N, ..., K r)
         shape = z.shape

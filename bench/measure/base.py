@@ -36,10 +36,11 @@ class Context:
         """The scratch folder (reports/work when none was given)."""
         return Path(self.work_dir) if self.work_dir else Path("reports/work")
 
-    def kept_timings(self):
-        """The run's bench.timing.kept.KeptTimings: <scratch>/timings, measured again under --retime."""
+    def kept_timings(self, device=None):
+        """The run's bench.timing.kept.KeptTimings: <scratch>/timings, measured again under --retime; device: where
+        its timings run (default the run's)."""
         from bench.timing.kept import KeptTimings
-        return KeptTimings(self.scratch / "timings", self.device, retime=self.retime)
+        return KeptTimings(self.scratch / "timings", device or self.device, retime=self.retime)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class MiniRun:
         """A run with the classifier and the held-out reference features ready."""
         from bench.metrics import digits
         config = build.run_config(ctx)
-        run = cls(config, build.cache_dir(ctx), ctx.retrain, timings=ctx.kept_timings())
+        run = cls(config, build.cache_dir(ctx), ctx.retrain, timings=ctx.kept_timings(build.device_of(config)))
         run.classifier, run.classifier_info = build.classifier(config, run.cache_dir, run.retrain)
         heldout, _ = build.real_digits("heldout", config)
         run.reference = digits.features(heldout, digits.extractor(run.classifier))

@@ -10,6 +10,7 @@ and the report says which timings were reused.
 """
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Tuple
@@ -20,11 +21,9 @@ import bench
 import dydit
 from dydit.fileio import write_json_atomic
 
-# source files whose change makes a kept timing stale: what is timed (the models' paths) and how
-CODE = sorted((Path(bench.__file__).parent / "timing").glob("*.py")) + \
-    [Path(bench.__file__).parent / name for name in ("measure/loop.py", "mini/run.py", "mini/evaluate_text2img.py")] + \
-    [Path(dydit.__file__).parent / name for name in ("models.py", "fast.py", "deepcache.py", "sampling.py", "flux.py",
-                                                       "text2img.py")]
+# source files whose change makes a kept timing stale: all of both packages (what is timed, how, and the FLOPs
+# counts kept beside the times); conservative: any code change times again
+CODE = sorted(Path(bench.__file__).parent.rglob("*.py")) + sorted(Path(dydit.__file__).parent.rglob("*.py"))
 
 
 def machine(device) -> dict:
@@ -38,7 +37,6 @@ class KeptTimings:
 
     def __init__(self, folder: Path, device, retime: bool = False):
         self.folder, self.device, self.retime = Path(folder), device, retime
-        self.reused = []  # (what, measured_at) of each timing read back in this run
 
     def key(self, parts) -> str:
         """The key of one timing: its parts (JSON-able), this machine and the code."""
@@ -52,13 +50,15 @@ class KeptTimings:
         path = self.folder / f"timing-{self.key(parts)}.json"
         kept = self._read(path)
         if kept is not None and not self.retime:
-            self.reused.append((what or str(parts[0]), kept["measured_at"]))
+            print(f"  {what or parts[0]}: kept from {kept['measured_at']} (same models, code and machine; --retime "
+                  f"times it again)")
             return kept["value"], kept["measured_at"]
         value = measure()
         measured_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         self.folder.mkdir(parents=True, exist_ok=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work beside it: shown, not judged
         write_json_atomic({"parts": json.loads(json.dumps(parts, default=str)), "machine": machine(self.device),
-                           "measured_at": measured_at, "value": value}, path)
+                           "measured_at": measured_at, "load_average": load, "value": value}, path)
         return json.loads(json.dumps(value)), measured_at  # what a later run reads back: the same types
 
     @staticmethod

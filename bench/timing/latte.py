@@ -32,7 +32,7 @@ class LatteTimingSetup:
     overrides: tuple = ()  # (key, value) pairs of the model's constructor changed (the tests' small width)
 
     def describe(self) -> str:
-        width = "Latte-XL/2's width" if not self.overrides else ", ".join(f"{k}={v}" for k, v in self.overrides)
+        width = "the model's width" if not self.overrides else ", ".join(f"{k}={v}" for k, v in self.overrides)
         return (f"{self.depth} blocks (spatial and temporal) at {width}, {self.frames} frames of {self.latent}² "
                 f"latents, batch {self.batch} (CFG), calls at t = {', '.join(f'{t:g}' for t in self.timesteps)}, "
                 f"{self.repeats} interleaved rounds")

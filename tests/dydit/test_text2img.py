@@ -162,6 +162,11 @@ def test_td_lora_on_dyflux_starts_as_its_base_gates_follow_the_timestep_and_the_
         fast = m(x, t, y)
         m.fast = False
         gates_early = flux.transformer_blocks[0].ff.net[2].gates.clone()
+        flux.single_transformer_blocks[0].token_selection.router.bias.fill_(-1e4)  # a block that keeps no token
+        none_kept = m(x, t, y)
+        m.fast = True
+        assert torch.allclose(m(x, t, y), none_kept, atol=1e-5)  # the experts see no row: nothing to add
+        m.fast = False
         m(x, torch.full((4,), 0.9), y)
     assert not torch.allclose(masked, plain, atol=1e-4)  # the experts act
     assert torch.allclose(fast, masked, atol=1e-5)  # gathered rows carry their sample's gates
