@@ -139,3 +139,37 @@ def test_analytic_flops_equal_fvcore_for_latte_and_the_dylatte_fast_path():
     analytic = float(latte_macs(dy, record)[0])
     assert abs(counted - analytic) / analytic < 0.01
     assert analytic < latte_macs(dy, static=True)
+
+
+def test_a_training_step_with_the_flops_loss_moves_dylattes_ratio_toward_lambda():
+    """dydit.train_step's objective on DyLatte (DiT's diffusion loss + the FLOPs loss): from routers that keep
+    everything, Adam steps on the routers bring the training ratio toward λ = 0.5; without the FLOPs loss they don't."""
+    from dydit.diffusion import GaussianDiffusion
+    from dydit.train_step import TrainingObjective
+    x, _, y = clips(batch=2)
+    t = torch.tensor([300, 800])
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+
+    def train(flops_weight):
+        torch.manual_seed(0)
+        model = create_model("DyLatte-Mini/2").train()
+        with torch.no_grad():
+            for block in model.blocks:  # DyFLUX's bias 5 (the mini's recipe): the routers can move in a few steps
+                block.token_selection.mlp_head[2].bias.fill_(5.0)
+                for router in (block.attn_rate.router, block.mlp_rate.router):
+                    router.bias.fill_(5.0)
+        objective = TrainingObjective(model, GaussianDiffusion(), flops_weight=flops_weight)
+        routers = [p for name, p in model.named_parameters() if "token_selection" in name or "_rate" in name]
+        optimizer = torch.optim.Adam(routers, lr=0.05)
+        ratios = []
+        for _ in range(25):
+            out = objective(x, y, t, noise, lambda_t=0.5)
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+            ratios.append(float(out["flops_ratio"]))
+        return ratios
+
+    with_loss, without = train(5.0), train(0.0)
+    assert with_loss[0] > 0.9 and abs(with_loss[-1] - 0.5) < 0.1, with_loss
+    assert without[-1] > with_loss[-1] + 0.15, (without, with_loss)
