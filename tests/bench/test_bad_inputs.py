@@ -130,7 +130,8 @@ CASES = {
     "assets malformed manifest": ["assets", "--manifest", "{tmp}/bad.toml"],
     # suites
     "validate no such suite": ["validate", "nosuch"],
-    "mini-spread without the DiT family first": ["mini-spread", "--families", "SiT"],
+    "mini-spread SiT without a study to add to": ["mini-spread", "--families", "SiT", "--out", "{out}/none.json"],
+    "mini-spread unknown family": ["mini-spread", "--families", "DiT,XiT"],
     "ls no such suite": ["ls", "nosuch"],
     "run no such suite": ["run", "nosuch", "--out", "{out}"],
     "run out is a file": ["run", "table1", "--out", "{tmp}/file.txt"],
