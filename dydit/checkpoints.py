@@ -159,22 +159,28 @@ def compact_keys(keys, suffix=lambda key: "") -> List[str]:
     return lines
 
 
-def _reset_routers(model: nn.Module):
-    """Gives every router DyDiT's init, which keeps all masks on (biases 15 width, 35 tokens)."""
+def _reset_routers(model: nn.Module, seed: int):
+    """Gives every router DyDiT's init, which keeps all masks on (biases 15 width, 35 tokens); the token routers'
+    first layer is drawn from `seed`, never from the caller's RNG (a fine-tune's start is a function of its seed)."""
+    generator = torch.Generator().manual_seed(seed)
     for block in model.blocks:
         for router in (block.attn_rate.router, block.mlp_rate.router):
             nn.init.zeros_(router.weight)
             nn.init.constant_(router.bias, 15.0)
         head = block.token_selection.mlp_head
-        nn.init.xavier_uniform_(head[0].weight)
+        with torch.no_grad():  # drawn on the CPU, then copied: the same numbers on every device
+            head[0].weight.copy_(nn.init.xavier_uniform_(torch.empty(head[0].weight.shape), generator=generator))
         nn.init.zeros_(head[0].bias)
         nn.init.zeros_(head[2].weight)
         nn.init.constant_(head[2].bias, 35.0)
 
 
 def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike, dict], strict: bool = True,
-                    allow_drop_routers: bool = False) -> LoadReport:
-    """Validates keys and shapes against the model, then loads; raises CheckpointError with the reasons."""
+                    allow_drop_routers: bool = False, router_seed: int = 0) -> LoadReport:
+    """Validates keys and shapes against the model, then loads; raises CheckpointError with the reasons.
+
+    A DiT checkpoint loaded into a DyDiT gives it fresh routers drawn from router_seed (a fine-tune passes its seed).
+    """
     is_dict = isinstance(path_or_state_dict, dict)
     where = "the state dict" if is_dict else f"checkpoint {os.fspath(path_or_state_dict)}"
     obj = path_or_state_dict if is_dict else weights.read(path_or_state_dict)
@@ -232,7 +238,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
 
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     if fresh and isinstance(model, DyDiT):  # a DyFLUX's routers were made fresh with their all-on init (dydit.flux)
-        _reset_routers(model)
+        _reset_routers(model, router_seed)
     for note in notes:
         log.info("%s: %s", where, note)
     return LoadReport(source, notes, list(fresh), list(dropped), missing, unexpected)

@@ -292,7 +292,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         raise TrainError(f"the data have {classes} classes, the model {model.y_embedder.num_classes}: "
                          "set num_classes")
     if config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always
-        load_checkpoint(model, config.init_checkpoint)
+        load_checkpoint(model, config.init_checkpoint, router_seed=config.seed)  # fresh routers from the seed
     with torch.random.fork_rng(devices=[]):  # the adapters' initial A from the run's seed, as the model's
         torch.manual_seed(config.seed)
         add_adapter(model, config)

@@ -192,6 +192,25 @@ def test_dit_training_and_dydit_finetuning_from_its_checkpoint(tmp_path):
     assert ft.step == 1
 
 
+def test_a_finetune_from_a_dit_is_a_function_of_its_seed_not_of_the_callers_rng(tmp_path):
+    """The fresh routers' random first layer comes from the run's seed: two fine-tunes with the caller's RNG in
+    different states end bit-identical (before, the mini's DyDiTs differed between runs from the first step), and
+    the caller's RNG is left alone."""
+    dit = train(tiny(model="DiT-Mini/2", max_steps=1), RandomLatents(), tmp_path / "dit", progress=False)
+    runs = []
+    for name, rng_seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(rng_seed)
+        before = torch.random.get_rng_state()
+        runs.append(tensors(train(tiny(init_checkpoint=str(dit.checkpoint), max_steps=2), RandomLatents(),
+                                  tmp_path / name, progress=False)))
+        assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    other = tensors(train(tiny(init_checkpoint=str(dit.checkpoint), max_steps=2, seed=1), RandomLatents(),
+                          tmp_path / "seed1", progress=False))
+    key = "model.blocks.0.token_selection.mlp_head.0.weight"
+    assert not torch.equal(runs[0][key], other[key])  # another seed, other routers
+
+
 #################################################################################
 #                               Bad input                                       #
 #################################################################################
