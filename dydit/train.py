@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dydit import weights
-from dydit.checkpoints import add_adapter, load_checkpoint
+from dydit.checkpoints import add_adapter, is_router_key, load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.fileio import atomic_write, sha256_file
 from dydit.flow import FlowMatching
@@ -300,6 +300,10 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
         set_token_router_bias(model, config.token_router_bias)
     model.to(device)
     ema = deepcopy(model).requires_grad_(False).eval()
+    ema_copied = frozenset() if config.ema_routers else \
+        frozenset(n for n, p in model.named_parameters() if is_router_key(n) and p.requires_grad)
+    if not config.ema_routers and not getattr(model, "is_dynamic", False):
+        raise TrainError(f"ema_routers is a DyDiT setting; {type(model).__name__} has no routers")
     opt = torch.optim.AdamW(parameter_groups(model, config.token_router_lr_scale), lr=config.lr,
                             betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay)
     step, last = 0, None
@@ -365,7 +369,7 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
                     raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({values}): stopped before updating; "
                                         f"last good checkpoint: {last or 'none written yet'}")
                 opt.step()  # exactly one optimizer step per iteration
-                update_ema(ema, model, config.ema_decay)
+                update_ema(ema, model, config.ema_decay, ema_copied)
                 step += 1
                 sums, count = (terms if sums is None else sums + terms), count + 1
                 bar.update(1)

@@ -55,6 +55,11 @@ class TrainConfig:
     # FLOPs loss holds lambda in expectation under the noise, not at eval. Over this last fraction of the run the
     # noise falls linearly to 0, so the run ends on the eval decision (0: noise throughout, the official recipe)
     router_noise_anneal: float = 0.0
+    # The EMA averages the routers' weights too (True: official). Their decisions are thresholds: the decision of
+    # averaged weights is not the average decision, and on the mini it keeps more than the raw routers (DyDiT-Mini
+    # lambda=0.7: 0.732 with averaged routers, 0.715 with the raw ones on the same EMA weights; NOTES.md). False: the
+    # EMA model carries the raw routers, the ones the FLOPs loss holds at lambda
+    ema_routers: bool = True
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
     # optimisation
     max_steps: int = 150_000

@@ -244,12 +244,15 @@ class TrainingObjective(nn.Module):
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float):
-    """ema <- decay * ema + (1 - decay) * model, every trained parameter (as DiT's train.py). A frozen one
-    (an adapter run's base) stays equal to the model's: averaging it would only add rounding."""
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, copied=frozenset()):
+    """ema <- decay * ema + (1 - decay) * model, every trained parameter (as DiT's train.py); those named in
+    `copied` are copied instead (TrainConfig.ema_routers=False). A frozen one (an adapter run's base) stays equal to
+    the model's: averaging it would only add rounding."""
     ema_params = dict(ema.named_parameters())
     for name, param in model.named_parameters():
-        if param.requires_grad:
+        if name in copied:
+            ema_params[name].copy_(param.detach())
+        elif param.requires_grad:
             ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
 
 

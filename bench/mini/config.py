@@ -67,6 +67,10 @@ class MiniConfig:
     # the official recipe). The training masks keep with probability sigmoid(logit), eval keeps logit > 0: DyDiT-Mini
     # lambda=0.5 trained at 0.500 and evaluated at 0.534 (NOTES.md)
     router_noise_anneal: float = field(default=0.0, metadata=FINETUNE)
+    # The fine-tunes' EMA carries the raw routers, not their average (TrainConfig.ema_routers; True: official). With
+    # averaged routers DyDiT-Mini lambda=0.7 sampled at FLOPs 0.732-0.740 in four fine-tunes (600 and 1,200 steps);
+    # the same EMA weights with the raw routers at 0.715, the same quality (NOTES.md)
+    ema_routers: bool = field(default=False, metadata=FINETUNE)
     stratified_timesteps: bool = True
     # DyDiT++'s parameter-efficient fine-tuning, at one adapter size: TD-LoRA has `adapter_experts` experts of
     # rank `adapter_rank` per layer, static LoRA one of rank adapter_rank x adapter_experts (as many weights).
@@ -106,7 +110,8 @@ class MiniConfig:
     def router_recipe(self, routers="all") -> dict:
         """The TrainConfig fields of a dynamic model's routers (routers="width", the ablation's TDW only: the
         frozen token routers keep the official bias 35, so they keep every token in training too)."""
-        anneal = {"router_noise_anneal": self.router_noise_anneal}  # every router that learns ends on its eval decision
+        anneal = {"router_noise_anneal": self.router_noise_anneal,  # every router that learns ends on its eval decision
+                  "ema_routers": self.ema_routers}
         if routers == "width":
             return anneal
         return {"token_router_bias": self.token_router_bias, "token_router_lr_scale": self.token_router_lr_scale,

@@ -133,6 +133,7 @@ def test_a_finetune_field_keys_the_finetunes_not_the_static_models():
     assert build.dit_id(dataclasses.replace(MiniConfig(), dit_steps=10)) != build.dit_id(MiniConfig())
     assert "router_noise_anneal" not in MiniConfig().baseline_fields() and "dit_steps" in MiniConfig().baseline_fields()
     assert "router_noise_anneal" in MiniConfig().router_recipe()
+    assert MiniConfig().router_recipe()["ema_routers"] is False and "ema_routers" in MiniConfig().router_recipe("width")
 
 
 def test_the_mini_runs_where_the_suite_runs_unless_its_recipe_names_a_device():

@@ -3,13 +3,13 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from dydit.checkpoints import CheckpointError, load_checkpoint
+from dydit.checkpoints import CheckpointError, is_router_key, load_checkpoint
 from dydit.diffusion import GaussianDiffusion
 from dydit.flops import block_flops_ratio
 from dydit.registry import create_model
 from dydit.train import checkpoints_of, train
 from dydit.train_config import NonFiniteLoss, TrainConfig, TrainError
-from dydit.train_step import StepRandom, TrainingObjective, flops_target, learning_rate, router_noise
+from dydit.train_step import StepRandom, TrainingObjective, flops_target, learning_rate, router_noise, update_ema
 
 
 class RandomLatents(Dataset):
@@ -281,6 +281,25 @@ def test_the_ablation_needs_a_dydit(tmp_path):
         train(tiny(model="DiT-Mini/2", routers="width"), RandomLatents(), tmp_path)
     with pytest.raises(TrainError, match="bad routers"):
         train(tiny(routers="heads"), RandomLatents(), tmp_path)
+
+
+def test_update_ema_copies_the_named_parameters_and_averages_the_rest():
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    update_ema(ema, model, 0.9, copied=frozenset({"bias"}))
+    assert torch.equal(ema.bias, model.bias)
+    torch.testing.assert_close(ema.weight, 0.9 * before["weight"] + 0.1 * model.weight)
+
+
+def test_without_ema_routers_the_ema_carries_the_raw_routers(tmp_path):
+    """TrainConfig.ema_routers=False: the EMA model's routers are the trained model's, its other weights averaged."""
+    result = train(tiny(ema_routers=False, max_steps=3), RandomLatents(), tmp_path, progress=False)
+    model, ema = result.model.state_dict(), result.ema.state_dict()
+    routers = [k for k in model if is_router_key(k)]
+    assert routers and all(torch.equal(model[k], ema[k]) for k in routers)
+    assert not torch.equal(model["blocks.0.attn.qkv.weight"], ema["blocks.0.attn.qkv.weight"])
+    with pytest.raises(TrainError, match="ema_routers is a DyDiT setting"):
+        train(tiny(model="DiT-Mini/2", ema_routers=False), RandomLatents(), tmp_path / "dit", progress=False)
 
 
 def test_token_router_bias_and_lr_scale(tmp_path):
