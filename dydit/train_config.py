@@ -56,9 +56,9 @@ class TrainConfig:
     # noise falls linearly to 0, so the run ends on the eval decision (0: noise throughout, the official recipe)
     router_noise_anneal: float = 0.0
     # The EMA averages the routers' weights too (True: official). Their decisions are thresholds: the decision of
-    # averaged weights is not the average decision, and on the mini it keeps more than the raw routers (DyDiT-Mini
-    # lambda=0.7: 0.732 with averaged routers, 0.715 with the raw ones on the same EMA weights; NOTES.md). False: the
-    # EMA model carries the raw routers, the ones the FLOPs loss holds at lambda
+    # averaged weights is not the average decision (DyDiT-Mini lambda=0.7 after 600 steps: 0.732 with averaged
+    # routers, 0.715 with the raw ones on the same EMA weights; NOTES.md). False: the EMA model carries the raw
+    # routers, the ones the FLOPs loss holds at lambda
     ema_routers: bool = True
     stratified_timesteps: bool = False  # t from the four quarters of [0, 1000) in turn (official DyDiT)
     # optimisation

@@ -67,9 +67,9 @@ class MiniConfig:
     # the official recipe). The training masks keep with probability sigmoid(logit), eval keeps logit > 0: DyDiT-Mini
     # lambda=0.5 trained at 0.500 and evaluated at 0.534 (NOTES.md)
     router_noise_anneal: float = field(default=0.0, metadata=FINETUNE)
-    # The fine-tunes' EMA carries the raw routers, not their average (TrainConfig.ema_routers; True: official). With
-    # averaged routers DyDiT-Mini lambda=0.7 sampled at FLOPs 0.732-0.740 in four fine-tunes (600 and 1,200 steps);
-    # the same EMA weights with the raw routers at 0.715, the same quality (NOTES.md)
+    # The fine-tunes' EMA carries the raw routers, not their average (TrainConfig.ema_routers; True: official): the
+    # routers the FLOPs loss holds at lambda. 600 steps, DyDiT-Mini lambda=0.7: the EMA weights sampled at FLOPs 0.732
+    # with averaged routers, 0.715 with the raw ones, the same quality; at 1,200 steps 0.740 / 0.739 (NOTES.md)
     ema_routers: bool = field(default=False, metadata=FINETUNE)
     stratified_timesteps: bool = True
     # DyDiT++'s parameter-efficient fine-tuning, at one adapter size: TD-LoRA has `adapter_experts` experts of
