@@ -303,7 +303,8 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     ema_copied = frozenset() if config.ema_routers else \
         frozenset(n for n, p in model.named_parameters() if is_router_key(n) and p.requires_grad)
     if not config.ema_routers and not getattr(model, "is_dynamic", False):
-        raise TrainError(f"ema_routers is a DyDiT setting; {type(model).__name__} has no routers")
+        raise TrainError(f"ema_routers is a DyDiT setting; {type(model).__name__} has no routers: leave it on "
+                         "(drop --no-ema-routers)")
     opt = torch.optim.AdamW(parameter_groups(model, config.token_router_lr_scale), lr=config.lr,
                             betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay)
     step, last = 0, None

@@ -34,7 +34,7 @@ HELP = {
     "token_router_lr_scale": "DyDiT: the token routers learn at lr x this (default 1, official)",
     "router_noise_anneal": "DyDiT: the routers' Gumbel noise falls linearly to 0 over this last fraction of the run, "
                            "so training ends on the eval decision (default 0: noise throughout, official)",
-    "ema_routers": "DyDiT: the EMA averages the routers too (default, official); false: it carries the raw routers",
+    "ema_routers": "DyDiT: the EMA averages the routers too (default, official); --no-ema-routers: it carries the raw routers",
     "routers": "DyDiT: which routers learn: all, width (TDW only) or token (SDT only); the others keep everything",
     "stratified_timesteps": "timesteps from the four quarters of [0, 1000) in turn (official DyDiT)",
     "global_batch_size": "global batch, split evenly over the torchrun ranks",

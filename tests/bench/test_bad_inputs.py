@@ -155,6 +155,7 @@ CASES = {
     "train malicious init checkpoint": T + ["--init-checkpoint", "{evil}", "--out", "{out}/run"],
     "train malicious resume state": ["train", "--resume", "{run}", "--no-progress", "--device", "cpu"],
     "train zero stop-after": T + ["--stop-after", "0", "--out", "{out}/run"],
+    "train ema routers on a DiT": T + ["--no-ema-routers", "--out", "{out}/run"],
     "train out is a file": T + ["--out", "{tmp}/file.txt"],
     # mini-spread
     "mini-spread out is a folder": ["mini-spread", "--out", "{out}"],
