@@ -86,9 +86,10 @@ def estimate_group(suite: str, group: Group, gpu: Gpu, precision: str = "") -> G
     if item.cell.kind == QUALITY:  # one sampling run of num_samples images, evaluated once
         flops = item.sampler.num_samples * sampling_flops_per_image(item)
         seconds = flops / gpu.flops_per_second(precision)
-    elif group.measure == "loop":  # timed calls: CALLS x REPEATS per path and kind, launch-bound at batch 1
-        from bench.measure.loop import CALLS, REPEATS
-        calls = sum(CALLS * (REPEATS + 1) * (2 if i.sampler.deepcache_interval > 1 else 1) for i in group.items)
+    elif group.measure == "loop":  # timed calls: calls x repeats per path and kind, launch-bound at batch 1
+        from bench.measure.loop import timing_budget
+        b = timing_budget(item.model)
+        calls = sum(b.calls * (b.repeats + 1) * (2 if i.sampler.deepcache_interval > 1 else 1) for i in group.items)
         flops = calls * 2e9 * 2 * max(model_gmacs(i) for i in group.items)
         seconds = max(flops / gpu.flops_per_second(precision), calls * SMALL_CALL_SECONDS)
     elif item.metric == METRIC_GFLOPS_DYNAMIC:  # a DyDiT's FLOPs averaged over sampling runs (no decode)

@@ -227,8 +227,8 @@ def plan_table(plan: Plan) -> str:
 
 
 def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
-    """(status, reason) of a measured value against the paper's within the cell's tolerance. With the range its
-    rounds gave (spread): pass or fail only when the whole range is inside or outside the band; a range across
+    """(status, reason) of a measured value against the paper's within the cell's tolerance. With the interval its
+    rounds gave (spread, Measured): pass or fail only when the whole of it is inside or outside the band; one across
     the band's edge is inconclusive (the difference is within the measurement's own spread). A baseline cell
     (no paper number at its setting) is measured, and judged only by the regression gate."""
     if cell.baseline:
@@ -241,7 +241,7 @@ def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
     against = f"(paper {cell.paper:g}, {cell.tolerance.text()})"
     if spread is not None:
         ends = [cell.tolerance.accepts(cell.paper, x) for x in (spread.low, spread.high)]
-        rounds = f"over {spread.rounds} rounds: {fmt_value(spread.low)}-{fmt_value(spread.high)}"
+        rounds = spread.describe()
         if all(ends):
             return PASS, f"{fmt_value(measured)} is in {band}, and so is its range {rounds} {against}"
         if not any(ends) and (spread.high < lo or spread.low > hi):

@@ -7,11 +7,14 @@ or an exception: `Skip(reason)` when it cannot run here (the reason says what is
 provide it), anything else marks the cell `error`. What a report section reads of a measurement is the
 instance's public `record` (typed by the measurement), never its private state.
 """
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Hashable, List, Optional, Union
 
+from bench.results import fmt_value
 from bench.suite import Cell, Row
+from bench.timing.calls import median_interval
 
 
 class Skip(Exception):
@@ -73,13 +76,16 @@ class Item:
 
 @dataclass(frozen=True)
 class Measured:
-    """A value measured over repeated rounds (a timing): `value` as the cell reports it, and the lowest and
-    highest the rounds gave. A verdict is pass or fail only when the whole range is on one side of the band's
-    edge (bench.runner.judge); otherwise the cell is inconclusive."""
+    """A value measured over repeated rounds (a timing): `value` as the cell reports it, and the interval its
+    rounds give (bench.timing.calls.median_interval: their min and max at 5 rounds; with more, the extreme rounds
+    left out). A verdict is pass or fail only when the whole interval is on one side of the band's edge
+    (bench.runner.judge); otherwise the cell is inconclusive."""
     value: float
     low: float
     high: float
     rounds: int
+    dropped: int = 0  # rounds left out at each end of the interval
+    coverage: float = 1.0  # the probability that the interval holds the rounds' median
 
     def __post_init__(self):
         if not self.low <= self.value <= self.high or self.rounds < 1:
@@ -87,14 +93,21 @@ class Measured:
 
     @classmethod
     def of_rounds(cls, values, value=None) -> "Measured":
-        """The median of per-round values (or `value`, e.g. a ratio of medians) and their range."""
-        import statistics
+        """The median of per-round values (or `value`, e.g. a ratio of medians) and the interval of their median."""
         values = [float(v) for v in values]
         mid = statistics.median(values) if value is None else float(value)
-        return cls(mid, min(min(values), mid), max(max(values), mid), len(values))
+        low, high, dropped, coverage = median_interval(values)
+        return cls(mid, min(low, mid), max(high, mid), len(values), dropped, coverage)
+
+    def describe(self) -> str:
+        """'over 5 rounds: 0.48-0.53', or with rounds left out, which and the interval's coverage."""
+        kept = (f" ({self.dropped} lowest and highest left out: the median's {self.coverage:.0%} interval)"
+                if self.dropped else "")
+        return f"over {self.rounds} rounds{kept}: {fmt_value(self.low)}-{fmt_value(self.high)}"
 
     def to_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "rounds": self.rounds}
+        return {"low": self.low, "high": self.high, "rounds": self.rounds, "dropped": self.dropped,
+                "coverage": round(self.coverage, 4)}
 
 
 Outcome = Union[float, Measured, Exception]  # a value, a value with its range over rounds, Skip, or the error

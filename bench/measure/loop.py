@@ -26,8 +26,31 @@ from dydit import registry
 from dydit.sampling import SamplerSpec
 
 DIT = "DiT"
-# full calls per path on each schedule's own timesteps; interleaved rounds: the median and range of their ratios
-CALLS, REPEATS = 3, 5
+
+
+@dataclass(frozen=True)
+class TimingBudget:
+    """How much a loop timing runs: full calls per path on each schedule's own timesteps, interleaved rounds (the
+    median of their ratios and its interval: bench.timing.calls.median_interval), and whole runs of the shortest
+    schedule that check the estimate (bench.sections.loop)."""
+    calls: int
+    repeats: int
+    whole_runs: int
+
+
+# a full-size call takes seconds (XL on a GPU: tens of ms per image, on this CPU ~10 s): 3 calls x 5 rounds
+FULL_SIZE = TimingBudget(calls=3, repeats=5, whole_runs=2)
+# a mini call takes ~1 s at its suites' CFG batch (500 rows), so more of both. With 3 calls a DyDiT's mean cost per
+# step (its width varies ~4x over a schedule) came out 10 % low. Single rounds of 6 calls spread ±7 % on this shared VM
+# with bursts beyond; a check that combines four paths' rounds (DeepCache composing) spreads ±14 %: at 9 rounds the
+# median's interval (one round left out at each end) still crossed a 10 % bound around medians of 1-3 %; 15 rounds
+# leave out 3 at each end. A whole mini DPM-10 run takes 1-8 s (NOTES.md, issue 21)
+MINI = TimingBudget(calls=6, repeats=15, whole_runs=15)
+
+
+def timing_budget(model: str) -> TimingBudget:
+    """The budget of a loop timing of this model's rows."""
+    return MINI if registry.entry(model).is_mini else FULL_SIZE
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
@@ -60,13 +83,14 @@ class LoopRun:
     weights: Dict[str, str]  # path -> what its weights are
     vae: str
     timed: list  # the LoopPath objects, in timed order (DiT first): the section checks the estimate on them
+    budget: TimingBudget = FULL_SIZE
     kept_parts: Optional[tuple] = None  # what identifies this timing among kept ones (trained weights only)
     measured_at: Optional[str] = None  # when it was timed: this run, or the run that kept it
 
     def to_dict(self) -> dict:
         return {"setup": {**{f: getattr(self.setup, f) for f in SETUP_FIELDS}, "dit": self.static_model}, "vae": self.vae,
                 "paths": self.paths, "weights": self.weights, "timed_with": [p.name for p in self.timed],
-                "measured_at": self.measured_at}
+                "measured_at": self.measured_at, "budget": dataclasses.asdict(self.budget)}
 
 
 @dataclass
@@ -166,6 +190,7 @@ class Loop(Measurement):
         from dydit.fast import FastDyDiT
         from dydit.sampling import precision, sampler_timesteps
         setup = timed_setup(items[0])
+        budget = timing_budget(items[0].model)
         names = [path_name(item) for item in items]  # raises for a dynamic row without its lambda
         dynamic = {name: item for name, item in zip(names, items) if registry.entry(item.model).is_dynamic}
         if not dynamic:
@@ -177,7 +202,7 @@ class Loop(Measurement):
             keys[name] = loaded.key
             if loaded.calibrate and id(loaded.model) not in calibrated:
                 ts = sampler_timesteps(setup.name, setup.steps)
-                idx = picks(len(ts), CALLS, 0, width_cost(FastDyDiT(loaded.model, cache_bytes=0), ts))
+                idx = picks(len(ts), budget.calls, 0, width_cost(FastDyDiT(loaded.model, cache_bytes=0), ts))
                 lam = item.options.calibration_fraction
                 reached = recalibrate(loaded.model, lam, [ts[i] for i in idx], ctx.seed)
                 print(f"  routers calibrated to λ={lam:g} on the {len(idx)} timed calls of "
@@ -196,7 +221,7 @@ class Loop(Measurement):
 
         def measure() -> dict:
             with precision(setup.precision, ctx.device):
-                timings = time_loops(paths, setup, CALLS, REPEATS, decode, decode_gmacs, ctx.device, ctx.seed,
+                timings = time_loops(paths, setup, budget.calls, budget.repeats, decode, decode_gmacs, ctx.device, ctx.seed,
                                      decode_s=self._decode_s.get(setup.batch_size))
             self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s
             base = timings[DIT]
@@ -212,12 +237,12 @@ class Loop(Measurement):
         parts = None
         if all(keys.values()):
             parts = ("loop", {f: getattr(setup, f) for f in SETUP_FIELDS}, sorted(keys.items()),
-                     [(p.name, p.deepcache) for p in paths], CALLS, REPEATS, ctx.seed)
+                     [(p.name, p.deepcache) for p in paths], dataclasses.astuple(budget), ctx.seed)
             out, measured_at = self.record.kept.get(parts, measure, what=f"whole {setup.name}-{setup.steps} loops")
         else:
             out, measured_at = measure(), None
         return LoopRun(setup, registry.entry(items[0].model).static, out,
-                       {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths, parts, measured_at)
+                       {DIT: "the DyDiT's weights, DiT path", **weights}, vae_note, paths, budget, parts, measured_at)
 
 
 PER_CALL_TIMING = {"FLUX": "bench.timing.flux", "Latte": "bench.timing.latte"}  # family -> its timing module

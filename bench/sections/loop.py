@@ -6,7 +6,8 @@ FLOPs: 0.84, the scaling table); and, on the shortest schedule timed, the estima
 """
 import math
 
-from bench.measure.loop import CALLS, DIT, REPEATS, LoopRun
+from bench.measure.base import Measured
+from bench.measure.loop import DIT, LoopRun
 from bench.timing.loop import LoopTiming, check_estimate, time_loops
 from dydit.sampling import SamplerSpec
 
@@ -55,11 +56,17 @@ def _row(name, value, ok, expected):
 
 
 def _timed_row(name, value, rounds, accepts, expected):
-    """A check of a timed value: ok when it and every round's value pass, failed when none does, else
-    inconclusive (the rounds fall on both sides of the bound: the difference is within the timing's spread)."""
-    verdicts = [accepts(v) for v in [value, *rounds]]
-    row = _row(name + (f"; rounds {min(rounds):.3f}-{max(rounds):.3f}" if rounds else ""), value, all(verdicts),
-               expected)
+    """A check of a timed value: ok when it and the interval of its rounds' median (Measured.of_rounds: every round
+    at 5, the extremes left out with more) pass, failed when none does, else inconclusive (the interval falls on
+    both sides of the bound: the difference is within the timing's spread)."""
+    if rounds:
+        m = Measured.of_rounds(rounds, value=value)
+        name += f"; rounds {m.low:.3f}-{m.high:.3f}" + (f" (of {m.rounds}, the median's {m.coverage:.0%} interval)"
+                                                        if m.dropped else "")
+        verdicts = [accepts(v) for v in (value, m.low, m.high)]
+    else:
+        verdicts = [accepts(value)]
+    row = _row(name, value, all(verdicts), expected)
     if not row["ok"] and any(verdicts):
         row["inconclusive"] = True
     return row
@@ -137,8 +144,9 @@ def check_estimate_against_whole_runs(ctx, record) -> dict:
     else:
         short = SamplerSpec(name=CHECK_SAMPLER, steps=CHECK_STEPS, batch_size=setup.batch_size,
                             cfg_scale=setup.cfg_scale, guided_channels=setup.guided_channels)
-        estimates = time_loops(check, short, CALLS, REPEATS, record.decode, record.decode_gmacs, ctx.device, ctx.seed)
-    return check_estimate(check, estimates, repeats=2, cfg_scale=setup.cfg_scale,
+        estimates = time_loops(check, short, runs[0].budget.calls, runs[0].budget.repeats, record.decode,
+                               record.decode_gmacs, ctx.device, ctx.seed)
+    return check_estimate(check, estimates, repeats=runs[0].budget.whole_runs, cfg_scale=setup.cfg_scale,
                           guided_channels=setup.guided_channels, decode=record.decode, device=ctx.device, seed=ctx.seed)
 
 

@@ -207,7 +207,7 @@ def _timed(tmp_path, monkeypatch, ranges):
 def test_a_range_across_the_bands_edge_is_inconclusive(tmp_path, monkeypatch):
     result = _timed(tmp_path, monkeypatch, {"one": (2.1, 1.9, 2.3), "two": (2.4, 2.2, 2.7), "three": (3.0, 2.8, 3.2)})
     one, two, three = (cell(result, r, "t") for r in ("one", "two", "three"))
-    assert one["status"] == "pass" and one["spread"] == {"low": 1.9, "high": 2.3, "rounds": 5}
+    assert one["status"] == "pass" and one["spread"] == {"low": 1.9, "high": 2.3, "rounds": 5, "dropped": 0, "coverage": 1.0}
     assert two["status"] == "inconclusive" and "within the measurement's own spread" in two["reason"]
     assert "2.40 is in [1.50, 2.50]" in two["reason"]  # the median passes, the range does not decide
     assert three["status"] == "fail" and "and so is its range" in three["reason"]

@@ -7,7 +7,7 @@ from torch.overrides import TorchFunctionMode
 from bench.timing import calls as timing
 from bench.timing.loop import LoopPath, check_estimate, picks, shared_dit, step_counts, time_loops
 from bench.measure.base import Context
-from bench.measure.loop import REPEATS
+from bench.measure.loop import FULL_SIZE, MINI, timing_budget
 from dydit.sampling import SamplerSpec
 from bench.results import ERROR, PASS, SKIPPED
 from bench.runner import AUTO, run_suite
@@ -91,6 +91,20 @@ def test_estimate_matches_whole_runs_on_a_work_clock(work_clock, dydit, sampler,
     assert checked["fast"]["measured_s_per_image"] < 0.8 * checked["DiT"]["measured_s_per_image"]
 
 
+def test_short_whole_runs_repeat_within_a_round_and_count_once(work_clock, dydit, monkeypatch):
+    """A whole run shorter than WHOLE_RUN_MIN_S runs several times per round (sub-second runs are timer noise);
+    what is reported is still one run's time, so DiT's estimate stays exact."""
+    from bench.timing import loop
+    paths = [LoopPath("DiT", shared_dit(dydit)), LoopPath("fast", FastDyDiT(dydit))]
+    estimates = time_loops(paths, SamplerSpec(name="ddim", steps=10, batch_size=1), calls=5, repeats=1,
+                           log=lambda *a: None)
+    monkeypatch.setattr(loop, "WHOLE_RUN_MIN_S", 2.5 * estimates["DiT"].s_per_image)
+    checked = check_estimate(paths, estimates, repeats=2)
+    assert checked["DiT"]["times"] == 3 and checked["fast"]["times"] >= 3
+    assert checked["DiT"]["rel_error"] == pytest.approx(0.0, abs=1e-9)
+    assert checked["DiT"]["runs"] == pytest.approx([estimates["DiT"].s_per_image] * 2)
+
+
 SUITE = """
 [suite]
 name = "loop-tiny"
@@ -148,14 +162,23 @@ def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_
     assert 0.3 < run_["paths"]["DyDiT-S/8 λ=0.5"]["flops_ratio"] < 0.8
     # each ratio carries the range of its interleaved rounds (round r of every path side by side)
     p = run_["paths"]["DyDiT-S/8 λ=0.5"]
-    assert len(p["ratio_rounds"]) == len(p["rounds_s_per_image"]) == REPEATS
-    assert cells["DyDiT-S/8 λ=0.5"]["spread"] == {"low": min(min(p["ratio_rounds"]), p["ratio"]),
-                                                  "high": max(max(p["ratio_rounds"]), p["ratio"]), "rounds": REPEATS}
+    assert len(p["ratio_rounds"]) == len(p["rounds_s_per_image"]) == FULL_SIZE.repeats == 5
+    assert run_["budget"] == {"calls": 3, "repeats": 5, "whole_runs": 2}
+    # at 5 rounds the interval of the median is their whole range
+    spread = cells["DyDiT-S/8 λ=0.5"]["spread"]
+    assert (spread["low"], spread["high"], spread["rounds"], spread["dropped"]) == (
+        min(min(p["ratio_rounds"]), p["ratio"]), max(max(p["ratio_rounds"]), p["ratio"]), 5, 0)
     assert cells["DyDiT-S/8 λ=0.5"]["status"] in (PASS, "fail", "inconclusive")
     (section,) = result["sections"]
     names = " | ".join(r["name"] for r in section["rows"])
     assert section["status"] in (PASS, "fail", "inconclusive") and "compose" in names and "estimate vs whole" in names
     assert "realized" in names and "s/image ÷ DiT without cache" in names
+
+
+def test_the_mini_models_are_timed_with_more_calls_and_rounds_than_full_size_ones():
+    assert timing_budget("DyDiT-Mini/2") == timing_budget("DiT-Mini/2") == MINI
+    assert timing_budget("DyDiT-XL/2") == timing_budget("DiT-S/8") == FULL_SIZE
+    assert MINI.calls > FULL_SIZE.calls and MINI.repeats > FULL_SIZE.repeats and MINI.whole_runs >= 3
 
 
 def test_a_dydit_row_without_lambda_is_an_error_and_no_dydit_is_a_skip(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 import sys
 import types
 
+import pytest
 import numpy as np
 
 from bench import runner
@@ -114,6 +115,25 @@ def test_a_timed_section_row_is_decided_only_when_its_rounds_agree():
     assert not straddles["ok"] and straddles["inconclusive"] and "rounds 0.520-0.560" in straddles["name"]
     failed = _timed_row("x", 0.60, [0.58, 0.62], below, "≤ 0.55")
     assert not failed["ok"] and "inconclusive" not in failed
+    # with 9 rounds the interval of the median leaves out the lowest and the highest: one slow round decides nothing
+    nine = [0.50, 0.51, 0.49, 0.52, 0.50, 0.63, 0.51, 0.50, 0.52]
+    one_slow = _timed_row("x", 0.51, nine, below, "≤ 0.55")
+    assert one_slow["ok"] and "rounds 0.500-0.520 (of 9, the median's 96% interval)" in one_slow["name"]
+    assert _timed_row("x", 0.51, nine[:5] + [0.63, 0.60, 0.50, 0.52], below, "≤ 0.55")["inconclusive"]
+
+
+def test_the_interval_of_a_median_is_distribution_free_and_covers_at_least_90_percent():
+    from bench.timing.calls import MEDIAN_COVERAGE, median_interval
+    assert median_interval([3, 1, 2, 5, 4]) == (1.0, 5.0, 0, 1 - 2 / 32)  # 5 rounds: min and max, coverage 0.94
+    low, high, dropped, coverage = median_interval(range(9))
+    assert (low, high, dropped) == (1.0, 7.0, 1) and coverage == pytest.approx(1 - 2 * 10 / 512)
+    assert median_interval(range(11))[:3] == (2.0, 8.0, 2)  # 0.935: 3 left out would cover only 0.79
+    assert median_interval([0.7]) == (0.7, 0.7, 0, 0.0)
+    # the rule's promise, by simulation: the interval holds the true median at least MEDIAN_COVERAGE of the time
+    rng = np.random.default_rng(0)
+    for n in (5, 9, 11):
+        hits = [lo <= 0 <= hi for lo, hi, *_ in (median_interval(rng.standard_cauchy(n)) for _ in range(4000))]
+        assert np.mean(hits) >= MEDIAN_COVERAGE - 0.015
 
 
 def test_a_pipeline_check_with_a_rank_mismatch_fails(monkeypatch):
