@@ -7,14 +7,14 @@ or an exception: `Skip(reason)` when it cannot run here (the reason says what is
 provide it), anything else marks the cell `error`. What a report section reads of a measurement is the
 instance's public `record` (typed by the measurement), never its private state.
 """
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Hashable, List, Optional, Union
+from typing import Dict, Hashable, List, Optional, Tuple, Union
 
 from bench.results import fmt_value
 from bench.suite import Cell, Row
-from bench.timing.calls import median_interval
 
 
 class Skip(Exception):
@@ -74,10 +74,28 @@ class Item:
         return self.cell.metric
 
 
+# a timed value's interval: the order statistics of its rounds that hold the median with at least this probability
+MEDIAN_COVERAGE = 0.90
+def median_interval(values: List[float]) -> Tuple[float, float, int, float]:
+    """(low, high, dropped, coverage): a distribution-free confidence interval of the median of rounds' values, the
+    order statistics x(k) and x(n+1-k) with the largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least
+    MEDIAN_COVERAGE; `dropped` = k - 1 rounds left out at each end. 5 rounds: their min and max (coverage 0.94);
+    9 rounds: the lowest and highest left out (0.96). One slow round (a neighbour's burst) then decides nothing."""
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("an interval of the median needs at least one round")
+    below = lambda k: sum(math.comb(n, i) for i in range(k)) / 2 ** n  # noqa: E731  P(Binomial(n, 1/2) < k)
+    k = 1
+    while 2 * (k + 1) <= n + 1 and 1 - 2 * below(k + 1) >= MEDIAN_COVERAGE:
+        k += 1
+    return xs[k - 1], xs[n - k], k - 1, 1 - 2 * below(k)
+
+
 @dataclass(frozen=True)
 class Measured:
     """A value measured over repeated rounds (a timing): `value` as the cell reports it, and the interval its
-    rounds give (bench.timing.calls.median_interval: their min and max at 5 rounds; with more, the extreme rounds
+    rounds give (median_interval: their min and max at 5 rounds; with more, the extreme rounds
     left out). A verdict is pass or fail only when the whole interval is on one side of the band's edge
     (bench.runner.judge); otherwise the cell is inconclusive."""
     value: float

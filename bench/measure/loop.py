@@ -31,7 +31,7 @@ DIT = "DiT"
 @dataclass(frozen=True)
 class TimingBudget:
     """How much a loop timing runs: full calls per path on each schedule's own timesteps, interleaved rounds (the
-    median of their ratios and its interval: bench.timing.calls.median_interval), and whole runs of the shortest
+    median of their ratios and its interval: bench.measure.base.median_interval), and whole runs of the shortest
     schedule that check the estimate (bench.sections.loop)."""
     calls: int
     repeats: int

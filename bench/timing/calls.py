@@ -1,13 +1,8 @@
 """Wall-clock timing done right: warm-up, CUDA synchronisation (events on GPU), median of repeats."""
-import math
 import statistics
 import time
-from typing import List, Tuple
 
 import torch
-
-# a timed value's interval: the order statistics of its rounds that hold the median with at least this probability
-MEDIAN_COVERAGE = 0.90
 
 
 def _sync(device):
@@ -64,18 +59,3 @@ def interleaved_call_medians(calls: dict, repeats=5, warmup=1, device="cpu"):
             totals[name].append(spent[name])
     return {name: (statistics.median(ts), ts) for name, ts in totals.items()}
 
-
-def median_interval(values: List[float]) -> Tuple[float, float, int, float]:
-    """(low, high, dropped, coverage): a distribution-free confidence interval of the median of rounds' values, the
-    order statistics x(k) and x(n+1-k) with the largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least
-    MEDIAN_COVERAGE; `dropped` = k - 1 rounds left out at each end. 5 rounds: their min and max (coverage 0.94);
-    9 rounds: the lowest and highest left out (0.96). One slow round (a neighbour's burst) then decides nothing."""
-    xs = sorted(float(v) for v in values)
-    n = len(xs)
-    if n == 0:
-        raise ValueError("an interval of the median needs at least one round")
-    below = lambda k: sum(math.comb(n, i) for i in range(k)) / 2 ** n  # noqa: E731  P(Binomial(n, 1/2) < k)
-    k = 1
-    while 2 * (k + 1) <= n + 1 and 1 - 2 * below(k + 1) >= MEDIAN_COVERAGE:
-        k += 1
-    return xs[k - 1], xs[n - k], k - 1, 1 - 2 * below(k)

@@ -123,7 +123,7 @@ def test_a_timed_section_row_is_decided_only_when_its_rounds_agree():
 
 
 def test_the_interval_of_a_median_is_distribution_free_and_covers_at_least_90_percent():
-    from bench.timing.calls import MEDIAN_COVERAGE, median_interval
+    from bench.measure.base import MEDIAN_COVERAGE, median_interval
     assert median_interval([3, 1, 2, 5, 4]) == (1.0, 5.0, 0, 1 - 2 / 32)  # 5 rounds: min and max, coverage 0.94
     low, high, dropped, coverage = median_interval(range(9))
     assert (low, high, dropped) == (1.0, 7.0, 1) and coverage == pytest.approx(1 - 2 * 10 / 512)
