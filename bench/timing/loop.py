@@ -217,9 +217,10 @@ def _call_peaks(paths, timed, device) -> Dict[str, float]:
     return peaks
 
 
-# a whole run shorter than this (by its estimate) is repeated within each round until it lasts about this long: a
-# mini DyDiT with DeepCache 5 samples 250 digits in 10 DPM-Solver++ steps in 0.85 s, and single runs of it spread 25 %
-WHOLE_RUN_MIN_S = 3.0
+# a whole run shorter than this (by its estimate) is repeated within each round until it lasts about this long, at
+# most WHOLE_RUN_MAX_TIMES: a mini DyDiT with DeepCache 5 samples 250 digits in 10 DPM-Solver++ steps in 0.85 s, and
+# single runs of it spread 25 % (repeated 4 times); the tests' tiny models would otherwise repeat hundreds of times
+WHOLE_RUN_MIN_S, WHOLE_RUN_MAX_TIMES = 3.0, 8
 
 
 @torch.no_grad()
@@ -234,7 +235,8 @@ def check_estimate(paths: List[LoopPath], estimates: Dict[str, LoopTiming], repe
     null_class = model0.y_embedder.embedding_table.num_embeddings - 1
     inp = _Inputs(model0, first.batch, cfg_scale, null_class, device, seed)
 
-    times = {p.name: max(1, math.ceil(WHOLE_RUN_MIN_S / (estimates[p.name].s_per_image * first.batch)))
+    times = {p.name: min(WHOLE_RUN_MAX_TIMES, max(1, math.ceil(WHOLE_RUN_MIN_S / (estimates[p.name].s_per_image
+                                                                                   * first.batch))))
              for p in paths}
 
     def whole(path):

@@ -103,6 +103,8 @@ def test_short_whole_runs_repeat_within_a_round_and_count_once(work_clock, dydit
     assert checked["DiT"]["times"] == 3 and checked["fast"]["times"] >= 3
     assert checked["DiT"]["rel_error"] == pytest.approx(0.0, abs=1e-9)
     assert checked["DiT"]["runs"] == pytest.approx([estimates["DiT"].s_per_image] * 2)
+    monkeypatch.setattr(loop, "WHOLE_RUN_MIN_S", 1e6 * estimates["DiT"].s_per_image)  # a tiny model: capped
+    assert check_estimate(paths, estimates, repeats=1)["DiT"]["times"] == loop.WHOLE_RUN_MAX_TIMES
 
 
 SUITE = """
