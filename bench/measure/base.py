@@ -76,6 +76,8 @@ class Item:
 
 # a timed value's interval: the order statistics of its rounds that hold the median with at least this probability
 MEDIAN_COVERAGE = 0.90
+
+
 def median_interval(values: List[float]) -> Tuple[float, float, int, float]:
     """(low, high, dropped, coverage): a distribution-free confidence interval of the median of rounds' values, the
     order statistics x(k) and x(n+1-k) with the largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least

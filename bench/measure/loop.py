@@ -51,6 +51,8 @@ MINI = TimingBudget(calls=6, repeats=15, whole_runs=15)
 def timing_budget(model: str) -> TimingBudget:
     """The budget of a loop timing of this model's rows."""
     return MINI if registry.entry(model).is_mini else FULL_SIZE
+
+
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
@@ -221,8 +223,8 @@ class Loop(Measurement):
 
         def measure() -> dict:
             with precision(setup.precision, ctx.device):
-                timings = time_loops(paths, setup, budget.calls, budget.repeats, decode, decode_gmacs, ctx.device, ctx.seed,
-                                     decode_s=self._decode_s.get(setup.batch_size))
+                timings = time_loops(paths, setup, budget.calls, budget.repeats, decode, decode_gmacs, ctx.device,
+                                     ctx.seed, decode_s=self._decode_s.get(setup.batch_size))
             self._decode_s[setup.batch_size] = next(iter(timings.values())).decode_s
             base = timings[DIT]
             out = {}

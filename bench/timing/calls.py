@@ -58,4 +58,3 @@ def interleaved_call_medians(calls: dict, repeats=5, warmup=1, device="cpu"):
         for name in names:
             totals[name].append(spent[name])
     return {name: (statistics.median(ts), ts) for name, ts in totals.items()}
-

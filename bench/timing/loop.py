@@ -244,8 +244,8 @@ def check_estimate(paths: List[LoopPath], estimates: Dict[str, LoopTiming], repe
             for _ in range(times[path.name]):
                 z = sampling.sample_latents(path.model_fn, first.sampler, inp.noise, inp.labels, first.steps,
                                             inp.generators(), cfg_scale, guided_channels, null_class, path.deepcache)
-                out = decode(z) if decode else z
-            return out
+                result = decode(z) if decode else z
+            return result
         return [call]
     medians = interleaved_call_medians({p.name: whole(p) for p in paths}, repeats=repeats, warmup=0, device=device)
     out = {}
