@@ -42,15 +42,19 @@ class TimingBudget:
 FULL_SIZE = TimingBudget(calls=3, repeats=5, whole_runs=2)
 # a mini call takes ~1 s at its suites' CFG batch (500 rows), so more of both. With 3 calls a DyDiT's mean cost per
 # step (its width varies ~4x over a schedule) came out 10 % low. Single rounds of 6 calls spread ±7 % on this shared VM
-# with bursts beyond; a check that combines four paths' rounds (DeepCache composing) spreads ±14 %: at 9 rounds the
-# median's interval (one round left out at each end) still crossed a 10 % bound around medians of 1-3 %; 15 rounds
-# leave out 3 at each end. A whole mini DPM-10 run takes 1-8 s (NOTES.md, issue 21)
-MINI = TimingBudget(calls=6, repeats=15, whole_runs=15)
+# with bursts beyond: 9 rounds (the median's interval leaves one out at each end) decided every ratio of table4-mini.
+# A whole mini DPM-10 run takes 1-8 s (NOTES.md, issue 21)
+MINI = TimingBudget(calls=6, repeats=9, whole_runs=9)
+# DeepCache's checks combine four paths' rounds (DeepCache composing with DyDiT) and spread ±14 %: at 9 rounds the
+# median's interval still crossed a 10 % bound around medians of 1-3 %; 15 rounds leave out 3 at each end
+MINI_DEEPCACHE = TimingBudget(calls=6, repeats=15, whole_runs=15)
 
 
-def timing_budget(model: str) -> TimingBudget:
-    """The budget of a loop timing of this model's rows."""
-    return MINI if registry.entry(model).is_mini else FULL_SIZE
+def timing_budget(model: str, deepcache: bool = False) -> TimingBudget:
+    """The budget of a loop timing of this model's rows (deepcache: some of the group's paths cache)."""
+    if not registry.entry(model).is_mini:
+        return FULL_SIZE
+    return MINI_DEEPCACHE if deepcache else MINI
 
 
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
@@ -192,7 +196,7 @@ class Loop(Measurement):
         from dydit.fast import FastDyDiT
         from dydit.sampling import precision, sampler_timesteps
         setup = timed_setup(items[0])
-        budget = timing_budget(items[0].model)
+        budget = timing_budget(items[0].model, any(item.sampler.deepcache_interval > 1 for item in items))
         names = [path_name(item) for item in items]  # raises for a dynamic row without its lambda
         dynamic = {name: item for name, item in zip(names, items) if registry.entry(item.model).is_dynamic}
         if not dynamic:

@@ -7,7 +7,7 @@ from torch.overrides import TorchFunctionMode
 from bench.timing import calls as timing
 from bench.timing.loop import LoopPath, check_estimate, picks, shared_dit, step_counts, time_loops
 from bench.measure.base import Context
-from bench.measure.loop import FULL_SIZE, MINI, timing_budget
+from bench.measure.loop import FULL_SIZE, MINI, MINI_DEEPCACHE, timing_budget
 from dydit.sampling import SamplerSpec
 from bench.results import ERROR, PASS, SKIPPED
 from bench.runner import AUTO, run_suite
@@ -179,8 +179,11 @@ def test_ratio_cells_time_every_path_in_one_run_and_the_section_judges_them(tmp_
 
 def test_the_mini_models_are_timed_with_more_calls_and_rounds_than_full_size_ones():
     assert timing_budget("DyDiT-Mini/2") == timing_budget("DiT-Mini/2") == MINI
-    assert timing_budget("DyDiT-XL/2") == timing_budget("DiT-S/8") == FULL_SIZE
+    assert timing_budget("DyDiT-Mini/2", deepcache=True) == MINI_DEEPCACHE
+    assert timing_budget("DyDiT-XL/2") == timing_budget("DiT-S/8", deepcache=True) == FULL_SIZE
     assert MINI.calls > FULL_SIZE.calls and MINI.repeats > FULL_SIZE.repeats and MINI.whole_runs >= 3
+    # DeepCache's compose checks combine four paths' rounds: more of them
+    assert MINI_DEEPCACHE.repeats > MINI.repeats and MINI_DEEPCACHE.calls == MINI.calls
 
 
 def test_a_dydit_row_without_lambda_is_an_error_and_no_dydit_is_a_skip(tmp_path, monkeypatch):

@@ -19,10 +19,12 @@ TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifie
 
 @pytest.fixture(autouse=True)
 def tiny_timing_budget(monkeypatch):
-    """The tiny models' loop timings run the full-size budget (3 calls x 5 rounds, 2 whole runs): the mini's 6 x 15
-    is for the real mini models, whose calls take ~1 s (bench.measure.loop.MINI); the tests assert behaviour."""
+    """The tiny models' loop timings run the full-size budget (3 calls x 5 rounds, 2 whole runs): the mini's 6 x 9
+    and 6 x 15 are for the real mini models, whose calls take ~1 s (bench.measure.loop.MINI); the tests assert
+    behaviour."""
     from bench.measure import loop
     monkeypatch.setattr(loop, "MINI", loop.FULL_SIZE)
+    monkeypatch.setattr(loop, "MINI_DEEPCACHE", loop.FULL_SIZE)
 
 
 def tiny_suite(tmp_path, name="mini.toml"):
