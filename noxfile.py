@@ -18,9 +18,9 @@ def install(session, extras=""):
 
 @nox.session(python=PYTHON)
 def tests(session):
-    """Unit and integration tests (CPU, small configs)."""
+    """Unit and integration tests (CPU, small configs), one worker per core (tests/conftest.py: each one thread)."""
     install(session, "[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "-n", "auto", *session.posargs)
 
 
 @nox.session(name="reproduce-table1", python=PYTHON)
