@@ -60,6 +60,11 @@ class ModelEntry:
         """Family and size without the patch: "DiT-Mini-32", "SiT-Mini"."""
         return f"{self.family}-{self.size}"
 
+    @property
+    def hidden_size(self) -> int:
+        """The width of its blocks (SIZES)."""
+        return SIZES[self.size][1]
+
     def build(self, **kwargs) -> "nn.Module":
         """The module; kwargs go to the constructor and override the name's defaults."""
         from dydit.models import DiT, DyDiT

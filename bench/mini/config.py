@@ -42,6 +42,11 @@ class MiniConfig:
     dit_lr: float = 1e-3
     dit_lr_warmup: int = 300  # then cosine decay to 0
     dit_ema: float = 0.999
+    # The scaling mini's narrower DiTs (hidden below `model`'s) train this many times dit_steps (their fine-tunes
+    # follow: finetune_fraction of it). At 6,000 steps widths 32 / 64 did not learn class conditioning (accuracy
+    # 0.248 / 0.764 at CFG 1.75); at 12,000 width 64 reached 0.984, the width-128 DiT's 0.968 at 6,000 (NOTES.md).
+    # Not keyed itself: bench.mini.build.config_for writes it into those models' dit_steps, which is.
+    narrow_steps_factor: float = field(default=2.0, metadata={"key": False})
     # -- the fine-tunes (dynamic models, controls, adapters): fields marked FINETUNE do not key the static models --
     finetune_fraction: float = field(default=0.10, metadata=FINETUNE)
     # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05

@@ -21,7 +21,7 @@ def test_an_entry_says_what_its_name_means():
     assert (e.objective, e.is_mini, e.label) == ("diffusion", False, "DiT-XL")
     s = entry("SiT-Mini-32/4")
     assert (s.family, s.is_dynamic, s.static, s.dynamic) == ("SiT", False, "SiT-Mini-32/4", "DySiT-Mini-32/4")
-    assert (s.objective, s.is_mini, s.label) == ("flow", True, "SiT-Mini-32")
+    assert (s.objective, s.is_mini, s.label, s.hidden_size) == ("flow", True, "SiT-Mini-32", 32)
     for e in MODELS.values():  # the counterparts are registered, and are each other's
         assert entry(e.static).dynamic == e.dynamic and entry(e.dynamic).static == e.static
         assert e.name == (e.dynamic if e.is_dynamic else e.static)
