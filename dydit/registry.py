@@ -241,6 +241,11 @@ class FluxEntry:
         """diffusers' FluxTransformer2DModel config."""
         return dict(FLUX_DEFAULTS, **FLUX_SIZES[self.size])
 
+    @property
+    def hidden_size(self) -> int:
+        """The width of its blocks: heads x head dim (3072 at Dev / Lite, 128 at the mini)."""
+        return self.config["num_attention_heads"] * self.config["attention_head_dim"]
+
     def build(self, **kwargs) -> "nn.Module":
         """diffusers' model with, for a dynamic name, DyFLUX's routers (the release's tokens at full size; tokens and
         DyDiT's widths on the mini); kwargs override the config. The mini is a dydit.text2img.TextToImageFlux:
@@ -303,6 +308,11 @@ class LatteEntry:
     @property
     def label(self) -> str:
         return f"Latte-{self.size}"
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of its blocks (SIZES)."""
+        return SIZES[self.size][1]
 
     def build(self, **kwargs) -> "nn.Module":
         """dydit.latte.Latte or DyLatte; kwargs (num_frames, num_classes: 0 for the unconditional checkpoints, ...)

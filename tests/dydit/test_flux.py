@@ -275,6 +275,7 @@ def test_the_registry_builds_flux_and_dyflux_from_diffusers_configs():
     e = entry("DyFLUX-Lite")
     assert (e.static, e.dynamic, e.is_dynamic, e.config["num_layers"], e.config["num_single_layers"]) == (
         "FLUX-Lite", "DyFLUX-Lite", True, 8, 38)
+    assert (e.hidden_size, entry("FLUX-Mini").hidden_size) == (3072, 128)  # the widths the mini's recipe compares
     with torch.device("meta"):
         lite, dy = create_model("FLUX-Lite"), create_model("DyFLUX-Lite")
     assert isinstance(lite, FluxTransformer2DModel) and not hasattr(lite.transformer_blocks[0], "token_selection")
