@@ -87,8 +87,8 @@ def estimate_group(suite: str, group: Group, gpu: Gpu, precision: str = "") -> G
         flops = item.sampler.num_samples * sampling_flops_per_image(item)
         seconds = flops / gpu.flops_per_second(precision)
     elif group.measure == "loop":  # timed calls: calls x repeats per path and kind, launch-bound at batch 1
-        from bench.measure.loop import timing_budget
-        b = timing_budget(item.model, any(i.sampler.deepcache_interval > 1 for i in group.items))
+        from bench.measure.loop import group_budget
+        b = group_budget(group.items)
         calls = sum(b.calls * (b.repeats + 1) * (2 if i.sampler.deepcache_interval > 1 else 1) for i in group.items)
         flops = calls * 2e9 * 2 * max(model_gmacs(i) for i in group.items)
         seconds = max(flops / gpu.flops_per_second(precision), calls * SMALL_CALL_SECONDS)

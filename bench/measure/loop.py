@@ -57,6 +57,11 @@ def timing_budget(model: str, deepcache: bool = False) -> TimingBudget:
     return MINI_DEEPCACHE if deepcache else MINI
 
 
+def group_budget(items: List[Item]) -> TimingBudget:
+    """The budget of one loop timing group: its model's, with DeepCache's rounds where a path caches."""
+    return timing_budget(items[0].model, any(item.sampler.deepcache_interval > 1 for item in items))
+
+
 RESULT_KEYS = {METRIC_S_PER_IMAGE_RATIO: "ratio", METRIC_REALIZED: "realized"}
 
 
@@ -196,7 +201,7 @@ class Loop(Measurement):
         from dydit.fast import FastDyDiT
         from dydit.sampling import precision, sampler_timesteps
         setup = timed_setup(items[0])
-        budget = timing_budget(items[0].model, any(item.sampler.deepcache_interval > 1 for item in items))
+        budget = group_budget(items)
         names = [path_name(item) for item in items]  # raises for a dynamic row without its lambda
         dynamic = {name: item for name, item in zip(names, items) if registry.entry(item.model).is_dynamic}
         if not dynamic:

@@ -235,7 +235,7 @@ def config_for(config: MiniConfig, model: str) -> MiniConfig:
     narrower than the run's model trains config.narrow_steps_factor times its steps."""
     entry = registry.entry(model)
     recipe = dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic)
-    if entry.hidden_size < registry.entry(config.model).hidden_size:
+    if config.is_narrower(model):
         recipe = dataclasses.replace(recipe, dit_steps=round(config.dit_steps * config.narrow_steps_factor))
     return recipe
 

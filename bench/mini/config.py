@@ -107,6 +107,10 @@ class MiniConfig:
         fraction = self.flow_finetune_fraction if self.objective == "flow" else self.finetune_fraction
         return max(1, round(self.dit_steps * fraction))
 
+    def is_narrower(self, model: str) -> bool:
+        """Whether `model` is narrower than this recipe's model (it then trains narrow_steps_factor times the steps)."""
+        return registry.entry(model).hidden_size < registry.entry(self.model).hidden_size
+
     def objective_recipe(self) -> dict:
         """The TrainConfig fields of this recipe's objective (Min-SNR weights the diffusion objective only)."""
         return {"objective": self.objective, "min_snr_gamma": self.min_snr_gamma if self.objective == "diffusion"

@@ -112,8 +112,7 @@ def run(suite_run):
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
                if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
             + (f"; the narrower widths' DiTs {c.narrow_steps_factor:g}× the steps, their fine-tunes alike"
-               if any(registry.entry(m).hidden_size < registry.entry(c.model).hidden_size
-                      for m in s.model_names.values()) else "")
+               if any(c.is_narrower(m) for m in s.model_names.values()) else "")
             + ". Sampling: each row's sampler (the suite file) with classifier-free guidance; the dynamic models "
             "through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())
