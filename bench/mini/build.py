@@ -232,12 +232,10 @@ ADAPTERS = {"none": "", "lora": "LoRA", "td-lora": "TD-LoRA"}
 def config_for(config: MiniConfig, model: str) -> MiniConfig:
     """The recipe of a row's model: the run's, with its family's static and dynamic model of that size
     (DiT-Mini-32/2 and DyDiT-Mini-32/2, SiT-Mini/2 and DySiT-Mini/2; DiT-Mini/2 gives the run's config); a size
-    narrower than the run's model trains config.narrow_steps_factor times its steps."""
+    narrower than the run's model trains more steps (MiniConfig.steps_for)."""
     entry = registry.entry(model)
     recipe = dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic)
-    if config.is_narrower(model):
-        recipe = dataclasses.replace(recipe, dit_steps=round(config.dit_steps * config.narrow_steps_factor))
-    return recipe
+    return dataclasses.replace(recipe, dit_steps=config.steps_for(model))
 
 
 def model_label(model: str, options) -> str:

@@ -42,11 +42,12 @@ class MiniConfig:
     dit_lr: float = 1e-3
     dit_lr_warmup: int = 300  # then cosine decay to 0
     dit_ema: float = 0.999
-    # The scaling mini's narrower DiTs (hidden below `model`'s) train this many times dit_steps (their fine-tunes
-    # follow: finetune_fraction of it). At 6,000 steps widths 32 / 64 did not learn class conditioning (accuracy
-    # 0.248 / 0.764 at CFG 1.75); at 12,000 width 64 reached 0.984, the width-128 DiT's 0.968 at 6,000 (NOTES.md).
-    # Not keyed itself: bench.mini.build.config_for writes it into those models' dit_steps, which is.
-    narrow_steps_factor: float = field(default=2.0, metadata={"key": False})
+    # The scaling mini's narrower DiTs (hidden below `model`'s) train dit_steps x (model's hidden / theirs) **
+    # narrow_steps_exponent steps (their fine-tunes follow: finetune_fraction of it). At 6,000 steps widths 32 / 64 did
+    # not learn class conditioning (validation accuracy at CFG 1.75: 0.248 / 0.764). Width 64 at 12,000 (2x): 0.984;
+    # width 32 at 12,000: 0.892, at 24,000 (4x): 0.988, mini-FID 53.2 (the width-128 DiT at 6,000: 0.968, 49.3).
+    # Not keyed itself: bench.mini.build.config_for writes it into those models' dit_steps, which is (NOTES.md).
+    narrow_steps_exponent: float = field(default=1.0, metadata={"key": False})
     # -- the fine-tunes (dynamic models, controls, adapters): fields marked FINETUNE do not key the static models --
     finetune_fraction: float = field(default=0.10, metadata=FINETUNE)
     # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05
@@ -108,8 +109,16 @@ class MiniConfig:
         return max(1, round(self.dit_steps * fraction))
 
     def is_narrower(self, model: str) -> bool:
-        """Whether `model` is narrower than this recipe's model (it then trains narrow_steps_factor times the steps)."""
+        """Whether `model` is narrower than this recipe's model (it then trains more steps: steps_for)."""
         return registry.entry(model).hidden_size < registry.entry(self.model).hidden_size
+
+    def steps_for(self, model: str) -> int:
+        """The static training steps of `model` under this recipe: dit_steps, or for a narrower width dit_steps x
+        (this recipe's hidden / its hidden) ** narrow_steps_exponent (DiT-Mini-32 under DiT-Mini: 4x)."""
+        if not self.is_narrower(model):
+            return self.dit_steps
+        ratio = registry.entry(self.model).hidden_size / registry.entry(model).hidden_size
+        return round(self.dit_steps * ratio ** self.narrow_steps_exponent)
 
     def objective_recipe(self) -> dict:
         """The TrainConfig fields of this recipe's objective (Min-SNR weights the diffusion objective only)."""

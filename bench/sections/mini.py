@@ -111,8 +111,9 @@ def run(suite_run):
             f"DiT's) with the FLOPs loss, and each control (+ FT) the same without routers or FLOPs loss"
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
                if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
-            + (f"; the narrower widths' DiTs {c.narrow_steps_factor:g}× the steps, their fine-tunes alike"
-               if any(c.is_narrower(m) for m in s.model_names.values()) else "")
+            + "".join(sorted({f"; {registry.entry(registry.entry(m).static).label} {c.steps_for(m)} steps (narrower, "
+                              f"so more: MiniConfig.steps_for), its fine-tunes alike"
+                              for m in s.model_names.values() if c.is_narrower(m)}))
             + ". Sampling: each row's sampler (the suite file) with classifier-free guidance; the dynamic models "
             "through FastDyDiT. Build times: "
             + ", ".join(f"{n} {b.get('seconds', 0):.0f} s" for n, (_, b) in s.models.items())

@@ -173,9 +173,9 @@ def test_tiny_scaling_mini_compares_each_width_with_its_own_control_and_judges_t
                            "DyDiT-Mini λ=0.5 · TDW only", "DyDiT-Mini λ=0.5 · SDT only", "DiT-Mini-32 + FT",
                            "DiT-Mini + FT"}  # each width's fair control
     assert models["DyDiT-Mini λ=0.5 · SDT only"]["routers"] == "token"
-    # the narrower width trains narrow_steps_factor times the steps, and so do its fine-tunes
-    assert (models["DiT-Mini-32"]["steps"], models["DiT-Mini"]["steps"]) == (8, 4) == (2 * TINY.dit_steps, TINY.dit_steps)
-    assert models["DyDiT-Mini-32 λ=0.5"]["steps"] == models["DiT-Mini-32 + FT"]["steps"] == 4
+    # the narrower width trains (128 / 32) ** narrow_steps_exponent times the steps, and so do its fine-tunes
+    assert (models["DiT-Mini-32"]["steps"], models["DiT-Mini"]["steps"]) == (16, 4) == (4 * TINY.dit_steps, TINY.dit_steps)
+    assert models["DyDiT-Mini-32 λ=0.5"]["steps"] == models["DiT-Mini-32 + FT"]["steps"] == 8
     assert models["DyDiT-Mini λ=0.5"]["steps"] == 2
     measured = {name.removesuffix(" · ddim-4"): ev for name, ev in ctx.measured.items()}
     assert {"DiT-Mini-32", "DiT-Mini"} <= set(measured)  # each width's DyDiT against its own DiT
