@@ -47,11 +47,13 @@ def reproduce_table18(session):
 MINI_SUITES = ("suites/mini.toml", "suites/table4-mini.toml", "suites/table18-mini.toml")
 # DyDiT++'s claims on the mini: SiT, LoRA, TD-LoRA; FLUX (text-to-image)
 DYDITPP_MINI_SUITES = ("suites/dyditpp-mini.toml", "suites/dyflux-mini.toml")
+# DyDiT++ for video on the mini: Latte on moving digits
+VIDEO_MINI_SUITES = ("suites/latte-mini.toml",)
 SCALING_SUITES = ("suites/scaling.toml", "suites/scaling-mini.toml")
 # the suites with cells in the ci profile (a GPU runner's gate on a push; `python -m bench estimate` sizes it)
 CI_SUITES = ("suites/table1.toml", "suites/table4.toml", "suites/table18.toml")
 # suites that train models here (--retrain)
-TRAINING_SUITES = (*MINI_SUITES, *DYDITPP_MINI_SUITES, "suites/scaling-mini.toml")
+TRAINING_SUITES = (*MINI_SUITES, *DYDITPP_MINI_SUITES, *VIDEO_MINI_SUITES, "suites/scaling-mini.toml")
 
 
 def run_suites(session, suites):
@@ -80,6 +82,14 @@ def reproduce_dyditpp_mini(session):
     digits against FLUX-Mini + FT (models trained here, cached; --retrain rebuilds)."""
     install(session, "[mini]")
     run_suites(session, DYDITPP_MINI_SUITES)
+
+
+@nox.session(name="reproduce-video-mini", python=PYTHON)
+def reproduce_video_mini(session):
+    """DyDiT++'s video claims on moving digits: Latte-Mini, DyLatte-Mini at λ 0.7 / 0.5 and their fair control
+    Latte-Mini + FT (models trained here, cached; --retrain rebuilds)."""
+    install(session, "[mini]")
+    run_suites(session, VIDEO_MINI_SUITES)
 
 
 @nox.session(name="mini-spread", python=PYTHON)

@@ -39,6 +39,10 @@ METRIC_ACCURACY_VS_CONTROL = "accuracy_vs_control"  # accuracy minus the fair co
 METRIC_MINI_KID_VS_CONTROL = "mini_kid_vs_control"  # mini-KID minus the fair control's
 METRIC_READBACK = "readback"  # text-to-image mini: canvases whose every prompted attribute reads back (GenEval-like)
 METRIC_READBACK_VS_CONTROL = "readback_vs_control"  # read-back minus the fair control's
+METRIC_MINI_FVD = "mini_fvd"  # video mini: Fréchet distance of clip features (bench.mini.evaluate_video)
+METRIC_MINI_FVD_VS_CONTROL = "mini_fvd_vs_control"  # mini-FVD minus the fair control's
+METRIC_MOTION = "motion"  # video mini: clips whose digit moves as their class's direction says
+METRIC_MOTION_VS_CONTROL = "motion_vs_control"  # motion minus the fair control's
 # DyDiT++ on FLUX (suites/dyflux.toml)
 METRIC_TFLOPS = "tflops"  # MACs of one FLUX forward, batch 1, at bench.measure.flux's convention (x 1e-12)
 METRIC_GENEVAL = "geneval"  # GenEval's overall score (cited: its object detector is not reachable here)
@@ -99,6 +103,10 @@ METRICS = {
     METRIC_MINI_KID_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
     METRIC_READBACK: Metric("mini", "", QUALITY, HIGHER),
     METRIC_READBACK_VS_CONTROL: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_MINI_FVD: Metric("mini", "", QUALITY, LOWER),
+    METRIC_MINI_FVD_VS_CONTROL: Metric("mini", "", QUALITY, LOWER),
+    METRIC_MOTION: Metric("mini", "", QUALITY, HIGHER),
+    METRIC_MOTION_VS_CONTROL: Metric("mini", "", QUALITY, HIGHER),
 }
 
 TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")

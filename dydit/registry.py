@@ -51,6 +51,11 @@ class ModelEntry:
         return False
 
     @property
+    def is_video(self) -> bool:
+        """Generates clips (Latte) rather than images: False for the DiT family."""
+        return False
+
+    @property
     def is_mini(self) -> bool:
         """A mini size: trained here on 16 x 16 one-channel digits (MINI_DEFAULTS)."""
         return self.size in MINI_SIZES
@@ -227,6 +232,11 @@ class FluxEntry:
         return True
 
     @property
+    def is_video(self) -> bool:
+        """Generates images, not clips."""
+        return False
+
+    @property
     def label(self) -> str:
         """The static name: "FLUX-Mini" (DyDiT's convention: the dynamic one is "Dy" + label)."""
         return self.static
@@ -300,6 +310,7 @@ class LatteEntry:
     family: str = "Latte"
     objective: str = "diffusion"  # DiT's (learned sigma, the hybrid loss)
     is_text_to_image: bool = False
+    is_video: bool = True  # clips (B, F, C, H, W) of num_frames frames
 
     @property
     def is_mini(self) -> bool:

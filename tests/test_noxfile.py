@@ -62,6 +62,10 @@ def test_reproduce_mini_runs_the_mini_and_its_tables(monkeypatch):
     noxfile.reproduce_dyditpp_mini(session)
     assert suites_run(session) == ["suites/dyditpp-mini.toml", "suites/dyflux-mini.toml"]
     assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/dyditpp-mini.toml", "suites/dyflux-mini.toml"]
+    session = FakeSession(["--retrain"])
+    noxfile.reproduce_video_mini(session)
+    assert suites_run(session) == ["suites/latte-mini.toml"]
+    assert [c[4] for c in session.commands if "--retrain" in c] == ["suites/latte-mini.toml"]
 
 
 def test_reproduce_scaling_runs_both_scaling_suites_and_retrains_once(monkeypatch):

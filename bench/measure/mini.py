@@ -3,7 +3,8 @@ trained here, cached), looked up by row and metric. A group is one row's model u
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_CONTROL, METRIC_ACCURACY_VS_DIT,
                                METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND, METRIC_MINI_FID_OVER_FLOOR,
                                METRIC_MINI_FID_VS_CONTROL, METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL,
-                               METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_READBACK, METRIC_READBACK_VS_CONTROL,
+                               METRIC_MINI_FVD, METRIC_MINI_FVD_VS_CONTROL, METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL,
+                               METRIC_MOTION, METRIC_MOTION_VS_CONTROL, METRIC_READBACK, METRIC_READBACK_VS_CONTROL,
                                METRIC_SPEEDUP, METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
 from bench.measure.base import Item, Measurement
 
@@ -13,7 +14,8 @@ class Mini(Measurement):
     METRICS = (METRIC_FLOPS_RATIO, METRIC_ACCURACY, METRIC_MINI_FID_VS_DIT, METRIC_ACCURACY_VS_DIT,
                METRIC_WIDTH_LATE_VS_EARLY, METRIC_INK_VS_BACKGROUND, METRIC_SPEEDUP, METRIC_TRAINABLE_FRACTION,
                METRIC_MINI_FID_VS_FULL, METRIC_MINI_FID_OVER_FLOOR, METRIC_MINI_KID, METRIC_MINI_FID_VS_CONTROL,
-               METRIC_ACCURACY_VS_CONTROL, METRIC_MINI_KID_VS_CONTROL, METRIC_READBACK, METRIC_READBACK_VS_CONTROL)
+               METRIC_ACCURACY_VS_CONTROL, METRIC_MINI_KID_VS_CONTROL, METRIC_READBACK, METRIC_READBACK_VS_CONTROL,
+               METRIC_MINI_FVD, METRIC_MINI_FVD_VS_CONTROL, METRIC_MOTION, METRIC_MOTION_VS_CONTROL)
 
     def group_key(self, item: Item):
         return item.row.name, item.sampler
@@ -44,7 +46,8 @@ class Mini(Measurement):
         if item.metric not in metrics:
             raise ValueError(f"{item.metric!r} is not measured for this row (width and ink: DyDiT rows without "
                              f"DeepCache, on a diffusion sampler; trainable fraction: fine-tuned rows; vs full: "
-                             f"adapter rows; vs control: dynamic rows; read-back: text-to-image rows)")
+                             f"adapter rows; vs control: dynamic rows; read-back: text-to-image rows; mini-FVD and "
+                             f"motion: video rows)")
         return metrics[item.metric]
 
 

@@ -117,9 +117,28 @@ def reader(config: MiniConfig, cache, retrain=False):
     return folder / "reader.pt", info
 
 
-def size_name(model: str) -> str:
-    """"DyDiT-Mini-32/2" -> "mini-32": an artifact folder's model part."""
-    return registry.entry(model).size.lower()
+def frame_classifier(config: MiniConfig, cache, retrain=False):
+    """(weights path, info) of the video mini's frame classifier (bench.mini.evaluate_video): the digit CNN trained
+    on every frame of the training clips; info: its frame accuracy on the held-out clips."""
+    from bench.mini import evaluate_video
+    from bench.mini.moving_digits import moving_digits
+
+    def build(folder):
+        classifier_config = digits.ClassifierConfig(epochs=config.classifier_epochs, seed=config.classifier_seed)
+        made = evaluate_video.frame_classifier(moving_digits("train", config.data_seed), classifier_config)
+        torch.save(made.state_dict(), folder / "frame-classifier.pt")
+        heldout = moving_digits("heldout", config.data_seed)
+        return {"heldout_accuracy": evaluate_video.frame_accuracy(made, heldout)}
+    key = MiniConfig(data_seed=config.data_seed, classifier_epochs=config.classifier_epochs,
+                     classifier_seed=config.classifier_seed).key("frame-classifier")
+    folder, info = _artifact(cache, "frame-classifier", key, retrain, build)
+    return folder / "frame-classifier.pt", info
+
+
+def family_size(model: str) -> str:
+    """"DyDiT-Mini-32/2" -> "dit-mini-32", "SiT-Mini/2" -> "sit-mini": an artifact folder's model part (its static
+    family and size)."""
+    return registry.entry(registry.entry(model).static).label.lower()
 
 
 def _load(folder, info):
@@ -129,7 +148,7 @@ def _load(folder, info):
 
 def dit_id(config: MiniConfig) -> ArtifactId:
     """The static mini model's artifact (DiT-Mini, SiT-Mini, a narrow DiT: config.model)."""
-    return ArtifactId(f"dit-{size_name(config.model)}", config.key("dit", finetune=False))
+    return ArtifactId(family_size(config.model), config.key("dit", finetune=False))
 
 
 def dit(config: MiniConfig, cache, retrain=False):
@@ -188,13 +207,13 @@ def _finetune(config: MiniConfig, model: str, cache, name, parts, retrain, adapt
 def _dydit_name(config: MiniConfig, lam: float, routers: str, adapter: str):
     """(artifact name, key parts) of a DyDiT fine-tune."""
     extra = [x for x in (routers, adapter) if x not in ("all", "none")]
-    return "-".join([f"dydit-{size_name(config.dynamic_model)}-{lam:g}", *extra]), ("dydit", lam, *extra)
+    return "-".join([f"dy{family_size(config.dynamic_model)}-{lam:g}", *extra]), ("dydit", lam, *extra)
 
 
 def _control_name(config: MiniConfig, adapter: str):
     """(artifact name, key parts) of a fair control."""
     extra = [] if adapter == "none" else [adapter]
-    return "-".join([f"control-{size_name(config.model)}", *extra]), ("control", *extra)
+    return "-".join([f"control-{family_size(config.model)}", *extra]), ("control", *extra)
 
 
 def dydit(config: MiniConfig, lam: float, cache, retrain=False, routers="all", adapter="none"):
@@ -232,10 +251,12 @@ ADAPTERS = {"none": "", "lora": "LoRA", "td-lora": "TD-LoRA"}
 def config_for(config: MiniConfig, model: str) -> MiniConfig:
     """The recipe of a row's model: the run's, with its family's static and dynamic model of that size
     (DiT-Mini-32/2 and DyDiT-Mini-32/2, SiT-Mini/2 and DySiT-Mini/2; DiT-Mini/2 gives the run's config); a size
-    narrower than the run's model trains more steps (MiniConfig.steps_for)."""
+    narrower than the run's model trains more steps (MiniConfig.steps_for); a video model trains on
+    config.video_batch_size clips per step."""
     entry = registry.entry(model)
-    recipe = dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic)
-    return dataclasses.replace(recipe, dit_steps=config.steps_for(model))
+    recipe = dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic,
+                                 dit_steps=config.steps_for(model))
+    return dataclasses.replace(recipe, batch_size=config.video_batch_size) if entry.is_video else recipe
 
 
 def model_label(model: str, options) -> str:

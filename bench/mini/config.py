@@ -48,6 +48,10 @@ class MiniConfig:
     # width 32 at 12,000: 0.892, at 24,000 (4x): 0.988, mini-FID 53.2 (the width-128 DiT at 6,000: 0.968, 49.3).
     # Not keyed itself: bench.mini.build.config_for writes it into those models' dit_steps, which is (NOTES.md).
     narrow_steps_exponent: float = field(default=1.0, metadata={"key": False})
+    # The video mini's models (Latte-Mini on 8-frame clips, suites/latte-mini.toml) train on this many clips per step:
+    # as many frames as batch_size digits (64), so a step costs about a DiT-Mini step. Not validated by a measurement
+    # yet (NOTES.md). Not keyed itself: config_for writes it into those models' batch_size, which is.
+    video_batch_size: int = field(default=8, metadata={"key": False})
     # -- the fine-tunes (dynamic models, controls, adapters): fields marked FINETUNE do not key the static models --
     finetune_fraction: float = field(default=0.10, metadata=FINETUNE)
     # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05
@@ -98,9 +102,10 @@ class MiniConfig:
 
     @property
     def data(self) -> str:
-        """What this recipe's models train on (bench.data.load): digits and their class, or the text-to-image mini's
-        prompted canvases for FLUX."""
-        return "prompted-digits" if registry.entry(self.model).is_text_to_image else "digits"
+        """What this recipe's models train on (bench.data.load): digits and their class, the text-to-image mini's
+        prompted canvases for FLUX, or the video mini's moving digits for Latte."""
+        entry = registry.entry(self.model)
+        return "prompted-digits" if entry.is_text_to_image else "moving-digits" if entry.is_video else "digits"
 
     @property
     def finetune_steps(self) -> int:

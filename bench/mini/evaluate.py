@@ -82,24 +82,37 @@ class Recorder:
 
 
 @torch.no_grad()
-def sample_digits(model, s: SamplerSpec, recorder=None):
-    """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
-    model_fn = recorder or Recorder(model, s.deepcache_interval)
+def sample_pixels(model, s: SamplerSpec, model_fn, shape):
+    """(pixels (N, *shape) in [-1, 1] on the CPU, labels (N,)) of the balanced classes, sampled batch by batch
+    through model_fn (its `offset`: the index of the batch's first sample); every channel guided."""
     num_classes = model.y_embedder.embedding_table.num_embeddings - 1
-    shape = (model.in_channels, model.input_size, model.input_size)
-    device = next(model.parameters()).device  # noise drawn on the CPU (the same digits on any device), moved there
-    images, labels, pixels = [], [], []
+    device = next(model.parameters()).device  # noise drawn on the CPU (the same samples on any device), moved there
+    pixels, labels = [], []
     for start in range(0, s.num_samples, s.batch_size):
         idx = range(start, min(start + s.batch_size, s.num_samples))
         model_fn.offset = start
         noise, generators = sampling.noise_for(idx, s.seed, shape)
         y = sampling.labels_for(idx, s.seed, "balanced", num_classes)
-        x = sampling.sample_latents(model_fn, s.name, noise.to(device), y, s.steps, generators, s.cfg_scale,
-                                    guided_channels=None, null_class=num_classes).cpu()
-        images.append(sampling.to_uint8(x))
+        pixels.append(sampling.sample_latents(model_fn, s.name, noise.to(device), y, s.steps, generators, s.cfg_scale,
+                                              guided_channels=None, null_class=num_classes).cpu())
         labels.append(y.numpy())
-        pixels.append(x)
-    return np.concatenate(images), np.concatenate(labels), torch.cat(pixels)
+    return torch.cat(pixels), np.concatenate(labels)
+
+
+def sample_digits(model, s: SamplerSpec, recorder=None):
+    """(uint8 digits (N, 16, 16, 1), labels (N,), pixels in [-1, 1] (N, 1, 16, 16)) of the balanced classes."""
+    model_fn = recorder or Recorder(model, s.deepcache_interval)
+    pixels, labels = sample_pixels(model, s, model_fn, (model.in_channels, model.input_size, model.input_size))
+    return sampling.to_uint8(pixels), labels, pixels
+
+
+def speed_per_image(s: SamplerSpec, medians, calls_timed, batch) -> dict:
+    """The timed paths' s/image (interleaved_call_medians of `calls_timed` calls on a CFG batch of `batch`, scaled to
+    the schedule's length) and the static path's over the fast path's per round ("dit" / "fast")."""
+    out = {name: seconds / (calls_timed * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
+    out["calls_timed"], out["batch"] = calls_timed, batch
+    out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
+    return out
 
 
 #################################################################################

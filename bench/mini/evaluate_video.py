@@ -13,13 +13,34 @@ Clips are uint8 (N, F, 16, 16, 1), as `bench sample` writes them; classes are di
   the real travel;
 - mini-FVD: the Fréchet distance (bench.metrics.fvd) of clip features: the mean of the frames' classifier features
   and the centroid's frame-to-frame displacements (the motion statistics).
+
+The video mini's suite (suites/latte-mini.toml, through bench.mini.run) measures a trained Latte-Mini / DyLatte-Mini:
+
+    judge = VideoJudge.load(weights)      # bench.mini.build.frame_classifier's weights; held-out clips' features
+    ev = evaluate(model, spec, judge)     # clips sampled through the project's sampler, then every number
+
+beside the four scores: mini-FID / mini-KID of the frames (the frame classifier's features, against the held-out
+clips' frames) and "accuracy" = frame accuracy, so that the mini's quality claims read the same keys as for images;
+FLOPs over the run / Latte's (dydit.latte_flops, routers counted); and for a DyLatte, sampled through FastDyLatte,
+its widths per step (claim 3) and the MLP MACs per patch of each frame, ink over background (claim 4, per frame).
 """
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from bench.metrics import digits
 from bench.metrics.fvd import fvd_from_features
-from bench.mini.moving_digits import DIRECTIONS, GLYPH, MOTION, MovingDigits
+from bench.mini import evaluate
+from bench.mini.moving_digits import DIRECTIONS, GLYPH, MOTION, MovingDigits, moving_digits
+from dydit import latte_flops, sampling
+from dydit.flops import Arch, mlp_macs
+from dydit.latte import DyLatte, FastDyLatte
+from dydit.sampling import FLOW_SAMPLERS, SamplerSpec
 
 MIN_TRAVEL = 0.5  # of the real travel (DIGITS_SIZE - GLYPH pixels): a clip that moves less does not move
 KEYS = ("frame_accuracy", "consistency", "motion", "mini_fvd")
@@ -34,6 +55,12 @@ def frame_classifier(train: MovingDigits, config=digits.ClassifierConfig()) -> d
     """The mini's digit CNN trained on every frame of the training clips, labelled with the clip's digit."""
     frames = to_uint8(train.clips).reshape(-1, *train.clips.shape[-2:], 1)  # (N F, H, W, 1)
     return digits.train_classifier(frames, train.digits.repeat_interleave(train.clips.shape[1]), config)
+
+
+def frame_accuracy(classifier, clips: MovingDigits) -> float:
+    """The fraction of the clips' frames the classifier reads as their clip's digit (real clips: its ceiling)."""
+    _, logits = _frames(to_uint8(clips.clips), classifier)
+    return float((logits.argmax(-1) == clips.digits[:, None]).float().mean())
 
 
 @torch.no_grad()
@@ -80,3 +107,169 @@ def scores(clips_uint8: np.ndarray, classes, classifier, reference_features: np.
             "consistency": float((read == read[:, :1]).all(1).float().mean()),
             "motion": float(moves_as_directed(clips_uint8, direction.numpy()).mean()),
             "mini_fvd": fvd_from_features(clip_features(clips_uint8, classifier), reference_features)}
+
+
+def frames_of(clips_uint8: np.ndarray) -> np.ndarray:
+    """uint8 clips (N, F, H, W, 1) -> their frames (N F, H, W, 1), clip-major."""
+    return clips_uint8.reshape(-1, *clips_uint8.shape[2:])
+
+
+#################################################################################
+#                  One trained video model, measured (the suite)                #
+#################################################################################
+
+@dataclass
+class VideoJudge:
+    """What scores the video mini's clips: the frame classifier, its torch-fidelity extractor (the same weights file)
+    and the reference clips' features (clip features for mini-FVD, frame features for mini-FID)."""
+    classifier: digits.DigitClassifier
+    extractor: object  # bench.metrics.digits.extractor of the frame classifier's weights
+    reference_clips: np.ndarray  # clip_features of the reference clips (held-out; validation for the CFG sweep)
+    reference_frames: dict  # digits.features of their frames
+
+    @classmethod
+    def load(cls, weights: Path, seed: int = 0, split: str = "heldout") -> "VideoJudge":
+        """From the frame classifier's weights (bench.mini.build.frame_classifier); split: the reference clips
+        (the held-out ones score the claims; the spread study's CFG sweep uses the validation ones)."""
+        classifier = digits.DigitClassifier()
+        classifier.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        classifier.eval()
+        extractor = digits.extractor(weights)
+        reference = to_uint8(moving_digits(split, seed).clips)
+        return cls(classifier, extractor, clip_features(reference, classifier),
+                   digits.features(frames_of(reference), extractor))
+
+    def floor(self, n: int, seed: int = 0) -> float:
+        """mini-FID of the frames of n training clips against the reference clips' frames (what real clips score)."""
+        train = to_uint8(moving_digits("train", seed).clips[:n])
+        return digits.mini_fid(digits.features(frames_of(train), self.extractor), self.reference_frames)
+
+
+class Recorder:
+    """model_fn for the sampler on clips (B, C, F, H, W), as dydit.latte.ChannelsFirst: a Latte, or a DyLatte
+    through FastDyLatte keeping per call t and the masks it ran with (BlockMasks per block, rows per sequence)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.fast = FastDyLatte(model) if isinstance(model, DyLatte) else None
+        self.calls = []  # (first clip, t, record or None: static) per call
+        self.offset = 0  # index of the first clip of the batch being sampled
+
+    def prepare(self, timesteps):
+        if self.fast is not None:
+            self.fast.prepare(timesteps)
+
+    def __call__(self, x, t, y):
+        x = x.transpose(1, 2)  # (B, F, C, H, W): Latte's layout
+        if self.fast is None:
+            self.calls.append((self.offset, float(t[0]), None))
+            return self.model(x, t, y).transpose(1, 2)
+        record = []
+        out = self.fast(x, t, y, record=record)
+        self.calls.append((self.offset, float(t[0]), record))
+        return out.transpose(1, 2)
+
+
+@torch.no_grad()
+def sample_clips(model, s: SamplerSpec, recorder: Recorder):
+    """(uint8 clips (N, F, 16, 16, 1), classes (N,), pixels (N, F, 1, 16, 16) in [-1, 1]) of the balanced classes."""
+    shape = (model.in_channels, model.num_frames, model.input_size, model.input_size)  # the samplers' (C, F, H, W)
+    pixels, classes = evaluate.sample_pixels(model, s, recorder, shape)
+    pixels = pixels.transpose(1, 2)  # (N, F, C, H, W)
+    return to_uint8(pixels), classes, pixels
+
+
+def flops_ratio(model, calls) -> float:
+    """MACs over the run (per clip and call; a DyLatte's from its masks, routers counted) / Latte's."""
+    static = latte_flops.latte_macs(model, static=True)
+    per_call = [static if record is None else float(latte_flops.latte_macs(model, record).mean())
+                for _, _, record in calls]
+    return float(np.mean(per_call)) / static
+
+
+def frame_patch_mlp_flops(model, calls, num_clips) -> torch.Tensor:
+    """(num_clips, F, tokens): MLP MACs per step spent on each patch of each frame (the conditional half of every
+    CFG batch), over the spatial blocks (rows: a frame's patches) and the temporal ones (rows: a patch's frames)."""
+    a = Arch.of(model)
+    F, T = model.num_frames, a.tokens
+    per_patch = torch.zeros(num_clips, F, T, dtype=torch.float64)
+    calls_per_clip = torch.zeros(num_clips, 1, 1, dtype=torch.float64)
+    for offset, _, record in calls:
+        clips = record[0].tokens.shape[0] // F // 2  # [cond; uncond]: the conditional half
+        calls_per_clip[offset:offset + clips] += 1
+        for i, m in enumerate(record):
+            tokens = m.tokens.double().cpu()
+            groups = m.channels.sum(-1).double().cpu()  # (sequences,)
+            if i % 2 == 0:  # spatial: sequences (clip, frame) of T patches
+                tokens, groups = tokens.reshape(-1, F, T), groups.reshape(-1, F, 1)
+            else:  # temporal: sequences (clip, patch) of F frames
+                tokens, groups = tokens.reshape(-1, T, F).transpose(1, 2), groups.reshape(-1, 1, T)
+            per_patch[offset:offset + clips] += (tokens * mlp_macs(a, groups, 1))[:clips]
+    return per_patch / calls_per_clip
+
+
+def ink_over_background(per_patch, pixels, patch) -> float:
+    """Claim 4 per frame: mean MLP MACs per step on the patches with ink / on those without, over all frames."""
+    ink = evaluate.ink_mask(pixels.flatten(0, 1), patch).reshape(per_patch.shape)  # (N, F, T)
+    return float(per_patch[ink].mean() / per_patch[~ink].mean())
+
+
+def quality(clips_uint8, classes, judge: VideoJudge) -> dict:
+    """{mini_fid, mini_kid (of the frames), accuracy (frame accuracy), consistency, motion, mini_fvd}."""
+    feats = digits.features(frames_of(clips_uint8), judge.extractor)
+    out = scores(clips_uint8, classes, judge.classifier, judge.reference_clips)
+    return {"mini_fid": digits.mini_fid(feats, judge.reference_frames),
+            "mini_kid": digits.mini_kid(feats, judge.reference_frames), "accuracy": out.pop("frame_accuracy"), **out}
+
+
+def evaluate_clips(model, s: SamplerSpec, judge: VideoJudge) -> dict:
+    """Samples one model's clips and measures them (the module docstring); a DyLatte through its fast path."""
+    if s.deepcache_interval > 1:
+        raise ValueError("the video mini measures Latte without DeepCache (dydit.deepcache is DiT's)")
+    recorder = Recorder(model)
+    start = time.perf_counter()
+    clips, classes, pixels = sample_clips(model, s, recorder)
+    out = {"seconds_sampling": time.perf_counter() - start, "images": clips, "labels": classes,
+           "flops_ratio": flops_ratio(model, recorder.calls), **quality(clips, classes, judge)}
+    if recorder.fast is not None:  # what it skipped, where and when
+        out["widths"] = evaluate.widths_per_step(model, recorder.calls)
+        if s.name not in FLOW_SAMPLERS:  # claim 3 on DDPM's t
+            out["width_late_vs_early"] = evaluate.width_late_minus_early(model, recorder.calls)
+        per_patch = frame_patch_mlp_flops(model, recorder.calls, len(pixels))
+        out["patch_flops"] = per_patch.numpy()
+        out["ink_vs_background"] = ink_over_background(per_patch, pixels, model.patch_size)
+    return out
+
+
+@torch.no_grad()
+def speed(s: SamplerSpec, latte, dylatte, calls: int, repeats: int) -> dict:
+    """s/clip of Latte, DyLatte's fast path and its masked path, as bench.mini.run.speed for images: `calls` model
+    calls of the sampler's own timesteps interleaved call by call over `repeats` rounds, on the suite's CFG batch,
+    scaled to the schedule; the FLOPs ratio of exactly those calls beside it."""
+    from bench.timing.calls import interleaved_call_medians
+    steps = sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // calls)]
+    batch = 2 * s.batch_size  # [cond; uncond]
+    x = torch.randn(batch, dylatte.num_frames, dylatte.in_channels, dylatte.input_size, dylatte.input_size,
+                    generator=torch.Generator().manual_seed(s.seed))
+    num_classes = dylatte.y_embedder.embedding_table.num_embeddings - 1
+    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
+    fast = FastDyLatte(dylatte).prepare([float(t) for t in steps])
+    t_of = [torch.full((batch,), t) for t in steps]
+    timed = {"dit": [lambda t=t: latte(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
+             "masked": [lambda t=t: dylatte(x, t, y) for t in t_of]}
+    medians = interleaved_call_medians(timed, repeats=repeats, warmup=1)
+    macs = []
+    for t in t_of:
+        record = []
+        fast(x, t, y, record=record)
+        macs.append(latte_flops.latte_macs(dylatte, record).mean())
+    out = evaluate.speed_per_image(s, medians, len(steps), batch)  # per clip here
+    out["flops_ratio_timed"] = float(torch.stack(macs).mean()) / latte_flops.latte_macs(dylatte, static=True)
+    return out
+
+
+def code_digest():
+    """What decides an evaluation besides the model and the sampling: the measuring code (cache keys hash it)."""
+    from dydit import fast, latte
+    return [hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest()[:16]
+            for m in (sys.modules[__name__], evaluate, digits, fast, latte, latte_flops, sampling)]

@@ -1,5 +1,6 @@
 """The mini report's figures (matplotlib, PNG files beside the report): the paper's Fig. 5 (active heads
-and channel groups per block and step), Fig. 6 (MLP FLOPs per patch), FLOPs vs mini-FID, digit grids, the ablation's bars."""
+and channel groups per block and step), Fig. 6 (MLP FLOPs per patch), FLOPs vs mini-FID, digit grids, clip grids (the
+video mini), the ablation's bars."""
 from pathlib import Path
 
 import matplotlib
@@ -33,12 +34,14 @@ def widths_heatmaps(path, title, steps, heads, groups):
     return _save(fig, path)
 
 
-def patch_flops(path, title, per_patch, images, grid, examples=6):
-    """Fig. 6: MLP MACs per patch and step, averaged over the digits and for a few of them beside the digit."""
+def patch_flops(path, title, per_patch, images, grid, examples=6, over="digits"):
+    """Fig. 6: MLP MACs per patch and step, averaged over the digits (or one clip's frames: over="frames") and for
+    the first few of them beside the digit."""
     mean = per_patch.mean(0).reshape(grid, grid)
+    examples = min(examples, len(per_patch))
     fig, axes = plt.subplots(2, examples + 1, figsize=(1.6 * (examples + 1), 3.4))
     axes[0, 0].imshow(mean, cmap="magma")
-    axes[0, 0].set_title("mean over digits", fontsize=8)
+    axes[0, 0].set_title(f"mean over {over}", fontsize=8)
     axes[1, 0].imshow(images.mean(0)[..., 0], cmap="gray")
     for i in range(examples):
         axes[0, i + 1].imshow(per_patch[i].reshape(grid, grid), cmap="magma")
@@ -79,6 +82,24 @@ def digit_grid(path, title, images, labels, per_class=8):
             ax.axis("off")
             if k < len(picks):
                 ax.imshow(images[picks[k]][..., 0], cmap="gray", vmin=0, vmax=255)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def clip_grid(path, title, clips, classes, directions, rows=10):
+    """Generated clips (N, F, H, W, 1), one per row (the first of each digit, then of the next ones), frames left to
+    right; each row labelled with its class (digit, direction)."""
+    digit = np.asarray(classes) // len(directions)
+    picks = [int(np.flatnonzero(digit == d)[0]) for d in sorted(set(digit.tolist()))][:rows]
+    frames = clips.shape[1]
+    fig, axes = plt.subplots(len(picks), frames, figsize=(frames * 0.55, len(picks) * 0.6), squeeze=False)
+    for r, i in enumerate(picks):
+        for f in range(frames):
+            axes[r, f].imshow(clips[i, f, ..., 0], cmap="gray", vmin=0, vmax=255)
+            axes[r, f].set_xticks([])
+            axes[r, f].set_yticks([])
+        axes[r, 0].set_ylabel(f"{digit[i]} {directions[int(classes[i]) % len(directions)]}", fontsize=7,
+                              rotation=0, ha="right", va="center")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 

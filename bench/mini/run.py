@@ -15,7 +15,8 @@ import torch
 from bench.definitions import (METRIC_ACCURACY, METRIC_ACCURACY_VS_CONTROL, METRIC_ACCURACY_VS_DIT,
                                METRIC_FLOPS_RATIO, METRIC_INK_VS_BACKGROUND, METRIC_MINI_FID_OVER_FLOOR,
                                METRIC_MINI_FID_VS_CONTROL, METRIC_MINI_FID_VS_DIT, METRIC_MINI_FID_VS_FULL,
-                               METRIC_MINI_KID, METRIC_MINI_KID_VS_CONTROL, METRIC_READBACK,
+                               METRIC_MINI_FVD, METRIC_MINI_FVD_VS_CONTROL, METRIC_MINI_KID,
+                               METRIC_MINI_KID_VS_CONTROL, METRIC_MOTION, METRIC_MOTION_VS_CONTROL, METRIC_READBACK,
                                METRIC_READBACK_VS_CONTROL, METRIC_TRAINABLE_FRACTION, METRIC_WIDTH_LATE_VS_EARLY)
 from bench.measure.base import Item, Measured
 from bench.mini import build
@@ -45,6 +46,7 @@ class MiniRun:
     measured: dict = dataclasses.field(default_factory=dict)  # measured label -> evaluation dict
     provenance: dict = dataclasses.field(default_factory=dict)
     judge: object = None  # the text-to-image rows' bench.mini.evaluate_text2img.TextToImageJudge, made on first use
+    video: object = None  # the video rows' bench.mini.evaluate_video.VideoJudge, made on first use
     timings: object = None  # bench.timing.kept.KeptTimings: speed-ups kept for the same models, code and machine
 
     @classmethod
@@ -79,10 +81,21 @@ class MiniRun:
             self.provenance["reader"] = {"path": str(weights), **info}
         return self.judge
 
+    def video_judge(self):
+        """The frame classifier and held-out clips' features that score the video rows (built once)."""
+        if self.video is None:
+            from bench.mini.evaluate_video import VideoJudge
+            weights, info = build.frame_classifier(self.config, self.cache_dir, self.retrain)
+            self.video = VideoJudge.load(weights, self.config.data_seed)
+            self.provenance["frame_classifier"] = {"path": str(weights), **info}
+        return self.video
+
     def floor_of(self, model: str, n: int) -> float:
-        """What n real training images score against the held-out ones, in the features a model's rows use."""
+        """What n real training images (clips) score against the held-out ones, in the features a model's rows use."""
         if registry.entry(model).is_text_to_image:
             return self.text_to_image_judge().floor(n, self.config.data_seed)
+        if registry.entry(model).is_video:
+            return self.video_judge().floor(n, self.config.data_seed)
         return self.floor(n)
 
     def floor(self, n: int) -> float:
@@ -123,6 +136,9 @@ class MiniRun:
                 if registry.entry(item.model).is_text_to_image:  # the text-to-image mini: prompts, not classes
                     from bench.mini import evaluate_text2img
                     return evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
+                if registry.entry(item.model).is_video:  # the video mini: clips
+                    from bench.mini import evaluate_video
+                    return evaluate_video.speed(sampling, static, dynamic, SPEED_CALLS, SPEED_REPEATS)
                 return speed(sampling, static, dynamic)
             parts = ("mini-speed", static_info["key"], dynamic_info["key"], dataclasses.asdict(sampling), SPEED_CALLS,
                      SPEED_REPEATS)
@@ -167,6 +183,11 @@ def measure_row(s: MiniRun, row_name: str, model_name: str, options: Options, sa
             metrics[METRIC_READBACK_VS_CONTROL] = ev["readback"] - ctl["readback"]
     if "readback" in ev:  # a text-to-image row: its prompts read back from its canvases
         metrics[METRIC_READBACK] = ev["readback"]
+    if "mini_fvd" in ev:  # a video row: its clips as clips
+        metrics.update({METRIC_MINI_FVD: ev["mini_fvd"], METRIC_MOTION: ev["motion"]})
+        if control is not None:
+            metrics.update({METRIC_MINI_FVD_VS_CONTROL: ev["mini_fvd"] - ctl["mini_fvd"],
+                            METRIC_MOTION_VS_CONTROL: ev["motion"] - ctl["motion"]})
     if "trainable_parameters" in info:  # a fine-tuned model: what its fine-tuning trained
         metrics[METRIC_TRAINABLE_FRACTION] = info["trainable_parameters"] / info["parameters"]
     full = build.full_finetune_row(model_name, options)
@@ -195,10 +216,11 @@ def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routin
     """Samples and measures one model, or loads that measurement (same model, sampling and code);
     random_routing: a DyDiT whose heads, channel groups and tokens are drawn at random, as many as it chose."""
     from bench.metrics import digits
-    from bench.mini import evaluate, evaluate_text2img
+    from bench.mini import evaluate, evaluate_text2img, evaluate_video
+    from dydit.latte import Latte
     from dydit.text2img import TextToImageFlux
-    text_to_image = isinstance(model, TextToImageFlux)
-    code = (evaluate_text2img if text_to_image else evaluate).code_digest()
+    text_to_image, video = isinstance(model, TextToImageFlux), isinstance(model, Latte)
+    code = (evaluate_text2img if text_to_image else evaluate_video if video else evaluate).code_digest()
     key = s.config.key("evaluation", model_key, dataclasses.asdict(sampling), code)
     cached = s.cache_dir / f"evaluation-{key}"
     if (cached / "numbers.json").is_file():
@@ -207,6 +229,12 @@ def _evaluate(s: MiniRun, sampling: SamplerSpec, model, model_key, random_routin
         if random_routing or sampling.deepcache_interval > 1:
             raise ValueError("the text-to-image mini measures its own routers without DeepCache")
         out = evaluate_text2img.evaluate(model, sampling, s.text_to_image_judge())
+        _save_evaluation(out, cached)
+        return out
+    if video:
+        if random_routing:
+            raise ValueError("the video mini measures its own routers (no random-routing rows)")
+        out = evaluate_video.evaluate_clips(model, sampling, s.video_judge())
         _save_evaluation(out, cached)
         return out
     recorder = evaluate.Recorder(model, sampling.deepcache_interval, random_routing_seed=sampling.seed if random_routing
@@ -262,6 +290,7 @@ def speed(s: SamplerSpec, dit, dydit) -> dict:
     of the sampler's own timesteps, evenly spread, on the suite's CFG batch, scaled to the schedule's
     length (the scheduler's own step is negligible next to a call). The FLOPs ratio of exactly those
     calls is beside it, so realized = speed-up / FLOPs ratio."""
+    from bench.mini import evaluate
     from bench.timing.calls import interleaved_call_medians
     from dydit import sampling
     from dydit.fast import FastDyDiT
@@ -282,8 +311,6 @@ def speed(s: SamplerSpec, dit, dydit) -> dict:
         record = []
         fast(x, t, y, record=record)
         record_macs.append(dynamic_macs(dydit, record).mean())
-    out = {name: seconds / (len(steps) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
-    out["calls_timed"], out["batch"] = len(steps), batch
-    out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
+    out = evaluate.speed_per_image(s, medians, len(steps), batch)
     out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
     return out

@@ -12,9 +12,11 @@ WORK_DIR/mini-spread-progress.json; the same command resumes (an evaluation is r
 key, sampler spec, reference digits and thread count).
 
 The rules, stated once:
-- CFG: per family (DiT, SiT), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
+- CFG: per family (DiT, SiT, Latte), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
   digits among those whose accuracy is at least MIN_ACCURACY (none: the most accurate); the seed-0 baseline,
-  DDIM-50 / flow-Euler-50, VAL_SAMPLES digits. The held-out digits, which score the claims, are not used.
+  DDIM-50 / flow-Euler-50, VAL_SAMPLES digits. The held-out digits, which score the claims, are not used. Latte
+  (the video mini): VAL_SAMPLES clips against the 500 validation clips, mini-FID and accuracy of their frames
+  (bench.mini.evaluate_video), motion and mini-FVD recorded beside them.
 - Digits per model: the smallest of SAMPLE_SIZES whose sampling-seed standard deviation of mini-FID is at
   most SPREAD_FRACTION of its mean (seed-0 baseline, SAMPLING_SEEDS, nested prefixes of one sampling run).
 - Tolerances: TOLERANCE_SIGMAS x the standard deviation of the baseline's metric over TRAIN_SEEDS x
@@ -35,6 +37,7 @@ import torch
 from bench.definitions import SPREAD_FAMILY, SPREAD_FILE
 from bench.mini import build
 from bench.mini.config import MiniConfig
+from dydit import registry
 from dydit.errors import UserError
 from dydit.fileio import write_json_atomic
 from dydit.sampling import SamplerSpec
@@ -48,7 +51,8 @@ SAMPLE_SIZES = (250, 500, 1000)
 SPREAD_FRACTION = 0.05
 TOLERANCE_SIGMAS = 2.0
 QUALITY_KEYS = ("mini_fid", "mini_kid", "accuracy")
-FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler"}  # 50 model calls each, as the mini suite samples
+FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler", "Latte": "ddim"}  # 50 model calls each, as the suites sample
+FAMILY_MODELS = {"SiT": "SiT-Mini/2", "Latte": "Latte-Mini/2"}  # DiT: the recipe's own model
 
 
 #################################################################################
@@ -160,6 +164,18 @@ def _quality(model, spec, extractor, reference):
     return {k: round(float(v), 6) for k, v in evaluate.quality(images, labels, extractor, reference).items()}
 
 
+def _video_quality(config: MiniConfig, cache):
+    """(model, spec) -> the quality of its clips against the validation clips (the video mini's judge on them)."""
+    from bench.mini import evaluate_video
+    weights, _ = build.frame_classifier(config, cache)
+    judge = evaluate_video.VideoJudge.load(weights, config.data_seed, split="val")
+
+    def quality(model, spec):
+        clips, classes, _ = evaluate_video.sample_clips(model, spec, evaluate_video.Recorder(model))
+        return {k: round(float(v), 6) for k, v in evaluate_video.quality(clips, classes, judge).items()}
+    return quality
+
+
 def _prefix_quality(model, spec, sizes, extractor, reference):
     """{str(N): quality of the first N digits} of one sampling run of max(sizes) digits (balanced labels: any
     prefix of a multiple of 10 digits is balanced too)."""
@@ -196,15 +212,18 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
                      "tolerance": f"{TOLERANCE_SIGMAS:g} x std over training x sampling seeds + |1 vs 2 threads|"},
            "recipe": dataclasses.asdict(config), "families": {}}
     for family in families:
-        model_name = {"DiT": config.model, "SiT": "SiT-Mini/2"}[family]
+        model_name = FAMILY_MODELS.get(family, config.model)
         fam_config = dataclasses.replace(build.config_for(config, model_name), model=model_name)
-        log(f"{family}: the seed-{fam_config.seed} baseline ({model_name}), CFG sweep on the validation digits")
+        video = registry.entry(model_name).is_video
+        log(f"{family}: the seed-{fam_config.seed} baseline ({model_name}), CFG sweep on the validation "
+            f"{'clips' if video else 'digits'}")
         base = baseline(fam_config)
+        validation = _video_quality(config, cache) if video else \
+            lambda model, spec: _quality(model, spec, extractor, refs["val"])
         sweep = []
         for scale in cfg_scales:
             spec = _spec(family, scale, val_samples, 0, steps)
-            q = progress.get(_evaluation_key(base.key, spec, "val"),
-                             lambda: _quality(base.model, spec, extractor, refs["val"]))
+            q = progress.get(_evaluation_key(base.key, spec, "val"), lambda: validation(base.model, spec))
             sweep.append({"cfg_scale": scale, **q})
             log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
         fam = out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": choose_cfg(sweep),

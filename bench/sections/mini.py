@@ -65,17 +65,36 @@ def run(suite_run):
         rows.append(_check(f"mini-FID floor: {n:,} training digits vs the 1,000 held-out", floor, "",
                            dit is None or len(dit["images"]) != n or floor < dit["mini_fid"],
                            "below the DiT's mini-FID"))
+    if "frame_classifier" in s.provenance:  # the video rows' judge
+        accuracy = s.provenance["frame_classifier"]["heldout_accuracy"]
+        rows.append(_check("frame classifier (video mini): frame accuracy on the held-out clips", accuracy, "",
+                           accuracy >= CLASSIFIER_MIN_ACCURACY, f">= {CLASSIFIER_MIN_ACCURACY}"))
     figs, points, findings = [], [], []
     for name, ev in s.measured.items():
-        rows.append(_finite(f"{name}: mini-FID", ev["mini_fid"]))
+        video = "mini_fvd" in ev
+        what = "frames of the generated clips" if video else "generated digits"
+        rows.append(_finite(f"{name}: mini-FID" + (" of the frames" if video else ""), ev["mini_fid"]))
         rows.append(_finite(f"{name}: mini-KID (torch-fidelity's unbiased KID on the same features)", ev["mini_kid"]))
-        rows.append(_finite(f"{name}: accuracy of generated digits", ev["accuracy"]))
-        rows.append(_finite(f"{name}: FLOPs over the sampling run / DiT's", ev["flops_ratio"]))
-        rows.append(_finite(f"{name}: sampling {len(ev['images'])} digits, seconds", ev["seconds_sampling"], "s"))
+        rows.append(_finite(f"{name}: accuracy of {what}", ev["accuracy"]))
+        rows.append(_finite(f"{name}: FLOPs over the sampling run / its static model's", ev["flops_ratio"]))
+        rows.append(_finite(f"{name}: sampling {len(ev['images'])} {'clips' if video else 'digits'}, seconds",
+                            ev["seconds_sampling"], "s"))
+        if video:
+            rows.append(_finite(f"{name}: mini-FVD (frame features + motion statistics, vs the held-out clips)",
+                                ev["mini_fvd"]))
+            rows.append(_finite(f"{name}: clips whose digit moves as their class's direction says", ev["motion"]))
+            rows.append(_finite(f"{name}: clips whose frames all read as one digit", ev["consistency"]))
         points.append((name, ev["flops_ratio"], ev["mini_fid"]))
         slug = re.sub(r"[^a-z0-9.]+", "-", name.lower().replace("λ=", "lambda")).strip("-")
-        figs.append({"title": f"{name}: generated digits (one row per class)",
-                     "path": str(figures.digit_grid(out / f"{slug}-digits.png", name, ev["images"], ev["labels"]))})
+        if video:
+            from bench.mini.moving_digits import DIRECTIONS
+            figs.append({"title": f"{name}: generated clips (one per digit, frames left to right)",
+                         "path": str(figures.clip_grid(out / f"{slug}-clips.png", name, ev["images"], ev["labels"],
+                                                       DIRECTIONS))})
+        else:
+            figs.append({"title": f"{name}: generated digits (one row per class)",
+                         "path": str(figures.digit_grid(out / f"{slug}-digits.png", name, ev["images"],
+                                                        ev["labels"]))})
         if "speed" in ev:
             sp = ev["speed"]
             for path in ("dit", "fast", "masked"):
@@ -93,10 +112,15 @@ def run(suite_run):
             steps, heads, groups = ev["widths"]
             figs.append({"title": f"{name}: active heads and MLP channel groups per block and step (Fig. 5)",
                          "path": str(figures.widths_heatmaps(out / f"{slug}-widths.png", name, steps, heads, groups))})
-            grid = int(round(ev["patch_flops"].shape[1] ** 0.5))
-            figs.append({"title": f"{name}: MLP MACs per patch and step (Fig. 6), beside the digits",
-                         "path": str(figures.patch_flops(out / f"{slug}-patches.png", name, ev["patch_flops"],
-                                                         ev["images"], grid))})
+            grid = int(round(ev["patch_flops"].shape[-1] ** 0.5))
+            if video:  # one clip, frame by frame
+                figs.append({"title": f"{name}: MLP MACs per patch and step of each frame of its first clip (Fig. 6)",
+                             "path": str(figures.patch_flops(out / f"{slug}-patches.png", name, ev["patch_flops"][0],
+                                                             ev["images"][0], grid, examples=8, over="frames"))})
+            else:
+                figs.append({"title": f"{name}: MLP MACs per patch and step (Fig. 6), beside the digits",
+                             "path": str(figures.patch_flops(out / f"{slug}-patches.png", name, ev["patch_flops"],
+                                                             ev["images"], grid))})
     for name, (_, info) in s.models.items():  # DyDiT++: what each fine-tuning trained, and how long it took
         if "finetune_seconds" in info:
             threads = f", {info['threads']} thread(s)" if "threads" in info else ""  # trained ahead: beside others
@@ -111,6 +135,9 @@ def run(suite_run):
             f"DiT's) with the FLOPs loss, and each control (+ FT) the same without routers or FLOPs loss"
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
                if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
+            + "".join(sorted({f"; {registry.entry(registry.entry(m).static).label} {c.steps_for(m)} steps at batch "
+                              f"{c.video_batch_size} clips of moving digits, its DyLattes and control fine-tuned alike"
+                              for m in s.model_names.values() if registry.entry(m).is_video}))
             + "".join(sorted({f"; {registry.entry(registry.entry(m).static).label} {c.steps_for(m)} steps (narrower, "
                               f"so more: MiniConfig.steps_for), its fine-tunes alike"
                               for m in s.model_names.values() if c.is_narrower(m)}))

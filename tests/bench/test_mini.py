@@ -30,9 +30,10 @@ def tiny_timing_budget(monkeypatch):
 def tiny_suite(tmp_path, name="mini.toml"):
     text = (SUITES_DIR / name).read_text(encoding="utf-8")
     text = text.replace("steps = 50\n", "steps = 4\n") \
-        .replace("batch_size = 250\n", "batch_size = 10\n").replace("steps = 50 }", "steps = 4 }") \
+        .replace("steps = 50 }", "steps = 4 }") \
         .replace("steps = 50,", "steps = 4,")
     text = re.sub(r"num_samples = \d+\n", "num_samples = 20\n", text)
+    text = re.sub(r"batch_size = \d+\n", "batch_size = 10\n", text)
     return load_suite(write(tmp_path, text, name))
 
 

@@ -56,6 +56,16 @@ def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
     assert set(dit["threads"]) == {"1", "2"}
 
 
+def test_the_video_familys_cfg_sweep_scores_clips_against_the_validation_clips(tmp_path):
+    study = spread.run_study(TINY, tmp_path, families=("Latte",), cfg_scales=(1.0, 2.0), steps=2, val_samples=8,
+                             command="test", log=lambda *a: None)
+    latte = study["families"]["Latte"]
+    assert latte["model"] == "Latte-Mini/2" and latte["cfg_scale"] in (1.0, 2.0) and "tolerances" not in latte
+    for point in latte["cfg_sweep"]:  # the frames' quality, and what only clips have
+        assert {"mini_fid", "accuracy", "motion", "mini_fvd", "consistency"} <= set(point)
+        assert 0.0 <= point["accuracy"] <= 1.0 and 0.0 <= point["motion"] <= 1.0
+
+
 def test_a_family_sweep_is_added_to_the_study_of_the_same_recipe_only(tmp_path):
     from dydit.errors import UserError
     recipe = dataclasses.asdict(TINY)
