@@ -106,13 +106,51 @@ def sample_digits(model, s: SamplerSpec, recorder=None):
     return sampling.to_uint8(pixels), labels, pixels
 
 
-def speed_per_image(s: SamplerSpec, medians, calls_timed, batch) -> dict:
-    """The timed paths' s/image (interleaved_call_medians of `calls_timed` calls on a CFG batch of `batch`, scaled to
-    the schedule's length) and the static path's over the fast path's per round ("dit" / "fast")."""
-    out = {name: seconds / (calls_timed * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
-    out["calls_timed"], out["batch"] = calls_timed, batch
+#################################################################################
+#             Speed: the schedule's model calls, timed path by path             #
+#################################################################################
+
+def class_batch(s: SamplerSpec, shape, num_classes):
+    """The timed CFG batch of a class-conditional model: noise (2B, *shape) from the spec's seed, labels
+    [B classes; B null]."""
+    x = torch.randn(2 * s.batch_size, *shape, generator=torch.Generator().manual_seed(s.seed))
+    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
+    return x, y
+
+
+def timed_timesteps(s: SamplerSpec, calls: int) -> list:
+    """`calls` of the sampler's own timesteps, evenly spread over its schedule: the calls a speed-up times."""
+    return sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // calls)]
+
+
+@torch.no_grad()
+def speed(s: SamplerSpec, x, y, paths, flops_ratio_of, times, repeats: int) -> dict:
+    """s/sample of each path (model_fn(x, t, y); "dit": the static model, "fast": the compute-skipping path
+    prepared for `times`, and any other) at the timesteps `times` (timed_timesteps), interleaved call by call over
+    `repeats` rounds on the CFG batch (x, y), scaled to the schedule's length (the scheduler's own step is
+    negligible next to a call); the speed-up per round; flops_ratio_of(those calls' t) beside it, so realized =
+    speed-up / it."""
+    from bench.timing.calls import interleaved_call_medians
+    t_of = [torch.full((len(x),), t) for t in times]  # int64 DDPM steps, float32 flow times
+    timed = {name: [lambda fn=fn, t=t: fn(x, t, y) for t in t_of] for name, fn in paths.items()}
+    medians = interleaved_call_medians(timed, repeats=repeats, warmup=1)
+    out = {name: seconds / (len(t_of) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
+    out["calls_timed"], out["batch"] = len(t_of), len(x)
     out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
+    out["flops_ratio_timed"] = flops_ratio_of(t_of)
     return out
+
+
+@torch.no_grad()
+def recorded_flops_ratio(fast, x, y, t_of, macs, static_macs) -> float:
+    """The fast path's MACs per sample over the calls t_of (macs(record) -> (B,), routers counted) / the static
+    model's (static_macs)."""
+    per_call = []
+    for t in t_of:
+        record = []
+        fast(x, t, y, record=record)
+        per_call.append(macs(record).mean())
+    return float(torch.stack(per_call).mean()) / static_macs
 
 
 #################################################################################

@@ -181,42 +181,38 @@ def evaluate(model, s: SamplerSpec, judge: TextToImageJudge) -> dict:
     return out
 
 
-@torch.no_grad()
 def speed(s: SamplerSpec, flux, dyflux, heldout: pd.PromptedDigits, calls=5, repeats=5) -> dict:
-    """s/image of FLUX, DyFLUX's fast path and its masked path: model calls interleaved call by call at `calls` of
-    the sampler's own flow times, evenly spread, on the suite's CFG batch (held-out prompts and the empty prompt),
-    scaled to the schedule's length; the FLOPs ratio of exactly those calls beside it (as bench.mini.run.speed)."""
-    from bench.timing.calls import interleaved_call_medians
-    times = sampling.flow_timesteps(s.name, s.steps)[:: max(1, s.steps // calls)]
-    batch = 2 * s.batch_size  # [cond; uncond]
+    """s/image of FLUX, DyFLUX's fast path and its masked path on the suite's CFG batch (held-out prompts and the
+    empty prompt), and the FLOPs ratio of exactly the calls timed, as for the class-conditional minis
+    (bench.mini.evaluate.speed)."""
+    from bench.mini import evaluate
     ids = pd.PromptTokenizer()(heldout.prompts[: s.batch_size])
     y = torch.cat([ids, torch.full_like(ids, PAD_ID)])
-    x = torch.randn(batch, dyflux.in_channels, *dyflux.image_size, generator=torch.Generator().manual_seed(s.seed))
-    t_of = [torch.full((batch,), float(t)) for t in times]
+    x = torch.randn(2 * s.batch_size, dyflux.in_channels, *dyflux.image_size,
+                    generator=torch.Generator().manual_seed(s.seed))
 
     def path(model, fast):
-        def call(t):
+        def call(x, t, y):
             model.fast = fast
             try:
                 return model(x, t, y)
             finally:
                 model.fast = False
-        return [lambda t=t: call(t) for t in t_of]
+        return call
 
-    medians = interleaved_call_medians({"dit": path(flux, False), "fast": path(dyflux, True),
-                                        "masked": path(dyflux, False)}, repeats=repeats, warmup=1)
-    recorder = Recorder(dyflux)
-    dyflux.fast = True
-    try:
-        for t in t_of:
-            recorder(x, t, y)
-    finally:
-        dyflux.fast = False
-    out = {name: seconds / (len(times) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
-    out["calls_timed"], out["batch"] = len(times), batch
-    out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]
-    out["flops_ratio_timed"] = flops_ratio(dyflux, recorder.calls)
-    return out
+    def flops_ratio_of(t_of):
+        recorder = Recorder(dyflux)
+        dyflux.fast = True
+        try:
+            for t in t_of:
+                recorder(x, t, y)
+        finally:
+            dyflux.fast = False
+        return flops_ratio(dyflux, recorder.calls)
+
+    return evaluate.speed(s, x, y, {"dit": path(flux, False), "fast": path(dyflux, True),
+                                    "masked": path(dyflux, False)}, flops_ratio_of,
+                          evaluate.timed_timesteps(s, calls), repeats)
 
 
 def code_digest():

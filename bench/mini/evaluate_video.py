@@ -241,31 +241,18 @@ def evaluate_clips(model, s: SamplerSpec, judge: VideoJudge) -> dict:
     return out
 
 
-@torch.no_grad()
 def speed(s: SamplerSpec, latte, dylatte, calls: int, repeats: int) -> dict:
-    """s/clip of Latte, DyLatte's fast path and its masked path, as bench.mini.run.speed for images: `calls` model
-    calls of the sampler's own timesteps interleaved call by call over `repeats` rounds, on the suite's CFG batch,
-    scaled to the schedule; the FLOPs ratio of exactly those calls beside it."""
-    from bench.timing.calls import interleaved_call_medians
-    steps = sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // calls)]
-    batch = 2 * s.batch_size  # [cond; uncond]
-    x = torch.randn(batch, dylatte.num_frames, dylatte.in_channels, dylatte.input_size, dylatte.input_size,
-                    generator=torch.Generator().manual_seed(s.seed))
+    """s/clip of Latte, DyLatte's fast path and its masked path, and the FLOPs ratio of exactly the calls timed, as
+    for images (bench.mini.evaluate.speed)."""
     num_classes = dylatte.y_embedder.embedding_table.num_embeddings - 1
-    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
-    fast = FastDyLatte(dylatte).prepare([float(t) for t in steps])
-    t_of = [torch.full((batch,), t) for t in steps]
-    timed = {"dit": [lambda t=t: latte(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
-             "masked": [lambda t=t: dylatte(x, t, y) for t in t_of]}
-    medians = interleaved_call_medians(timed, repeats=repeats, warmup=1)
-    macs = []
-    for t in t_of:
-        record = []
-        fast(x, t, y, record=record)
-        macs.append(latte_flops.latte_macs(dylatte, record).mean())
-    out = evaluate.speed_per_image(s, medians, len(steps), batch)  # per clip here
-    out["flops_ratio_timed"] = float(torch.stack(macs).mean()) / latte_flops.latte_macs(dylatte, static=True)
-    return out
+    shape = (dylatte.num_frames, dylatte.in_channels, dylatte.input_size, dylatte.input_size)  # Latte's (F, C, H, W)
+    x, y = evaluate.class_batch(s, shape, num_classes)
+    times = evaluate.timed_timesteps(s, calls)
+    fast = FastDyLatte(dylatte).prepare([float(t) for t in times])
+    return evaluate.speed(s, x, y, {"dit": latte, "fast": fast, "masked": dylatte},
+                          lambda t_of: evaluate.recorded_flops_ratio(
+                              fast, x, y, t_of, lambda r: latte_flops.latte_macs(dylatte, r),
+                              latte_flops.latte_macs(dylatte, static=True)), times, repeats)
 
 
 def code_digest():

@@ -286,31 +286,16 @@ def label(name: str, sampling) -> str:
 
 @torch.no_grad()
 def speed(s: SamplerSpec, dit, dydit) -> dict:
-    """s/image of DiT, the fast path and the masked path: model calls interleaved call by call at SPEED_CALLS
-    of the sampler's own timesteps, evenly spread, on the suite's CFG batch, scaled to the schedule's
-    length (the scheduler's own step is negligible next to a call). The FLOPs ratio of exactly those
-    calls is beside it, so realized = speed-up / FLOPs ratio."""
+    """s/image of DiT, the fast path and the masked path, and the FLOPs ratio of exactly the calls timed
+    (bench.mini.evaluate.speed: SPEED_CALLS of the sampler's timesteps, SPEED_REPEATS interleaved rounds)."""
     from bench.mini import evaluate
-    from bench.timing.calls import interleaved_call_medians
-    from dydit import sampling
     from dydit.fast import FastDyDiT
     from dydit.flops import dit_macs, dynamic_macs
-    steps = sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // SPEED_CALLS)]
-    batch = 2 * s.batch_size  # [cond; uncond]
-    x = torch.randn(batch, dydit.in_channels, dydit.input_size, dydit.input_size,
-                    generator=torch.Generator().manual_seed(s.seed))
     num_classes = dydit.y_embedder.embedding_table.num_embeddings - 1
-    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
-    fast = FastDyDiT(dydit).prepare([float(t) for t in steps])
-    t_of = [torch.full((batch,), t) for t in steps]  # int64 DDPM steps, float32 flow times
-    calls = {"dit": [lambda t=t: dit(x, t, y) for t in t_of], "fast": [lambda t=t: fast(x, t, y) for t in t_of],
-             "masked": [lambda t=t: dydit(x, t, y) for t in t_of]}
-    medians = interleaved_call_medians(calls, repeats=SPEED_REPEATS, warmup=1)
-    record_macs = []
-    for t in t_of:
-        record = []
-        fast(x, t, y, record=record)
-        record_macs.append(dynamic_macs(dydit, record).mean())
-    out = evaluate.speed_per_image(s, medians, len(steps), batch)
-    out["flops_ratio_timed"] = float(torch.stack(record_macs).mean()) / dit_macs(dydit)
-    return out
+    x, y = evaluate.class_batch(s, (dydit.in_channels, dydit.input_size, dydit.input_size), num_classes)
+    times = evaluate.timed_timesteps(s, SPEED_CALLS)
+    fast = FastDyDiT(dydit).prepare([float(t) for t in times])
+    return evaluate.speed(s, x, y, {"dit": dit, "fast": fast, "masked": dydit},
+                          lambda t_of: evaluate.recorded_flops_ratio(fast, x, y, t_of, lambda r: dynamic_macs(dydit, r),
+                                                                     dit_macs(dydit)),
+                          times, SPEED_REPEATS)

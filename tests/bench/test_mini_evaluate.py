@@ -6,7 +6,8 @@ import torch
 
 from bench.mini import evaluate
 from dydit.sampling import SamplerSpec
-from dydit.flops import analytic_macs, dit_macs
+from dydit.fast import FastDyDiT
+from dydit.flops import analytic_macs, dit_macs, dynamic_macs
 from dydit.models import randomize_
 from dydit.registry import create_model
 
@@ -78,3 +79,21 @@ def test_ink_over_background_follows_where_the_tokens_run():
         for masks in record:
             masks.tokens[:] = 1
     assert evaluate.ink_over_background(m, rec.calls, pixels) == pytest.approx(1.0)
+
+
+def test_speed_times_the_paths_at_the_timed_timesteps_and_reports_the_records_flops():
+    m = dydit(token_bias=-35.0)  # no token runs its MLP: the fast path is cheaper than the DiT
+    static = create_model("DiT-Mini/2", input_size=8).eval()
+    spec = SamplerSpec(name="ddim", steps=8, cfg_scale=2.0, num_samples=2, batch_size=2, seed=0, guided_channels=None)
+    times = evaluate.timed_timesteps(spec, 2)
+    assert len(times) == 2
+    x, y = evaluate.class_batch(spec, (m.in_channels, m.input_size, m.input_size), 10)
+    assert x.shape == (4, 1, 8, 8) and y.tolist() == [0, 1, 10, 10]
+    fast = FastDyDiT(m).prepare([float(t) for t in times])
+    seen = []
+    out = evaluate.speed(spec, x, y, {"dit": static, "fast": fast, "masked": m},
+                         lambda t_of: seen.append([int(t[0]) for t in t_of]) or evaluate.recorded_flops_ratio(
+                             fast, x, y, t_of, lambda r: dynamic_macs(m, r), dit_macs(m)), times, repeats=2)
+    assert seen == [[int(t) for t in times]] and out["calls_timed"] == 2 and out["batch"] == 4
+    assert len(out["speedup_rounds"]) == 2 and {"dit", "fast", "masked"} <= set(out)
+    assert 0 < out["flops_ratio_timed"] < 1
