@@ -5,18 +5,14 @@ import pytest
 import torch
 
 from bench.mini import evaluate_video as video
-from bench.results import ERROR, REFERENCE, SKIPPED
 from dydit import registry
 from dydit.models import BlockMasks
-from tests.bench.test_mini import run, tiny_suite
+from tests.bench.test_mini import measured_cells, run, tiny_suite
 
 
 def test_tiny_latte_mini_measures_every_cell(tmp_path):
     result, record = run(tmp_path, tiny_suite(tmp_path, "latte-mini.toml"))
-    for cell in result["cells"]:
-        assert cell["status"] not in (ERROR, SKIPPED, REFERENCE), cell
-        assert cell["measured"] is not None
-    cells = {(c["row"], c["column"]): c["measured"] for c in result["cells"]}
+    cells = measured_cells(result)
     assert cells[("Latte-Mini", "flops")] == 1.0
     assert 0.0 <= cells[("Latte-Mini", "accuracy")] <= 1.0 and 0.0 <= cells[("Latte-Mini", "motion")] <= 1.0
     for lam in (0.7, 0.5):  # dynamic FLOPs of the fast path's recorded masks, routers counted
