@@ -5,6 +5,7 @@
 
     python -m bench mini-spread --families SiT   # only SiT's CFG sweep, added to the committed DiT study
     python -m bench mini-spread --families Latte # the video mini's CFG sweep (validation clips), added likewise
+    python -m bench mini-spread --families FLUX  # the text-to-image mini's CFG sweep (validation prompts), likewise
 
 Interrupted, it resumes where it stopped (models cached, evaluations in WORK_DIR/mini-spread-progress.json).
 """
@@ -23,7 +24,7 @@ def register(subparsers):
                         "reports/work)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
     p.add_argument("--families", default="DiT,SiT", type=_families,
-                   help="comma-separated: DiT (the spread, CFG and N: what every tolerance cites), SiT and Latte "
+                   help="comma-separated: DiT (the spread, CFG and N: what every tolerance cites), SiT, Latte and FLUX "
                         "(their CFG sweeps) (default DiT,SiT); without DiT the sweeps are added to the study already "
                         "in --out")
     p.set_defaults(func=run)
@@ -34,8 +35,8 @@ def _families(text):
 
     from bench.definitions import SPREAD_FAMILY
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or not set(names) <= {"DiT", "SiT", "Latte"} or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected some of DiT, SiT, Latte (e.g. DiT,SiT), got {text!r}")
+    if not names or not set(names) <= {"DiT", "SiT", "Latte", "FLUX"} or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected some of DiT, SiT, Latte, FLUX (e.g. DiT,SiT), got {text!r}")
     return tuple(sorted(names, key=lambda n: n != SPREAD_FAMILY))  # the spread family first: it is done first
 
 

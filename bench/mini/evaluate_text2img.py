@@ -37,24 +37,26 @@ PATCH = 2  # FLUX's 2 x 2 packing: one image token per 2 x 2 pixels
 @dataclass
 class TextToImageJudge:
     """What scores the text-to-image mini's canvases: the attribute reader, its classifier as a feature extractor
-    (torch-fidelity's, from the same weights file) and the held-out digit halves' features."""
+    (torch-fidelity's, from the same weights file), and the split whose prompts draw the canvases and whose digit
+    halves' features they are compared with (the held-out split for the claims, the validation split for the CFG
+    sweep)."""
     reader: pd.AttributeReader
     extractor: object  # bench.metrics.digits.extractor of the reader's classifier weights
-    heldout: pd.PromptedDigits
-    reference: dict  # features of the held-out digit halves
+    prompts: pd.PromptedDigits  # the split's canvases and prompts
+    reference: dict  # features of the split's digit halves
 
     @classmethod
-    def load(cls, weights: Path, thresholds, seed: int = 0) -> "TextToImageJudge":
+    def load(cls, weights: Path, thresholds, seed: int = 0, split: str = "heldout") -> "TextToImageJudge":
         """From the reader's classifier weights (bench.mini.build.reader) and its thickness thresholds (10,)."""
         classifier = digits.DigitClassifier()
         classifier.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         reader = pd.AttributeReader(classifier.eval(), torch.as_tensor(thresholds, dtype=torch.float32))
         extractor = digits.extractor(weights)
-        heldout = pd.prompted_digits("heldout", seed)
-        return cls(reader, extractor, heldout, digits.features(sampling.to_uint8(pd.digit_halves(heldout)), extractor))
+        prompts = pd.prompted_digits(split, seed)
+        return cls(reader, extractor, prompts, digits.features(sampling.to_uint8(pd.digit_halves(prompts)), extractor))
 
     def floor(self, n: int, seed: int = 0) -> float:
-        """mini-FID of n training digit halves against the held-out ones (what real canvases score)."""
+        """mini-FID of n training digit halves against the judge's split (what real canvases score)."""
         train = pd.prompted_digits("train", seed)
         halves = sampling.to_uint8(pd.digit_halves(train)[:n])
         return digits.mini_fid(digits.features(halves, self.extractor), self.reference)
@@ -76,10 +78,10 @@ class Recorder:
 
 
 @torch.no_grad()
-def sample_canvases(model, s: SamplerSpec, heldout: pd.PromptedDigits, recorder: Recorder):
-    """(canvases (N, 1, 16, 32) in [-1, 1], the indices into `heldout` whose prompts drew them): its first N."""
-    if s.num_samples > len(heldout):
-        raise ValueError(f"num_samples {s.num_samples}: the held-out split has {len(heldout)} prompts")
+def sample_canvases(model, s: SamplerSpec, prompts: pd.PromptedDigits, recorder: Recorder):
+    """(canvases (N, 1, 16, 32) in [-1, 1], the indices into `prompts` whose prompts drew them): its first N."""
+    if s.num_samples > len(prompts):
+        raise ValueError(f"num_samples {s.num_samples}: the split has {len(prompts)} prompts")
     tokenizer = pd.PromptTokenizer()
     device = next(model.parameters()).device
     model.fast, out = model.is_dynamic, []
@@ -88,7 +90,7 @@ def sample_canvases(model, s: SamplerSpec, heldout: pd.PromptedDigits, recorder:
             idx = range(start, min(start + s.batch_size, s.num_samples))
             recorder.offset = start
             noise, generators = sampling.noise_for(idx, s.seed, (model.in_channels, *model.image_size))
-            ids = tokenizer([heldout.prompts[i] for i in idx])
+            ids = tokenizer([prompts.prompts[i] for i in idx])
             out.append(sampling.sample_latents(recorder, s.name, noise.to(device), ids.to(device), s.steps, generators,
                                                s.cfg_scale, guided_channels=None, null_class=PAD_ID).cpu())
     finally:
@@ -157,9 +159,9 @@ def ink_over_background(model, calls, canvases) -> float:
 #                                   Quality                                     #
 #################################################################################
 
-def quality(canvases, heldout: pd.PromptedDigits, indices, judge: TextToImageJudge) -> dict:
-    """{readback, mini_fid, mini_kid, accuracy} of canvases drawn from heldout's prompts at `indices`."""
-    want = (heldout.digits[indices], heldout.positions[indices], heldout.thicknesses[indices])
+def quality(canvases, prompts: pd.PromptedDigits, indices, judge: TextToImageJudge) -> dict:
+    """{readback, mini_fid, mini_kid, accuracy} of canvases drawn from the prompts at `indices`."""
+    want = (prompts.digits[indices], prompts.positions[indices], prompts.thicknesses[indices])
     feats = digits.features(sampling.to_uint8(pd.half_at(canvases, want[1])), judge.extractor)  # the prompted half
     return {"readback": judge.reader.score(canvases, *want), "mini_fid": digits.mini_fid(feats, judge.reference),
             "mini_kid": digits.mini_kid(feats, judge.reference), "accuracy": digits.accuracy(feats, want[0].numpy())}
@@ -170,10 +172,10 @@ def evaluate(model, s: SamplerSpec, judge: TextToImageJudge) -> dict:
     import time
     recorder = Recorder(model)
     start = time.perf_counter()
-    canvases, indices = sample_canvases(model, s, judge.heldout, recorder)
+    canvases, indices = sample_canvases(model, s, judge.prompts, recorder)
     out = {"seconds_sampling": time.perf_counter() - start, "images": sampling.to_uint8(canvases),
-           "labels": judge.heldout.digits[indices].numpy(), "flops_ratio": flops_ratio(model, recorder.calls),
-           **quality(canvases, judge.heldout, indices, judge)}
+           "labels": judge.prompts.digits[indices].numpy(), "flops_ratio": flops_ratio(model, recorder.calls),
+           **quality(canvases, judge.prompts, indices, judge)}
     if model.is_dynamic and s.cfg_scale != 1.0:
         if recorder.calls[0][2][0].heads is not None:
             out["width_late_vs_early"] = width_noisy_minus_clean(recorder.calls)

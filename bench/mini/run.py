@@ -135,7 +135,7 @@ class MiniRun:
             def measure():
                 if registry.entry(item.model).is_text_to_image:  # the text-to-image mini: prompts, not classes
                     from bench.mini import evaluate_text2img
-                    return evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().heldout)
+                    return evaluate_text2img.speed(sampling, static, dynamic, self.text_to_image_judge().prompts)
                 if registry.entry(item.model).is_video:  # the video mini: clips
                     from bench.mini import evaluate_video
                     return evaluate_video.speed(sampling, static, dynamic, SPEED_CALLS, SPEED_REPEATS)

@@ -12,11 +12,13 @@ WORK_DIR/mini-spread-progress.json; the same command resumes (an evaluation is r
 key, sampler spec, reference digits and thread count).
 
 The rules, stated once:
-- CFG: per family (DiT, SiT, Latte), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
+- CFG: per family (DiT, SiT, Latte, FLUX), the scale of CFG_SCALES with the lowest mini-FID against the 500 validation
   digits among those whose accuracy is at least MIN_ACCURACY (none: the most accurate); the seed-0 baseline,
   DDIM-50 / flow-Euler-50, VAL_SAMPLES digits. The held-out digits, which score the claims, are not used. Latte
   (the video mini): VAL_SAMPLES clips against the 500 validation clips, mini-FID and accuracy of their frames
-  (bench.mini.evaluate_video), motion and mini-FVD recorded beside them.
+  (bench.mini.evaluate_video), motion and mini-FVD recorded beside them. FLUX (the text-to-image mini): VAL_SAMPLES
+  canvases drawn from the validation prompts, mini-FID and accuracy of their prompted digit halves against the
+  validation canvases' (bench.mini.evaluate_text2img), read-back recorded beside them.
 - Digits per model: the smallest of SAMPLE_SIZES whose sampling-seed standard deviation of mini-FID is at
   most SPREAD_FRACTION of its mean (seed-0 baseline, SAMPLING_SEEDS, nested prefixes of one sampling run).
 - Tolerances: TOLERANCE_SIGMAS x the standard deviation of the baseline's metric over TRAIN_SEEDS x
@@ -51,8 +53,9 @@ SAMPLE_SIZES = (250, 500, 1000)
 SPREAD_FRACTION = 0.05
 TOLERANCE_SIGMAS = 2.0
 QUALITY_KEYS = ("mini_fid", "mini_kid", "accuracy")
-FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler", "Latte": "ddim"}  # 50 model calls each, as the suites sample
-FAMILY_MODELS = {"SiT": "SiT-Mini/2", "Latte": "Latte-Mini/2"}  # DiT: the recipe's own model
+# 50 model calls each, as the suites sample
+FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler", "Latte": "ddim", "FLUX": "flow-euler"}
+FAMILY_MODELS = {"SiT": "SiT-Mini/2", "Latte": "Latte-Mini/2", "FLUX": "FLUX-Mini"}  # DiT: the recipe's own model
 
 
 #################################################################################
@@ -176,6 +179,21 @@ def _video_quality(config: MiniConfig, cache):
     return quality
 
 
+def _text_to_image_quality(config: MiniConfig, cache):
+    """(model, spec) -> the quality of its canvases, drawn from the validation prompts, against the validation
+    canvases' digit halves (the text-to-image mini's judge on them; accuracy: the prompted digit read back)."""
+    from bench.mini import evaluate_text2img
+    weights, info = build.reader(config, cache)
+    judge = evaluate_text2img.TextToImageJudge.load(weights, info["thresholds"], config.data_seed, split="val")
+
+    def quality(model, spec):
+        canvases, indices = evaluate_text2img.sample_canvases(model, spec, judge.prompts,
+                                                              evaluate_text2img.Recorder(model))
+        return {k: round(float(v), 6) for k, v in evaluate_text2img.quality(canvases, judge.prompts, indices,
+                                                                             judge).items()}
+    return quality
+
+
 def _prefix_quality(model, spec, sizes, extractor, reference):
     """{str(N): quality of the first N digits} of one sampling run of max(sizes) digits (balanced labels: any
     prefix of a multiple of 10 digits is balanced too)."""
@@ -214,12 +232,16 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
     for family in families:
         model_name = FAMILY_MODELS.get(family, config.model)
         fam_config = dataclasses.replace(build.config_for(config, model_name), model=model_name)
-        video = registry.entry(model_name).is_video
+        entry = registry.entry(model_name)
         log(f"{family}: the seed-{fam_config.seed} baseline ({model_name}), CFG sweep on the validation "
-            f"{'clips' if video else 'digits'}")
+            f"{'clips' if entry.is_video else 'prompts' if entry.is_text_to_image else 'digits'}")
         base = baseline(fam_config)
-        validation = _video_quality(config, cache) if video else \
-            lambda model, spec: _quality(model, spec, extractor, refs["val"])
+        if entry.is_video:
+            validation = _video_quality(config, cache)
+        elif entry.is_text_to_image:
+            validation = _text_to_image_quality(config, cache)
+        else:
+            validation = lambda model, spec: _quality(model, spec, extractor, refs["val"])  # noqa: E731
         sweep = []
         for scale in cfg_scales:
             spec = _spec(family, scale, val_samples, 0, steps)

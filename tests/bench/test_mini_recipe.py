@@ -66,6 +66,24 @@ def test_the_video_familys_cfg_sweep_scores_clips_against_the_validation_clips(t
         assert 0.0 <= point["accuracy"] <= 1.0 and 0.0 <= point["motion"] <= 1.0
 
 
+def test_the_text_to_image_familys_cfg_sweep_draws_the_validation_prompts(tmp_path, monkeypatch):
+    from bench.mini import evaluate_text2img
+    drawn = []
+    real = evaluate_text2img.sample_canvases
+
+    def recording(model, spec, prompts, recorder):
+        drawn.append(prompts)
+        return real(model, spec, prompts, recorder)
+    monkeypatch.setattr(evaluate_text2img, "sample_canvases", recording)
+    study = spread.run_study(TINY, tmp_path, families=("FLUX",), cfg_scales=(1.0, 2.0), steps=2, val_samples=8,
+                             command="test", log=lambda *a: None)
+    flux = study["families"]["FLUX"]
+    assert flux["model"] == "FLUX-Mini" and flux["cfg_scale"] in (1.0, 2.0) and "tolerances" not in flux
+    assert {len(p) for p in drawn} == {500}  # the validation split's prompts, never the held-out split's (1,000)
+    for point in flux["cfg_sweep"]:
+        assert {"mini_fid", "accuracy", "readback"} <= set(point) and 0.0 <= point["readback"] <= 1.0
+
+
 def test_a_family_sweep_is_added_to_the_study_of_the_same_recipe_only(tmp_path):
     from dydit.errors import UserError
     recipe = dataclasses.asdict(TINY)
