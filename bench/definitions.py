@@ -115,6 +115,7 @@ TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")
 # better direction: a claim may be worse than its reference by the spread, better by any amount)
 SPREAD_FILE = Path(__file__).resolve().parents[1] / "suites" / "data" / "mini-spread.json"
 SPREAD_FAMILY = "DiT"  # the family whose baseline spread the study measures (the tolerances' source)
+SPREAD_FAMILIES = ("DiT", "SiT", "Latte", "FLUX")  # the families `bench mini-spread --families` takes
 
 # measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)
 MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop",

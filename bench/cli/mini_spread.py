@@ -33,10 +33,10 @@ def register(subparsers):
 def _families(text):
     import argparse
 
-    from bench.definitions import SPREAD_FAMILY
+    from bench.definitions import SPREAD_FAMILIES, SPREAD_FAMILY
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or not set(names) <= {"DiT", "SiT", "Latte", "FLUX"} or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected some of DiT, SiT, Latte, FLUX (e.g. DiT,SiT), got {text!r}")
+    if not names or not set(names) <= set(SPREAD_FAMILIES) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(SPREAD_FAMILIES)} (e.g. DiT,SiT), got {text!r}")
     return tuple(sorted(names, key=lambda n: n != SPREAD_FAMILY))  # the spread family first: it is done first
 
 

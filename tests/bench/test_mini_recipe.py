@@ -37,6 +37,12 @@ def test_tolerance_rule_is_two_sigmas_plus_the_thread_effect_rounded_up():
     assert spread.tolerance([1.0, 1.0], 0.0) == 0.0
 
 
+def test_every_family_the_cli_takes_has_a_sampler_and_a_model():
+    from bench.definitions import SPREAD_FAMILIES, SPREAD_FAMILY
+    assert set(spread.FAMILY_SAMPLERS) == set(SPREAD_FAMILIES)
+    assert set(spread.FAMILY_MODELS) == set(SPREAD_FAMILIES) - {SPREAD_FAMILY}  # the spread family: the recipe's model
+
+
 TINY = MiniConfig(dit_steps=4, dit_lr_warmup=2, finetune_fraction=0.5, classifier_epochs=1)
 
 
