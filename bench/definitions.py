@@ -149,6 +149,16 @@ class Tolerance:
         lo, hi = self.band(paper)
         return lo <= measured < hi if self.kind == "window" else lo <= measured <= hi
 
+    def settles(self, paper: float, low: float, high: float) -> Optional[bool]:
+        """Whether a measured interval [low, high] decides: True when both ends are accepted, False when both lie
+        outside on one side of the band, None when it crosses an edge (within the measurement's own spread)."""
+        lo, hi = self.band(paper)
+        if self.accepts(paper, low) and self.accepts(paper, high):
+            return True
+        if not self.accepts(paper, low) and not self.accepts(paper, high) and (high < lo or low > hi):
+            return False
+        return None
+
     def allowed_move(self, old: float) -> float:
         """How far a value may move between two runs before compare calls it a change (half the band; a
         one-sided tolerance's value)."""

@@ -240,11 +240,11 @@ def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
         f"[{fmt_value(lo)}, {fmt_value(hi)}{closing}"
     against = f"(paper {cell.paper:g}, {cell.tolerance.text()})"
     if spread is not None:
-        ends = [cell.tolerance.accepts(cell.paper, x) for x in (spread.low, spread.high)]
+        settled = cell.tolerance.settles(cell.paper, spread.low, spread.high)
         rounds = spread.describe()
-        if all(ends):
+        if settled is True:
             return PASS, f"{fmt_value(measured)} is in {band}, and so is its range {rounds} {against}"
-        if not any(ends) and (spread.high < lo or spread.low > hi):
+        if settled is False:
             return FAIL, f"{fmt_value(measured)} is outside {band}, and so is its range {rounds} {against}"
         side = "in" if cell.tolerance.accepts(cell.paper, measured) else "outside"
         return INCONCLUSIVE, (f"{fmt_value(measured)} is {side} {band}, but its range {rounds} crosses the band's "
