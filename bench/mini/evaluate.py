@@ -110,43 +110,68 @@ def sample_digits(model, s: SamplerSpec, recorder=None):
 #             Speed: the schedule's model calls, timed path by path             #
 #################################################################################
 
-def class_batch(s: SamplerSpec, shape, num_classes):
-    """The timed CFG batch of a class-conditional model: noise (2B, *shape) from the spec's seed, labels
-    [B classes; B null]."""
-    x = torch.randn(2 * s.batch_size, *shape, generator=torch.Generator().manual_seed(s.seed))
-    y = torch.cat([torch.arange(s.batch_size) % num_classes, torch.full((s.batch_size,), num_classes)])
-    return x, y
-
-
 def timed_timesteps(s: SamplerSpec, calls: int) -> list:
     """`calls` of the sampler's own timesteps, evenly spread over its schedule: the calls a speed-up times."""
     return sampling.sampler_timesteps(s.name, s.steps)[:: max(1, s.steps // calls)]
 
 
+class _AllCaptured(Exception):
+    """Stops a sampling run once every timed call's input is kept."""
+
+
 @torch.no_grad()
-def speed(s: SamplerSpec, x, y, paths, flops_ratio_of, times, repeats: int) -> dict:
+def trajectory_inputs(model_fn, s: SamplerSpec, shape, labels, null_class, times) -> list:
+    """[(x, t, y)] per time of `times`: the CFG batch the sampler feeds model_fn at that step when it samples the
+    first images of s (noise and step noise of images 0..B-1, as the quality run; labels (B,): classes or prompt
+    ids), stopped after the last. A timed call then computes on what a real run computes on: token routers keep more of pure noise than of
+    a half-formed digit (DyFLUX-Mini λ 0.7 timed on noise at FLOPs 0.886, sampled at 0.754)."""
+    wanted, kept = [float(t) for t in times], {}
+
+    def keep(x, t, y):
+        now = float(t[0])
+        for want in wanted:
+            if abs(want - now) <= 1e-6 * max(1.0, abs(want)) and want not in kept:
+                kept[want] = (x.clone(), t.clone(), y.clone())
+        if len(kept) == len(wanted):
+            raise _AllCaptured
+        return model_fn(x, t, y)
+
+    noise, generators = sampling.noise_for(range(len(labels)), s.seed, shape)
+    try:
+        sampling.sample_latents(keep, s.name, noise, labels, s.steps, generators, s.cfg_scale, guided_channels=None,
+                                null_class=null_class)
+    except _AllCaptured:
+        pass
+    missing = [t for t in wanted if t not in kept]
+    if missing:
+        raise ValueError(f"the {s.name}-{s.steps} run never called the model at {missing}: not its timesteps")
+    return [kept[t] for t in wanted]
+
+
+@torch.no_grad()
+def speed(s: SamplerSpec, inputs, paths, flops_ratio_of, repeats: int) -> dict:
     """s/sample of each path (model_fn(x, t, y); "dit": the static model, "fast": the compute-skipping path
-    prepared for `times`, and any other) at the timesteps `times` (timed_timesteps), interleaved call by call over
-    `repeats` rounds on the CFG batch (x, y), scaled to the schedule's length (the scheduler's own step is
-    negligible next to a call); the speed-up per round; flops_ratio_of(those calls' t) beside it, so realized =
-    speed-up / it."""
+    prepared for the timed times, and any other) on `inputs` [(x, t, y)] (trajectory_inputs: the CFG batch of a
+    real run at timed_timesteps), interleaved call by call over `repeats` rounds, scaled to the schedule's length
+    (the scheduler's own step is negligible next to a call); the speed-up per round; flops_ratio_of(inputs)
+    beside it, so realized = speed-up / it."""
     from bench.timing.calls import interleaved_call_medians
-    t_of = [torch.full((len(x),), t) for t in times]  # int64 DDPM steps, float32 flow times
-    timed = {name: [lambda fn=fn, t=t: fn(x, t, y) for t in t_of] for name, fn in paths.items()}
+    timed = {name: [lambda fn=fn, c=c: fn(*c) for c in inputs] for name, fn in paths.items()}
     medians = interleaved_call_medians(timed, repeats=repeats, warmup=1)
-    out = {name: seconds / (len(t_of) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
-    out["calls_timed"], out["batch"] = len(t_of), len(x)
+    out = {name: seconds / (len(inputs) * s.batch_size) * s.steps for name, (seconds, _) in medians.items()}
+    out["calls_timed"], out["batch"] = len(inputs), len(inputs[0][0])
     out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
-    out["flops_ratio_timed"] = flops_ratio_of(t_of)
+    out["flops_ratio_timed"] = flops_ratio_of(inputs)
+    out["inputs"] = "trajectory"  # the sampled run's inputs at the timed steps (kept timings on noise say nothing)
     return out
 
 
 @torch.no_grad()
-def recorded_flops_ratio(fast, x, y, t_of, macs, static_macs) -> float:
-    """The fast path's MACs per sample over the calls t_of (macs(record) -> (B,), routers counted) / the static
-    model's (static_macs)."""
+def recorded_flops_ratio(fast, inputs, macs, static_macs) -> float:
+    """The fast path's MACs per sample over the calls `inputs` [(x, t, y)] (macs(record) -> (B,), routers counted) /
+    the static model's (static_macs)."""
     per_call = []
-    for t in t_of:
+    for x, t, y in inputs:
         record = []
         fast(x, t, y, record=record)
         per_call.append(macs(record).mean())

@@ -185,13 +185,9 @@ def evaluate(model, s: SamplerSpec, judge: TextToImageJudge) -> dict:
 
 def speed(s: SamplerSpec, flux, dyflux, heldout: pd.PromptedDigits, calls=5, repeats=5) -> dict:
     """s/image of FLUX, DyFLUX's fast path and its masked path on the suite's CFG batch (held-out prompts and the
-    empty prompt), and the FLOPs ratio of exactly the calls timed, as for the class-conditional minis
-    (bench.mini.evaluate.speed)."""
+    empty prompt) as DyFLUX's own sampled run feeds it at the timed steps, and the FLOPs ratio of exactly the calls
+    timed, as for the class-conditional minis (bench.mini.evaluate.speed)."""
     from bench.mini import evaluate
-    ids = pd.PromptTokenizer()(heldout.prompts[: s.batch_size])
-    y = torch.cat([ids, torch.full_like(ids, PAD_ID)])
-    x = torch.randn(2 * s.batch_size, dyflux.in_channels, *dyflux.image_size,
-                    generator=torch.Generator().manual_seed(s.seed))
 
     def path(model, fast):
         def call(x, t, y):
@@ -202,19 +198,22 @@ def speed(s: SamplerSpec, flux, dyflux, heldout: pd.PromptedDigits, calls=5, rep
                 model.fast = False
         return call
 
-    def flops_ratio_of(t_of):
+    ids = pd.PromptTokenizer()(heldout.prompts[: s.batch_size])
+    inputs = evaluate.trajectory_inputs(path(dyflux, True), s, (dyflux.in_channels, *dyflux.image_size), ids, PAD_ID,
+                                        evaluate.timed_timesteps(s, calls))
+
+    def flops_ratio_of(inputs):
         recorder = Recorder(dyflux)
         dyflux.fast = True
         try:
-            for t in t_of:
+            for x, t, y in inputs:
                 recorder(x, t, y)
         finally:
             dyflux.fast = False
         return flops_ratio(dyflux, recorder.calls)
 
-    return evaluate.speed(s, x, y, {"dit": path(flux, False), "fast": path(dyflux, True),
-                                    "masked": path(dyflux, False)}, flops_ratio_of,
-                          evaluate.timed_timesteps(s, calls), repeats)
+    return evaluate.speed(s, inputs, {"dit": path(flux, False), "fast": path(dyflux, True),
+                                      "masked": path(dyflux, False)}, flops_ratio_of, repeats)
 
 
 def code_digest():

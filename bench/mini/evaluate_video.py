@@ -242,17 +242,21 @@ def evaluate_clips(model, s: SamplerSpec, judge: VideoJudge) -> dict:
 
 
 def speed(s: SamplerSpec, latte, dylatte, calls: int, repeats: int) -> dict:
-    """s/clip of Latte, DyLatte's fast path and its masked path, and the FLOPs ratio of exactly the calls timed, as
-    for images (bench.mini.evaluate.speed)."""
+    """s/clip of Latte, DyLatte's fast path and its masked path on the CFG batch DyLatte's own sampled run feeds
+    them at the timed steps, and the FLOPs ratio of exactly the calls timed, as for images
+    (bench.mini.evaluate.speed)."""
     num_classes = dylatte.y_embedder.embedding_table.num_embeddings - 1
-    shape = (dylatte.num_frames, dylatte.in_channels, dylatte.input_size, dylatte.input_size)  # Latte's (F, C, H, W)
-    x, y = evaluate.class_batch(s, shape, num_classes)
     times = evaluate.timed_timesteps(s, calls)
+    labels = sampling.labels_for(range(s.batch_size), s.seed, "balanced", num_classes)
+    shape = (dylatte.in_channels, dylatte.num_frames, dylatte.input_size, dylatte.input_size)  # the samplers' (C, F, H, W)
+    in_sampler_layout = evaluate.trajectory_inputs(lambda x, t, y: dylatte(x.transpose(1, 2), t, y).transpose(1, 2),
+                                                   s, shape, labels, num_classes, times)
+    inputs = [(x.transpose(1, 2).contiguous(), t, y) for x, t, y in in_sampler_layout]  # Latte's (B, F, C, H, W)
     fast = FastDyLatte(dylatte).prepare([float(t) for t in times])
-    return evaluate.speed(s, x, y, {"dit": latte, "fast": fast, "masked": dylatte},
-                          lambda t_of: evaluate.recorded_flops_ratio(
-                              fast, x, y, t_of, lambda r: latte_flops.latte_macs(dylatte, r),
-                              latte_flops.latte_macs(dylatte, static=True)), times, repeats)
+    return evaluate.speed(s, inputs, {"dit": latte, "fast": fast, "masked": dylatte},
+                          lambda inputs: evaluate.recorded_flops_ratio(
+                              fast, inputs, lambda r: latte_flops.latte_macs(dylatte, r),
+                              latte_flops.latte_macs(dylatte, static=True)), repeats)
 
 
 def code_digest():

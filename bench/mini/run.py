@@ -25,7 +25,7 @@ from bench.suite import Options
 from dydit import registry
 from dydit.fileio import write_json_atomic
 from dydit.models import DyDiT
-from dydit.sampling import FLOW_SAMPLERS, SamplerSpec
+from dydit.sampling import FLOW_SAMPLERS, SamplerSpec, labels_for
 
 SPEED_CALLS = 5  # model calls timed per path, spread over the schedule, at the suite's CFG batch
 SPEED_REPEATS = 5  # interleaved rounds: the speed-up's median and its range over them
@@ -141,7 +141,7 @@ class MiniRun:
                     return evaluate_video.speed(sampling, static, dynamic, SPEED_CALLS, SPEED_REPEATS)
                 return speed(sampling, static, dynamic)
             parts = ("mini-speed", static_info["key"], dynamic_info["key"], dataclasses.asdict(sampling), SPEED_CALLS,
-                     SPEED_REPEATS)
+                     SPEED_REPEATS, "trajectory inputs")
             timing, measured_at = self.timings.get(parts, measure, what=f"speed-up of {item.row.name}")
             ev["speed"] = {**timing, "measured_at": measured_at}
         return Measured.of_rounds(ev["speed"]["speedup_rounds"], value=ev["speed"]["dit"] / ev["speed"]["fast"])
@@ -287,15 +287,17 @@ def label(name: str, sampling) -> str:
 @torch.no_grad()
 def speed(s: SamplerSpec, dit, dydit) -> dict:
     """s/image of DiT, the fast path and the masked path, and the FLOPs ratio of exactly the calls timed
-    (bench.mini.evaluate.speed: SPEED_CALLS of the sampler's timesteps, SPEED_REPEATS interleaved rounds)."""
+    (bench.mini.evaluate.speed: SPEED_CALLS of the sampler's timesteps on the DyDiT's own sampled run's inputs,
+    SPEED_REPEATS interleaved rounds)."""
     from bench.mini import evaluate
     from dydit.fast import FastDyDiT
     from dydit.flops import dit_macs, dynamic_macs
     num_classes = dydit.y_embedder.embedding_table.num_embeddings - 1
-    x, y = evaluate.class_batch(s, (dydit.in_channels, dydit.input_size, dydit.input_size), num_classes)
     times = evaluate.timed_timesteps(s, SPEED_CALLS)
+    labels = labels_for(range(s.batch_size), s.seed, "balanced", num_classes)
+    inputs = evaluate.trajectory_inputs(dydit, s, (dydit.in_channels, dydit.input_size, dydit.input_size), labels,
+                                        num_classes, times)
     fast = FastDyDiT(dydit).prepare([float(t) for t in times])
-    return evaluate.speed(s, x, y, {"dit": dit, "fast": fast, "masked": dydit},
-                          lambda t_of: evaluate.recorded_flops_ratio(fast, x, y, t_of, lambda r: dynamic_macs(dydit, r),
-                                                                     dit_macs(dydit)),
-                          times, SPEED_REPEATS)
+    return evaluate.speed(s, inputs, {"dit": dit, "fast": fast, "masked": dydit},
+                          lambda inputs: evaluate.recorded_flops_ratio(fast, inputs, lambda r: dynamic_macs(dydit, r),
+                                                                       dit_macs(dydit)), SPEED_REPEATS)

@@ -98,8 +98,8 @@ def run(suite_run):
         if "speed" in ev:
             sp = ev["speed"]
             for path in ("dit", "fast", "masked"):
-                rows.append(_finite(f"{name}: s/image, {path} path ({sp['calls_timed']} calls timed at batch "
-                                    f"{sp['batch']}, scaled to the schedule)", sp[path], "s/image"))
+                rows.append(_finite(f"{name}: s/image, {path} path ({sp['calls_timed']} calls on the sampled run's "
+                                    f"inputs timed at batch {sp['batch']}, scaled to the schedule)", sp[path], "s/image"))
             # realized = speed-up / FLOPs reduction (DiT's / the fast path's, over the same timed calls)
             realized = (sp["dit"] / sp["fast"]) * sp["flops_ratio_timed"]
             rows.append(_finite(f"{name}: realized = speed-up / (DiT FLOPs / dynamic FLOPs) of the timed calls",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bench.mini import evaluate
+from dydit import sampling
 from dydit.sampling import SamplerSpec
 from dydit.fast import FastDyDiT
 from dydit.flops import analytic_macs, dit_macs, dynamic_macs
@@ -81,19 +82,28 @@ def test_ink_over_background_follows_where_the_tokens_run():
     assert evaluate.ink_over_background(m, rec.calls, pixels) == pytest.approx(1.0)
 
 
-def test_speed_times_the_paths_at_the_timed_timesteps_and_reports_the_records_flops():
+def test_speed_times_the_paths_on_the_sampled_runs_inputs_and_reports_the_records_flops():
     m = dydit(token_bias=-35.0)  # no token runs its MLP: the fast path is cheaper than the DiT
     static = create_model("DiT-Mini/2", input_size=8).eval()
     spec = SamplerSpec(name="ddim", steps=8, cfg_scale=2.0, num_samples=2, batch_size=2, seed=0, guided_channels=None)
     times = evaluate.timed_timesteps(spec, 2)
     assert len(times) == 2
-    x, y = evaluate.class_batch(spec, (m.in_channels, m.input_size, m.input_size), 10)
-    assert x.shape == (4, 1, 8, 8) and y.tolist() == [0, 1, 10, 10]
+    calls = []
+    inputs = evaluate.trajectory_inputs(lambda x, t, y: calls.append(int(t[0])) or m(x, t, y), spec,
+                                        (m.in_channels, m.input_size, m.input_size), torch.tensor([0, 1]), 10, times)
+    # the first image's noise at the first step, and a later step's input is the run's own x_t, not fresh noise
+    assert [int(t[0]) for _, t, _ in inputs] == [int(t) for t in times] and inputs[0][2].tolist() == [0, 1, 10, 10]
+    noise, _ = sampling.noise_for(range(2), spec.seed, (m.in_channels, m.input_size, m.input_size))
+    assert torch.equal(inputs[0][0][:2], noise) and not torch.allclose(inputs[1][0][:2], noise)
+    schedule = [int(t) for t in sampling.sampler_timesteps("ddim", 8)]
+    assert calls == schedule[: schedule.index(int(times[-1]))]  # stopped at the last timed step
     fast = FastDyDiT(m).prepare([float(t) for t in times])
     seen = []
-    out = evaluate.speed(spec, x, y, {"dit": static, "fast": fast, "masked": m},
-                         lambda t_of: seen.append([int(t[0]) for t in t_of]) or evaluate.recorded_flops_ratio(
-                             fast, x, y, t_of, lambda r: dynamic_macs(m, r), dit_macs(m)), times, repeats=2)
+    out = evaluate.speed(spec, inputs, {"dit": static, "fast": fast, "masked": m},
+                         lambda inputs: seen.append([int(t[0]) for _, t, _ in inputs]) or evaluate.recorded_flops_ratio(
+                             fast, inputs, lambda r: dynamic_macs(m, r), dit_macs(m)), repeats=2)
     assert seen == [[int(t) for t in times]] and out["calls_timed"] == 2 and out["batch"] == 4
     assert len(out["speedup_rounds"]) == 2 and {"dit", "fast", "masked"} <= set(out)
     assert 0 < out["flops_ratio_timed"] < 1
+    with pytest.raises(ValueError, match="never called the model"):
+        evaluate.trajectory_inputs(m, spec, (m.in_channels, m.input_size, m.input_size), torch.tensor([0, 1]), 10, [3])
