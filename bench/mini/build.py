@@ -112,7 +112,7 @@ def reader(config: MiniConfig, cache, retrain=False):
         return {"thresholds": made.thresholds.tolist(), "heldout_readback": made.score(
             heldout.images, heldout.digits, heldout.positions, heldout.thicknesses)}
     key = MiniConfig(data_seed=config.data_seed, classifier_epochs=config.classifier_epochs,
-                     classifier_seed=config.classifier_seed).key("reader")
+                     classifier_seed=config.classifier_seed).key("reader", data="prompted-digits")
     folder, info = _artifact(cache, "reader", key, retrain, build)
     return folder / "reader.pt", info
 
@@ -130,7 +130,7 @@ def frame_classifier(config: MiniConfig, cache, retrain=False):
         heldout = moving_digits("heldout", config.data_seed)
         return {"heldout_accuracy": evaluate_video.frame_accuracy(made, heldout)}
     key = MiniConfig(data_seed=config.data_seed, classifier_epochs=config.classifier_epochs,
-                     classifier_seed=config.classifier_seed).key("frame-classifier")
+                     classifier_seed=config.classifier_seed).key("frame-classifier", data="moving-digits")
     folder, info = _artifact(cache, "frame-classifier", key, retrain, build)
     return folder / "frame-classifier.pt", info
 

@@ -25,6 +25,15 @@ CODE = [Path(dydit.__file__).parent / name for name in ("registry.py", "models.p
                                                         "checkpoints.py")] + \
        [Path(bench.__file__).parent / name for name in ("data.py", "mini/config.py", "mini/build.py",
                                                           "metrics/digits.py")]
+# per family, the model and training code its minis run beyond CODE (DiT's and SiT's is in CODE): hashed into the
+# keys of that family's models only, so a change to DyFLUX retrains the FLUX minis and leaves the DiT ones
+FAMILY_CODE = {"FLUX": [Path(dydit.__file__).parent / name for name in ("flux.py", "flux_flops.py", "flux_train.py",
+                                                                        "text2img.py")],
+               "Latte": [Path(dydit.__file__).parent / name for name in ("latte.py", "latte_flops.py")]}
+# per dataset (MiniConfig.data), the code that makes it beyond bench/data.py: hashed into the keys of the models and
+# judges trained on it
+DATA_CODE = {"digits": [], "prompted-digits": [Path(bench.__file__).parent / "mini" / "prompted_digits.py"],
+             "moving-digits": [Path(bench.__file__).parent / "mini" / "moving_digits.py"]}
 
 
 FINETUNE = {"finetune": True}  # a MiniConfig field that only the fine-tunes read (not the static models' key)
@@ -145,12 +154,13 @@ class MiniConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata.get("key", True) and not f.metadata.get("finetune", False)}
 
-    def key(self, *parts, finetune=True) -> str:
+    def key(self, *parts, finetune=True, data=None) -> str:
         """Cache key of one artifact: this config (finetune=False: its baseline_fields only, for a model trained
-        from scratch), the named parts and the code that trains it."""
+        from scratch), the named parts and the code that trains it: CODE, this model's family's and the code of its
+        data (`data`: another dataset's, for a judge trained on it)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)} \
             if finetune else self.baseline_fields()
         digest = hashlib.sha256(json.dumps([fields, parts], sort_keys=True).encode())
-        for path in CODE:
+        for path in CODE + FAMILY_CODE.get(registry.entry(self.model).family, []) + DATA_CODE[data or self.data]:
             digest.update(path.read_bytes() if path.is_file() else b"")
         return digest.hexdigest()[:16]

@@ -170,6 +170,24 @@ def test_a_finetune_field_keys_the_finetunes_not_the_static_models():
     assert MiniConfig().router_recipe()["ema_routers"] is False and "ema_routers" in MiniConfig().router_recipe("width")
 
 
+def test_a_familys_model_and_data_code_key_its_own_models_only(tmp_path, monkeypatch):
+    """Editing the text-to-image data (or DyFLUX's code) retrains the FLUX minis and their reader, not the DiT's."""
+    from bench.mini import config as mini_config
+    flux = build.config_for(MiniConfig(), "FLUX-Mini")
+    latte = build.config_for(MiniConfig(), "Latte-Mini/2")
+    before = {name: build.dit_id(c) for name, c in (("DiT", MiniConfig()), ("FLUX", flux), ("Latte", latte))}
+    reader, frames = MiniConfig().key("reader", data="prompted-digits"), MiniConfig().key("frame-classifier",
+                                                                                          data="moving-digits")
+    edited = tmp_path / "prompted_digits.py"
+    edited.write_text(mini_config.DATA_CODE["prompted-digits"][0].read_text() + "\n# edited\n")
+    monkeypatch.setitem(mini_config.DATA_CODE, "prompted-digits", [edited])
+    assert build.dit_id(flux) != before["FLUX"] and MiniConfig().key("reader", data="prompted-digits") != reader
+    assert build.dit_id(MiniConfig()) == before["DiT"] and build.dit_id(latte) == before["Latte"]
+    assert MiniConfig().key("frame-classifier", data="moving-digits") == frames
+    monkeypatch.setitem(mini_config.FAMILY_CODE, "Latte", [edited])  # the video mini's model code
+    assert build.dit_id(latte) != before["Latte"] and build.dit_id(MiniConfig()) == before["DiT"]
+
+
 def test_the_mini_runs_where_the_suite_runs_unless_its_recipe_names_a_device():
     assert build.run_config(Context(device="cpu")).device == "cpu"
     assert build.run_config(Context(device="cuda", mini_config=MiniConfig(device="cpu"))).device == "cpu"
