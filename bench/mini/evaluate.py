@@ -162,7 +162,6 @@ def speed(s: SamplerSpec, inputs, paths, flops_ratio_of, repeats: int) -> dict:
     out["calls_timed"], out["batch"] = len(inputs), len(inputs[0][0])
     out["speedup_rounds"] = [d / f for d, f in zip(medians["dit"][1], medians["fast"][1])]  # round r side by side
     out["flops_ratio_timed"] = flops_ratio_of(inputs)
-    out["inputs"] = "trajectory"  # the sampled run's inputs at the timed steps (kept timings on noise say nothing)
     return out
 
 

@@ -10,7 +10,7 @@ calls on the schedule's *own* timesteps and checked once against whole runs (`ch
                 timed with a model that returns a constant (its call costs nothing)
               + VAE decoding of the batch ) / batch
 
-per interleaved round (that round's calls), its median over the rounds the path's value.
+computed once per interleaved round from that round's calls; a path's s/image is the median over its rounds.
 Every path's calls are interleaved call by call (bench.timing), so host drift lands on all of them alike;
 compare paths as ratios from one run. FLOPs beside the times: per image, the model calls of the whole
 loop (two rows per image with CFG; a DyDiT's from the masks its timed calls ran with, a cached step's
