@@ -10,7 +10,7 @@ calls on the schedule's *own* timesteps and checked once against whole runs (`ch
                 timed with a model that returns a constant (its call costs nothing)
               + VAE decoding of the batch ) / batch
 
-computed once per interleaved round from that round's calls; a path's s/image is the median over its rounds.
+with each kind of call's median over the interleaved rounds (the same sum per round gives the rounds' spread).
 Every path's calls are interleaved call by call (bench.timing), so host drift lands on all of them alike;
 compare paths as ratios from one run. FLOPs beside the times: per image, the model calls of the whole
 loop (two rows per image with CFG; a DyDiT's from the masks its timed calls ran with, a cached step's
@@ -75,7 +75,8 @@ class LoopTiming:
         return self.model_gmacs_per_image + self.decode_gmacs_per_image
 
     def with_rounds(self, more: List[float]) -> "LoopTiming":
-        """This timing with `more` rounds of the same path appended; s/image the median of them all."""
+        """This timing with `more` rounds of the same path appended; s/image the median of them all (the same as the
+        sum of medians without DeepCache, where a round's s/image is one call kind's time, scaled and shifted)."""
         rounds = self.rounds_s_per_image + list(more)
         return replace(self, rounds_s_per_image=rounds, s_per_image=statistics.median(rounds))
 
@@ -193,13 +194,14 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
         full, cached = step_counts(S, path.deepcache)
         full_s = per_call[f"{path.name}/full"]
         cached_s = per_call.get(f"{path.name}/cached", 0.0)
+        total = full * full_s + cached * cached_s + loop_s + decode_s
         cached_rounds = per_round.get(f"{path.name}/cached", [0.0] * len(per_round[f"{path.name}/full"]))
         rounds = [(full * f + cached * c + loop_s + decode_s) / batch
                   for f, c in zip(per_round[f"{path.name}/full"], cached_rounds)]
         model_macs = rows_per_image * (full * macs[path.name] + cached * cached_step_macs(path.model))
         sliced = getattr(path.model_fn, "_cached_bytes", 0) / 2**30
         out[path.name] = LoopTiming(path.name, sampler, S, path.deepcache, batch, full, cached, full_s, cached_s,
-                                    loop_s, decode_s, statistics.median(rounds), model_macs / 1e9, decode_gmacs_per_image,
+                                    loop_s, decode_s, total / batch, model_macs / 1e9, decode_gmacs_per_image,
                                     counts[f"{path.name}/full"], sliced, peaks.get(path.name),
                                     rounds_s_per_image=rounds)
     return out
