@@ -116,6 +116,10 @@ TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")
 SPREAD_FILE = Path(__file__).resolve().parents[1] / "suites" / "data" / "mini-spread.json"
 SPREAD_FAMILY = "DiT"  # the family whose baseline spread the study measures (the tolerances' source)
 SPREAD_FAMILIES = ("DiT", "SiT", "Latte", "FLUX")  # the families `bench mini-spread --families` takes
+# the families whose own baseline spread (training x sampling seeds, threads) the study measures: a tolerance cites
+# one with `family = NAME`; SiT shares DiT's network and digits and is judged with DiT's; Latte's waits for a recipe
+# that learns (issue 25)
+SPREAD_MEASURED = ("DiT", "FLUX")
 
 # measurement name -> module exposing MEASUREMENT (a bench.measure.base.Measurement)
 MEASUREMENTS = {name: f"bench.measure.{name}" for name in ("params", "flops", "latency", "quality", "mini", "loop",

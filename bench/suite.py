@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from bench.definitions import (EXACT, LOWER, MEASUREMENTS, METRICS, SECTIONS, SPREAD_FAMILY, SPREAD_FILE,
-                               TOLERANCE_KINDS, Tolerance)
+                               SPREAD_MEASURED, TOLERANCE_KINDS, Tolerance)
 from dydit.errors import UserError
 from dydit import registry, sampler_spec
 from dydit.sampler_spec import SamplerSpec
@@ -268,7 +268,9 @@ class _Checker:
         tol = self.get(table, "tolerance", dict, where)
         if tol is None:
             return None
-        self.only(tol, {*TOLERANCE_KINDS, "spread", "why"}, f"{where}: tolerance")
+        self.only(tol, {*TOLERANCE_KINDS, "spread", "family", "why"}, f"{where}: tolerance")
+        if "family" in tol and "spread" not in tol:
+            self.fail(where, "tolerance.family", "names whose spread a `spread = KEY` tolerance cites: give spread too")
         kinds = [k for k in (*TOLERANCE_KINDS, "spread") if k in tol]
         if len(kinds) != 1:
             self.fail(where, "tolerance", f"give exactly one of {', '.join(TOLERANCE_KINDS)}, spread (got "
@@ -290,22 +292,31 @@ class _Checker:
         return Tolerance(kind, value, why)
 
     def spread(self, tol, where, metric, why):
-        """`spread = KEY`: the tolerance the mini's spread study derived for KEY (SPREAD_FILE), one-sided: the
-        claim may be worse than its reference by it, better by any amount (the metric says which way is worse)."""
+        """`spread = KEY` (optionally `family = NAME`, default SPREAD_FAMILY): the tolerance the mini's spread study
+        derived for KEY from that family's baseline (SPREAD_FILE), one-sided: the claim may be worse than its
+        reference by it, better by any amount (the metric says which way is worse)."""
         key = self.get(tol, "spread", str, f"{where}: tolerance")
+        family = self.get(tol, "family", str, f"{where}: tolerance", default=SPREAD_FAMILY)
+        if family not in SPREAD_MEASURED:
+            self.fail(where, "tolerance.family", f"unknown {family!r}; the spread study measures the spread of "
+                                                 f"{', '.join(SPREAD_MEASURED)}")
         direction = METRICS[metric].direction
         if direction == EXACT:
             self.fail(where, "tolerance.spread", f"{metric!r} has no better direction: a spread applies to a claim "
                                                  f"that may be worse by it")
+        command = "`nox -s mini-spread`" if family == SPREAD_FAMILY else \
+            f"`python -m bench mini-spread --families {family}`"
         try:
             study = json.loads(SPREAD_FILE.read_text())
-            derived = {k: float(v) for k, v in study["families"][SPREAD_FAMILY]["tolerances"].items()}
-            provenance = study["provenance"]
-            source = (f"from {_short(SPREAD_FILE)} ({study['rules']['tolerance']}; {provenance['date']}, "
+            fam = study["families"][family]
+            provenance = fam.get("provenance", study["provenance"])  # a family studied later: its own run
+            source = (f"from {_short(SPREAD_FILE)} ({family}; {study['rules']['tolerance']}; {provenance['date']}, "
                       f"{str(provenance['commit'])[:10]})")
+            derived = {k: float(v) for k, v in fam["tolerances"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} cannot be read ({type(e).__name__}): run "
-                                                 f"`nox -s mini-spread` (the mini's spread study) and commit it")
+            self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} has no spread of {family} "
+                                                 f"({type(e).__name__}): run {command} (the mini's spread study) and "
+                                                 f"commit it")
         if key not in derived:
             self.fail(where, "tolerance.spread", f"unknown {key!r}; the spread study derived {', '.join(derived)}")
         return Tolerance("atmost" if direction == LOWER else "atleast", derived[key],

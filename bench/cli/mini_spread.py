@@ -5,7 +5,8 @@
 
     python -m bench mini-spread --families SiT   # only SiT's CFG sweep, added to the committed DiT study
     python -m bench mini-spread --families Latte # the video mini's CFG sweep (validation clips), added likewise
-    python -m bench mini-spread --families FLUX  # the text-to-image mini's CFG sweep (validation prompts), likewise
+    python -m bench mini-spread --families FLUX  # the text-to-image mini's CFG sweep (validation prompts) and its own
+                                                 # spread (3 FLUX-Minis, held-out prompts), added likewise
 
 Interrupted, it resumes where it stopped (models cached, evaluations in WORK_DIR/mini-spread-progress.json).
 """
@@ -24,9 +25,9 @@ def register(subparsers):
                         "reports/work)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when present")
     p.add_argument("--families", default="DiT,SiT", type=_families,
-                   help="comma-separated: DiT (the spread, CFG and N: what every tolerance cites), SiT, Latte and FLUX "
-                        "(their CFG sweeps) (default DiT,SiT); without DiT the sweeps are added to the study already "
-                        "in --out")
+                   help="comma-separated: DiT (the spread, CFG and N: what the digits minis' tolerances cite), FLUX "
+                        "(the same for the text-to-image mini), SiT and Latte (their CFG sweeps) (default DiT,SiT); "
+                        "without DiT the families are added to the study already in --out")
     p.set_defaults(func=run)
 
 

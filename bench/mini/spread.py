@@ -5,6 +5,7 @@ mini suites' tolerances and CFG scales cite it (the mini report section fails wh
 another recipe, or chose another CFG scale than the suite samples with).
 
     python -m bench mini-spread                 # trains the baseline with 3 seeds (cached with the mini's)
+    python -m bench mini-spread --families FLUX # FLUX-Mini's own: its CFG, N, 3 training seeds (hours on a CPU)
     nox -s mini-spread                          # the same, in its own venv; run it when the recipe changes
 
 Interrupted, it keeps its work: the trained models in the mini's cache, every finished evaluation in
@@ -19,6 +20,9 @@ The rules, stated once:
   (bench.mini.evaluate_video), motion and mini-FVD recorded beside them. FLUX (the text-to-image mini): VAL_SAMPLES
   canvases drawn from the validation prompts, mini-FID and accuracy of their prompted digit halves against the
   validation canvases' (bench.mini.evaluate_text2img), read-back recorded beside them.
+- Whose spread: the families of SPREAD_MEASURED, each on its own baseline and held-out split: DiT (every digits
+  mini's tolerances: SiT shares its network and digits) and FLUX (the text-to-image mini's: canvases from the
+  held-out prompts, read-back's tolerance beside the others). The others' rows cite DiT's.
 - Digits per model: the smallest of SAMPLE_SIZES whose sampling-seed standard deviation of mini-FID is at
   most SPREAD_FRACTION of its mean (seed-0 baseline, SAMPLING_SEEDS, nested prefixes of one sampling run).
 - Tolerances: TOLERANCE_SIGMAS x the standard deviation of the baseline's metric over TRAIN_SEEDS x
@@ -36,7 +40,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench.definitions import SPREAD_FAMILY, SPREAD_FILE
+from bench.definitions import SPREAD_FAMILY, SPREAD_FILE, SPREAD_MEASURED
 from bench.mini import build
 from bench.mini.config import MiniConfig
 from dydit import registry
@@ -52,7 +56,7 @@ SAMPLING_SEEDS = (0, 1, 2)
 SAMPLE_SIZES = (250, 500, 1000)
 SPREAD_FRACTION = 0.05
 TOLERANCE_SIGMAS = 2.0
-QUALITY_KEYS = ("mini_fid", "mini_kid", "accuracy")
+QUALITY_KEYS = ("mini_fid", "mini_kid", "accuracy", "readback")  # readback: the text-to-image mini's only
 # 50 model calls each, as the suites sample
 FAMILY_SAMPLERS = {"DiT": "ddim", "SiT": "flow-euler", "Latte": "ddim", "FLUX": "flow-euler"}
 FAMILY_MODELS = {"SiT": "SiT-Mini/2", "Latte": "Latte-Mini/2", "FLUX": "FLUX-Mini"}  # DiT: the recipe's own model
@@ -179,18 +183,31 @@ def _video_quality(config: MiniConfig, cache):
     return quality
 
 
-def _text_to_image_quality(config: MiniConfig, cache):
-    """(model, spec) -> the quality of its canvases, drawn from the validation prompts, against the validation
-    canvases' digit halves (the text-to-image mini's judge on them; accuracy: the prompted digit read back)."""
+def _text_to_image_quality(config: MiniConfig, cache, split="val"):
+    """(model, spec, sizes=None) -> the quality of its canvases, drawn from the split's prompts, against the split's
+    canvases' digit halves (the text-to-image mini's judge on them; accuracy: the prompted digit read back); sizes:
+    {str(N): the quality of the first N canvases} of the one run (a canvas's noise and prompt follow its index)."""
     from bench.mini import evaluate_text2img
     weights, info = build.reader(config, cache)
-    judge = evaluate_text2img.TextToImageJudge.load(weights, info["thresholds"], config.data_seed, split="val")
+    judge = evaluate_text2img.TextToImageJudge.load(weights, info["thresholds"], config.data_seed, split=split)
 
-    def quality(model, spec):
-        canvases, indices = evaluate_text2img.sample_canvases(model, spec, judge.prompts,
-                                                              evaluate_text2img.Recorder(model))
+    def scores(canvases, indices):
         return {k: round(float(v), 6) for k, v in evaluate_text2img.quality(canvases, judge.prompts, indices,
                                                                              judge).items()}
+
+    def quality(model, spec, sizes=None):
+        canvases, indices = evaluate_text2img.sample_canvases(model, spec, judge.prompts,
+                                                              evaluate_text2img.Recorder(model))
+        return scores(canvases, indices) if sizes is None else \
+            {str(n): scores(canvases[:n], indices[:n]) for n in sizes}
+    return quality
+
+
+def _digits_quality(extractor, reference):
+    """(model, spec, sizes=None) -> the quality of its digits against `reference` (sizes: as above)."""
+    def quality(model, spec, sizes=None):
+        return _quality(model, spec, extractor, reference) if sizes is None else \
+            _prefix_quality(model, spec, sizes, extractor, reference)
     return quality
 
 
@@ -214,7 +231,8 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
               steps=50, val_samples=VAL_SAMPLES, progress_file=None):
     """The whole study (see the module docstring) -> the dict committed as SPREAD_FILE (steps, val_samples:
     smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). SPREAD_FAMILY is
-    studied in full (CFG, N, seeds, threads), the others' CFG is swept; list it first to have it done first."""
+    and the other families of SPREAD_MEASURED are studied in full (CFG, N, seeds, threads), the others' CFG is swept;
+    list SPREAD_FAMILY first to have it done first."""
     from bench.metrics import digits
     start, git_state = time.perf_counter(), _git_state()
     device = build.device_of(config)
@@ -241,7 +259,7 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
         elif entry.is_text_to_image:
             validation = _text_to_image_quality(config, cache)
         else:
-            validation = lambda model, spec: _quality(model, spec, extractor, refs["val"])  # noqa: E731
+            validation = _digits_quality(extractor, refs["val"])
         sweep = []
         for scale in cfg_scales:
             spec = _spec(family, scale, val_samples, 0, steps)
@@ -250,24 +268,25 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
             log(f"  cfg {scale:g}: validation mini-FID {q['mini_fid']:.1f}, accuracy {q['accuracy']:.3f}")
         fam = out["families"][family] = {"model": model_name, "cfg_sweep": sweep, "cfg_scale": choose_cfg(sweep),
                                          "baseline_key": base.key}
-        if family == SPREAD_FAMILY:  # the spread, on the family every quality claim's tolerance is judged with
-            fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, extractor, refs["heldout"],
-                               train_seeds, sampling_seeds, sizes, steps, log))
+        if family in SPREAD_MEASURED:  # the spread its minis' quality claims are judged with
+            heldout = _text_to_image_quality(config, cache, "heldout") if entry.is_text_to_image else \
+                _digits_quality(extractor, refs["heldout"])
+            fam.update(_spread(fam_config, fam["cfg_scale"], family, baseline, progress, heldout, train_seeds,
+                               sampling_seeds, sizes, steps, log))
     out["provenance"] = _provenance(command, round(time.perf_counter() - start), git_state)
     return out
 
 
-def _spread(config, cfg, family, baseline, progress, extractor, reference, train_seeds, sampling_seeds, sizes,
-            steps, log) -> dict:
+def _spread(config, cfg, family, baseline, progress, quality, train_seeds, sampling_seeds, sizes, steps, log) -> dict:
     """The sampling-seed spread at each N, N chosen, the training x sampling seed evaluations, 1 vs 2 threads
-    and the tolerances of one family (held-out digits, the chosen CFG)."""
+    and the tolerances of one family (quality(model, spec, sizes=None): on the held-out split, the chosen CFG)."""
     base = baseline(config)
     log(f"{family}: sampling-seed spread at N in {list(sizes)} (held-out digits, cfg {cfg:g})")
     prefix = {}
     for seed in sampling_seeds:
         spec = _spec(family, cfg, max(sizes), seed, steps)
         prefix[seed] = progress.get(_evaluation_key(base.key, spec, "heldout", "prefixes", *sizes),
-                                    lambda: _prefix_quality(base.model, spec, sizes, extractor, reference))
+                                    lambda: quality(base.model, spec, sizes))
     by_size = {n: [prefix[seed][str(n)]["mini_fid"] for seed in sampling_seeds] for n in sizes}
     n = choose_num_samples(by_size)
     log(f"  N = {n}: " + ", ".join(f"{k}: {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for k, v in by_size.items()))
@@ -277,10 +296,10 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
         for seed in sampling_seeds:
             spec = _spec(family, cfg, n, seed, steps)
             q = progress.get(_evaluation_key(seeded.key, spec, "heldout"),
-                             lambda: _quality(seeded.model, spec, extractor, reference))
+                             lambda: quality(seeded.model, spec))
             evaluations.append({"train_seed": train_seed, "sampling_seed": seed, **q})
             log(f"  train seed {train_seed}, sampling seed {seed}: mini-FID {q['mini_fid']:.1f}, "
-                f"accuracy {q['accuracy']:.3f}")
+                f"accuracy {q['accuracy']:.3f}" + (f", read-back {q['readback']:.3f}" if "readback" in q else ""))
     threads = torch.get_num_threads()
     by_threads = {}
     spec = _spec(family, cfg, n, 0, steps)
@@ -288,15 +307,16 @@ def _spread(config, cfg, family, baseline, progress, extractor, reference, train
         for count in (1, 2):
             torch.set_num_threads(count)
             by_threads[count] = progress.get(_evaluation_key(base.key, spec, "heldout"),
-                                             lambda: _quality(base.model, spec, extractor, reference))
+                                             lambda: quality(base.model, spec))
     finally:
         torch.set_num_threads(threads)
     log(f"  1 vs 2 threads: mini-FID {by_threads[1]['mini_fid']:.2f} vs {by_threads[2]['mini_fid']:.2f}")
+    keys = [k for k in QUALITY_KEYS if k in evaluations[0]]
     return {"sampling_spread": {str(k): v for k, v in by_size.items()}, "num_samples": n,
             "evaluations": evaluations, "threads": {str(k): v for k, v in by_threads.items()},
             "tolerances": {k: tolerance([e[k] for e in evaluations], by_threads[1][k] - by_threads[2][k])
-                           for k in QUALITY_KEYS},
-            "baseline_mean": {k: float(np.mean([e[k] for e in evaluations])) for k in QUALITY_KEYS}}
+                           for k in keys},
+            "baseline_mean": {k: float(np.mean([e[k] for e in evaluations])) for k in keys}}
 
 
 def load(path=None) -> dict:

@@ -54,7 +54,8 @@ def test_the_spread_study_end_to_end_on_a_tiny_recipe(tmp_path):
     dit = study["families"]["DiT"]
     assert [p["cfg_scale"] for p in dit["cfg_sweep"]] == [1.0, 2.0] and dit["cfg_scale"] in (1.0, 2.0)
     assert dit["num_samples"] in (10, 20) and len(dit["evaluations"]) == 4
-    assert set(dit["tolerances"]) == set(spread.QUALITY_KEYS) and all(v >= 0 for v in dit["tolerances"].values())
+    assert set(dit["tolerances"]) == set(spread.QUALITY_KEYS) - {"readback"}  # the text-to-image mini's only
+    assert all(v >= 0 for v in dit["tolerances"].values())
     assert study["provenance"]["command"] == "test" and study["recipe"]["dit_steps"] == 4
     path = spread.write(study, tmp_path / "s.json")
     assert spread.load(path) == json.loads(json.dumps(study))
@@ -72,22 +73,30 @@ def test_the_video_familys_cfg_sweep_scores_clips_against_the_validation_clips(t
         assert 0.0 <= point["accuracy"] <= 1.0 and 0.0 <= point["motion"] <= 1.0
 
 
-def test_the_text_to_image_familys_cfg_sweep_draws_the_validation_prompts(tmp_path, monkeypatch):
+def test_the_text_to_image_familys_sweep_draws_the_validation_prompts_and_its_spread_the_heldout(tmp_path,
+                                                                                                  monkeypatch):
     from bench.mini import evaluate_text2img
     drawn = []
     real = evaluate_text2img.sample_canvases
 
     def recording(model, spec, prompts, recorder):
-        drawn.append(prompts)
+        drawn.append((len(prompts), spec.num_samples))
         return real(model, spec, prompts, recorder)
     monkeypatch.setattr(evaluate_text2img, "sample_canvases", recording)
-    study = spread.run_study(TINY, tmp_path, families=("FLUX",), cfg_scales=(1.0, 2.0), steps=2, val_samples=8,
-                             command="test", log=lambda *a: None)
+    study = spread.run_study(TINY, tmp_path, families=("FLUX",), train_seeds=(0, 1), sampling_seeds=(0, 1),
+                             sizes=(4, 8), cfg_scales=(1.0, 2.0), steps=2, val_samples=8, command="test",
+                             log=lambda *a: None)
     flux = study["families"]["FLUX"]
-    assert flux["model"] == "FLUX-Mini" and flux["cfg_scale"] in (1.0, 2.0) and "tolerances" not in flux
-    assert {len(p) for p in drawn} == {500}  # the validation split's prompts, never the held-out split's (1,000)
+    assert flux["model"] == "FLUX-Mini" and flux["cfg_scale"] in (1.0, 2.0)
     for point in flux["cfg_sweep"]:
         assert {"mini_fid", "accuracy", "readback"} <= set(point) and 0.0 <= point["readback"] <= 1.0
+    # the sweep: the validation split's prompts (500); the spread: the held-out split's (1,000), one run of the
+    # largest N per sampling seed, then N per training x sampling seed, then 1 thread
+    n = flux["num_samples"]
+    assert drawn == [(500, 8)] * 2 + [(1000, 8)] * 2 + [(1000, n)] * 5 and n in (4, 8)
+    assert [(e["train_seed"], e["sampling_seed"]) for e in flux["evaluations"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert set(flux["tolerances"]) == set(spread.QUALITY_KEYS)  # read-back's too
+    assert all(v >= 0 for v in flux["tolerances"].values()) and set(flux["threads"]) == {"1", "2"}
 
 
 def test_a_family_sweep_is_added_to_the_study_of_the_same_recipe_only(tmp_path):

@@ -307,7 +307,7 @@ def test_a_spread_tolerance_cites_the_spread_study_one_sided_by_the_metrics_dire
     study = tmp_path / "mini-spread.json"
     monkeypatch.setattr(bench.suite, "SPREAD_FILE", study)
     suite_file = write(tmp_path, SPREAD_SUITE)
-    with pytest.raises(SuiteError, match="tolerance.spread.*cannot be read.*nox -s mini-spread"):
+    with pytest.raises(SuiteError, match="tolerance.spread.*has no spread of DiT.*nox -s mini-spread"):
         load_suite(suite_file)  # no study: refused, never a default
     study.write_text(json.dumps({"families": {"DiT": {"tolerances": {"mini_fid": 8.4, "accuracy": 0.03}}},
                                  "rules": {"tolerance": "2 x std"}, "provenance": {"date": "d", "commit": "c" * 40}}))
@@ -319,6 +319,19 @@ def test_a_spread_tolerance_cites_the_spread_study_one_sided_by_the_metrics_dire
     assert (tol.kind, tol.value) == ("atleast", 0.03)
     with pytest.raises(SuiteError, match="unknown 'fid'; the spread study derived mini_fid, accuracy"):
         load_suite(write(tmp_path, SPREAD_SUITE.replace('spread = "mini_fid"', 'spread = "fid"'), "bad.toml"))
+    # another family's own spread, cited by name; a study without it is refused with the command that measures it
+    flux = SPREAD_SUITE.replace('spread = "mini_fid"', 'spread = "mini_fid", family = "FLUX"')
+    with pytest.raises(SuiteError, match="has no spread of FLUX.*mini-spread --families FLUX"):
+        load_suite(write(tmp_path, flux, "flux.toml"))
+    with pytest.raises(SuiteError, match="unknown 'Latte'; the spread study measures the spread of DiT, FLUX"):
+        load_suite(write(tmp_path, flux.replace('"FLUX"', '"Latte"'), "latte.toml"))
+    with pytest.raises(SuiteError, match="tolerance.family.*give spread too"):
+        load_suite(write(tmp_path, SPREAD_SUITE.replace('spread = "mini_fid"', 'abs = 1.0, family = "FLUX"'), "f.toml"))
+    studied = json.loads(study.read_text())
+    studied["families"]["FLUX"] = {"tolerances": {"mini_fid": 9.5}, "provenance": {"date": "e", "commit": "f" * 40}}
+    study.write_text(json.dumps(studied))
+    tol = load_suite(write(tmp_path, flux, "flux.toml")).rows[0].cells["fid"].tolerance
+    assert (tol.kind, tol.value) == ("atmost", 9.5) and "(FLUX;" in tol.why and "ffffffffff" in tol.why
     # a cell measuring a metric better the other way cannot inherit the column's one-sided tolerance
     other_way = SPREAD_SUITE.replace("cells = { params = 675, fid = 2.27 }",
                                      'cells = { params = 675, fid = { paper = 0.0, metric = "accuracy_vs_control" } }')
