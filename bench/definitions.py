@@ -111,10 +111,11 @@ METRICS = {
 
 TOLERANCE_KINDS = ("rel", "abs", "window", "atmost", "atleast")
 # The mini's spread study (bench/mini/spread.py): committed data that suite tolerances cite by name
-# (`tolerance = { spread = "mini_fid", why = ... }`, resolved by bench/suite.py to atmost/atleast by the metric's
-# better direction: a claim may be worse than its reference by the spread, better by any amount)
+# (`tolerance = { spread = "mini_fid", why = ... }`; a family's own with `family = "FLUX"`, default SPREAD_FAMILY),
+# resolved by bench/suite.py to atmost/atleast by the metric's better direction: a claim may be worse than its
+# reference by the spread, better by any amount
 SPREAD_FILE = Path(__file__).resolve().parents[1] / "suites" / "data" / "mini-spread.json"
-SPREAD_FAMILY = "DiT"  # the family whose baseline spread the study measures (the tolerances' source)
+SPREAD_FAMILY = "DiT"  # the family whose spread a tolerance cites unless it names another; studied first
 SPREAD_FAMILIES = ("DiT", "SiT", "Latte", "FLUX")  # the families `bench mini-spread --families` takes
 # the families whose own baseline spread (training x sampling seeds, threads) the study measures: a tolerance cites
 # one with `family = NAME`; SiT shares DiT's network and digits and is judged with DiT's; Latte's waits for a recipe
