@@ -255,6 +255,11 @@ def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
     return FAIL, f"{fmt_value(measured)} is outside {band} {against}"
 
 
+def explained(cell: Cell, status, reason):
+    """(status, reason) with the cell's note where it misses: the suite's measured cause of a known failure."""
+    return status, (f"{reason}. {cell.note}" if cell.note and status in (FAIL, INCONCLUSIVE) else reason)
+
+
 def cell_result(cell: Cell, decision: Decision) -> dict:
     """A cell's result before it is measured: skipped or cited with the reason, or waiting for its group."""
     out = {"row": cell.row, "column": cell.column, "metric": cell.metric, "paper": cell.paper, "measured": None,
@@ -282,12 +287,12 @@ def settle(out: dict, cell: Cell, outcome) -> None:
             out.update(status=ERROR, reason=f"TypeError: measurement returned {outcome!r}, expected finite numbers")
         else:
             out["measured"], out["spread"] = outcome.value, outcome.to_dict()
-            out["status"], out["reason"] = judge(cell, outcome.value, outcome)
+            out["status"], out["reason"] = explained(cell, *judge(cell, outcome.value, outcome))
     elif isinstance(outcome, bool) or not isinstance(outcome, (int, float)) or not math.isfinite(outcome):
         out.update(status=ERROR, reason=f"TypeError: measurement returned {outcome!r}, expected a finite number")
     else:
         out["measured"] = float(outcome)
-        out["status"], out["reason"] = judge(cell, float(outcome))
+        out["status"], out["reason"] = explained(cell, *judge(cell, float(outcome)))
 
 
 def run_group(group: Group, instance: Measurement, ctx: Context) -> Dict[tuple, object]:

@@ -106,6 +106,8 @@ class Cell:
     device: Optional[str]
     reference: bool = False  # cited, not reproduced (a reference row, or a cell we cannot reproduce)
     erratum: str = ""
+    # a cited cell: why it is not reproduced; a measured one: the measured cause where it misses (added to the reason
+    # of a fail or an inconclusive, so the report explains it)
     note: str = ""
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     fid_reference: str = FID_REFERENCE  # the asset FID, sFID, IS, precision, recall are computed against

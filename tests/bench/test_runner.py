@@ -35,6 +35,16 @@ def test_a_cell_that_raises_does_not_stop_the_others(tmp_path, monkeypatch):
     assert result["counts"] == {PASS: 4, FAIL: 1, INCONCLUSIVE: 0, MEASURED: 0, SKIPPED: 0, ERROR: 1, REFERENCE: 1}
 
 
+def test_a_measured_cells_note_explains_it_where_it_misses_only(tmp_path, monkeypatch):
+    install_fake(monkeypatch, lambda item, ctx: {"one": 1.0, "three": 3.5}.get(item.row.name, 2.0))
+    why = "where it misses, the measured cause"
+    noted = FAKE_SUITE.replace("cells = { a = 1.0, t = 2.0 }", f'cells = {{ a = {{ paper = 1.0, note = "{why}" }}, t = 2.0 }}')
+    noted = noted.replace("cells = { a = 3.0, t = 2.0 }", f'cells = {{ a = {{ paper = 3.0, note = "{why}" }}, t = 2.0 }}')
+    cells = by_row(run_suite(load_suite(write(tmp_path, noted)), "smoke", machine(tmp_path), Context()))
+    assert cells["three"]["status"] == FAIL and cells["three"]["reason"].endswith(f"(paper 3, ±1 %). {why}")
+    assert cells["one"]["status"] == PASS and why not in cells["one"]["reason"]
+
+
 @pytest.mark.parametrize("returned, words", [(float("nan"), "expected a finite number"), ("2", "'2'"),
                                              (True, "True")])
 def test_a_measurement_that_returns_no_number_is_an_error(tmp_path, monkeypatch, returned, words):
