@@ -230,9 +230,9 @@ def run_study(config: MiniConfig, cache, families=(SPREAD_FAMILY, "SiT"), train_
               sampling_seeds=SAMPLING_SEEDS, sizes=SAMPLE_SIZES, cfg_scales=CFG_SCALES, command="", log=print,
               steps=50, val_samples=VAL_SAMPLES, progress_file=None):
     """The whole study (see the module docstring) -> the dict committed as SPREAD_FILE (steps, val_samples:
-    smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). SPREAD_FAMILY is
-    and the other families of SPREAD_MEASURED are studied in full (CFG, N, seeds, threads), the others' CFG is swept;
-    list SPREAD_FAMILY first to have it done first."""
+    smaller for the tests; progress_file: where finished evaluations are kept, None: nowhere). The families of
+    SPREAD_MEASURED are studied in full (CFG, N, seeds, threads), the others' CFG is swept; list SPREAD_FAMILY first
+    to have it done first."""
     from bench.metrics import digits
     start, git_state = time.perf_counter(), _git_state()
     device = build.device_of(config)
@@ -281,7 +281,7 @@ def _spread(config, cfg, family, baseline, progress, quality, train_seeds, sampl
     """The sampling-seed spread at each N, N chosen, the training x sampling seed evaluations, 1 vs 2 threads
     and the tolerances of one family (quality(model, spec, sizes=None): on the held-out split, the chosen CFG)."""
     base = baseline(config)
-    log(f"{family}: sampling-seed spread at N in {list(sizes)} (held-out digits, cfg {cfg:g})")
+    log(f"{family}: sampling-seed spread at N in {list(sizes)} (the held-out split, cfg {cfg:g})")
     prefix = {}
     for seed in sampling_seeds:
         spec = _spec(family, cfg, max(sizes), seed, steps)

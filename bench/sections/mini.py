@@ -45,6 +45,11 @@ def spread_rows(s):
                                f"{point['mini_fid']:.1f}, accuracy {point['accuracy']:.3f}"
                                + (" (chosen: " + study["rules"]["cfg"] + ")" if chosen else ""),
                                point["mini_fid"], "", math.isfinite(point["mini_fid"]), "finite"))
+        if "tolerances" in fam:  # a family whose own spread was measured: what its rows' tolerances cite
+            rows.append(_check(f"{family}: its own spread, {len(fam['evaluations'])} evaluations at N "
+                               f"{fam['num_samples']} (training x sampling seeds): tolerances "
+                               + ", ".join(f"{k} {v:g}" for k, v in fam["tolerances"].items()), None, "", True,
+                               "recorded"))
         if sampled is not None:
             rows.append(_check(f"{family}: sampled at the study's CFG scale", sampled["cfg_scale"], "",
                                sampled["cfg_scale"] == fam["cfg_scale"], f"{fam['cfg_scale']:g}"))

@@ -233,3 +233,23 @@ def test_a_mini_model_interrupted_mid_training_resumes_to_the_same_weights(tmp_p
     resumed, info = build.dit(recipe, tmp_path / "cut")
     assert info["steps"] == 6
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_the_mini_section_shows_the_study_and_each_family_s_own_spread(monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.sections import mini as section
+    fam = lambda model, **more: {"model": model, "cfg_scale": 1.5, "cfg_sweep": [  # noqa: E731
+        {"cfg_scale": 1.5, "mini_fid": 30.0, "accuracy": 0.97}], **more}
+    study = {"recipe": dataclasses.asdict(TINY), "rules": {"cfg": "lowest"}, "provenance": {"command": "c", "commit": "a" * 40, "date": "d",
+                                                                "seconds": 60},
+             "families": {"DiT": fam("DiT-Mini/2"), "FLUX": fam("FLUX-Mini", evaluations=[{}] * 9, num_samples=500,
+                                                                 tolerances={"mini_fid": 9.5, "readback": 0.03})}}
+    monkeypatch.setattr(spread, "load", lambda path=None: study)
+    run = SimpleNamespace(config=TINY, provenance={"sampling": {"FLUX-Mini": {"cfg_scale": 1.5}}})
+    rows = {r["name"]: r for r in section.spread_rows(run)}
+    assert rows["spread study made for this baseline recipe (c at aaaaaaaaaa, d, 1 min)"]["ok"]
+    own = [n for n in rows if "own spread" in n]
+    assert own == ["FLUX: its own spread, 9 evaluations at N 500 (training x sampling seeds): tolerances mini_fid 9.5, "
+                   "readback 0.03"]
+    assert rows["FLUX: sampled at the study's CFG scale"]["ok"]
