@@ -23,6 +23,7 @@ PRESENT, MISSING, BAD_CHECKSUM = "present", "missing", "bad-checksum"
 
 # asset names of suites/assets.toml that code refers to
 VAE, INCEPTION, INCEPTION_CLEANFID = "vae-ft-ema", "inception-fidelity", "inception-cleanfid"
+I3D = "i3d-fvd"  # StyleGAN-V's I3D: FVD's features (bench.metrics.fvd)
 
 
 class AssetError(UserError, FileNotFoundError):

@@ -47,6 +47,8 @@ METRIC_MOTION_VS_CONTROL = "motion_vs_control"  # motion minus the fair control'
 METRIC_TFLOPS = "tflops"  # MACs of one FLUX forward, batch 1, at bench.measure.flux's convention (x 1e-12)
 METRIC_GENEVAL = "geneval"  # GenEval's overall score (cited: its object detector is not reachable here)
 METRIC_FVD = "fvd"  # Fréchet video distance (bench.metrics.fvd): Latte's fvd2048_16f
+# fvd2048_16f (StyleGAN-V; Latte's UCF-101 numbers): clips, frames per clip, the real clips' frame stride, their side
+FVD_CLIPS, FVD_FRAMES, FVD_STRIDE, FVD_RESOLUTION = 2048, 16, 3, 256
 
 # Which way is better. An "exact" metric has one right value: a move either way is a change.
 LOWER, HIGHER, EXACT = "lower", "higher", "exact"

@@ -17,7 +17,7 @@ from dydit.errors import UserError
 
 # subcommand modules, in the order `--help` lists them
 COMMANDS = ["info", "speed", "sample", "evaluate", "assets", "ls", "validate", "run", "report", "compare", "baseline", "train",
-            "mini-spread", "device-check", "estimate"]
+            "mini-spread", "device-check", "estimate", "fvd-reference"]
 DEBUG_ENV = "BENCH_DEBUG"
 BUG_REPORT = "this is a bug in the suite, not in your input: please report it with the traceback above"
 

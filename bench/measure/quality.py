@@ -16,15 +16,15 @@ import re
 from pathlib import Path
 
 from bench import assets
-from bench.assets import INCEPTION, INCEPTION_CLEANFID, VAE
-from bench.definitions import METRIC_FID, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
+from bench.assets import I3D, INCEPTION, INCEPTION_CLEANFID, VAE
+from bench.definitions import METRIC_FID, METRIC_FVD, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
 from bench.measure.base import Item, Measurement, Skip
 from bench.metrics.evaluate import KEY_EVALUATION, evaluate_samples, evaluation_key
 from dydit.fileio import write_json_atomic
 
 # suite metric -> key of bench.metrics.fidelity's results
 RESULT_KEYS = {METRIC_FID: "fid", METRIC_SFID: "sfid", METRIC_IS: "is", METRIC_PRECISION: "precision",
-               METRIC_RECALL: "recall"}
+               METRIC_RECALL: "recall", METRIC_FVD: "fvd"}  # FVD: a video row's (Latte), against real clips' I3D
 CPU_MAX_SAMPLES = 1000  # beyond this, sampling on a CPU takes days: such cells need CUDA
 METRICS_FILE = "metrics.json"
 
@@ -61,7 +61,9 @@ def row_results(item: Item, ctx):
     if not item.row.checkpoint:
         raise Skip(f"row {item.row.name!r} names no checkpoint: quality needs trained weights")
     reference = item.cell.fid_reference
-    ckpt, vae, inception, ref = _require([item.row.checkpoint, VAE, INCEPTION, reference], ctx.assets_root)
+    video = item.metric == METRIC_FVD  # clips, judged by I3D features (bench.metrics.fvd)
+    ckpt, vae, network, ref = _require([item.row.checkpoint, VAE, I3D if video else INCEPTION, reference],
+                                       ctx.assets_root)
     spec = sample_spec(item, ckpt, vae)
     if not str(ctx.device).startswith("cuda") and spec.num > CPU_MAX_SAMPLES:
         raise Skip(f"needs a CUDA device: {spec.num} samples x {spec.steps} {spec.sampler} steps of "
@@ -69,21 +71,35 @@ def row_results(item: Item, ctx):
     out = samples_dir(item.row.name, spec, ctx)
     from bench import sample
     metrics_file = out / METRICS_FILE
-    key = evaluation_key(ref, inception, cache_dir=out.parent)
+    if video:
+        from bench.metrics import fvd
+        key = fvd.evaluation_key(ref, network, out.parent)
+    else:
+        key = evaluation_key(ref, network, cache_dir=out.parent)
     results = reusable_metrics(metrics_file, spec, key)
     if results is None:
         path = sample.run(spec, out, device=ctx.device)
         if path is None:
             raise RuntimeError(f"sampling into {out} did not complete")
+        if video:
+            results = {**fvd.evaluate_clips(path, ref, network, ctx.device), KEY_EVALUATION: key}
+            return _keep(results, out, path, reference, spec, metrics_file)
         # clean-fid is the optional second FID backend: its Inception is used when present
         cleanfid = assets.check_asset(INCEPTION_CLEANFID, ctx.assets_root) \
             if INCEPTION_CLEANFID in assets.load_manifest() else None
-        results = evaluate_samples(path, ref, inception, ctx.device,
+        results = evaluate_samples(path, ref, network, ctx.device,
                                    cleanfid.path if cleanfid and cleanfid.ok else None, cache_dir=out.parent)
-        config = json.loads((out / sample.CONFIG_FILE).read_text())
-        results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "reference": reference,
-                              "spec": dataclasses.asdict(spec)}
-        write_json_atomic(results, metrics_file)
+        return _keep(results, out, path, reference, spec, metrics_file)
+    return results
+
+
+def _keep(results, out, path, reference, spec, metrics_file):
+    """results with the samples they were computed from, written to metrics_file (reused while they match)."""
+    from bench.sample import CONFIG_FILE
+    config = json.loads((out / CONFIG_FILE).read_text())
+    results["samples"] = {"path": str(path), "sha256": config["result"]["sha256"], "reference": reference,
+                          "spec": dataclasses.asdict(spec)}
+    write_json_atomic(results, metrics_file)
     return results
 
 

@@ -1,8 +1,10 @@
 """bench/metrics/fvd.py: FVD is the Fréchet distance of the clip features' Gaussians."""
 import numpy as np
 import pytest
+import torch
 from scipy import linalg
 
+from bench.metrics import fvd
 from bench.metrics.fvd import fvd_from_features
 
 
@@ -24,3 +26,122 @@ def test_fvd_is_the_frechet_formula_on_clip_features():
         fvd_from_features(fake[:, :8], real)
     with pytest.raises(ValueError, match="N >= 2"):
         fvd_from_features(fake[:1], real)
+
+
+#################################################################################
+#              I3D features, the real clips, the reference command              #
+#################################################################################
+
+class FakeI3D(torch.nn.Module):
+    """StyleGAN-V's I3D call signature; its 'features' record what it was fed (per-clip channel and frame means)."""
+
+    def forward(self, x: torch.Tensor, rescale: bool, resize: bool, return_features: bool) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and rescale and resize and return_features
+        v = x.float()  # (B, 3, F, H, W)
+        return torch.cat([v.mean((2, 3, 4)), v.mean((1, 3, 4)), v.std((2, 3, 4))], 1)  # (B, 3 + F + 3)
+
+
+@pytest.fixture
+def i3d_file(tmp_path):
+    path = tmp_path / "i3d_torchscript.pt"
+    torch.jit.script(FakeI3D()).save(str(path))
+    return path
+
+
+def test_clips_reach_the_i3d_as_stylegan_v_feeds_them(i3d_file):
+    detector = fvd.load_i3d(i3d_file)
+    clips = np.random.default_rng(0).integers(0, 256, size=(5, 4, 8, 8, 3), dtype=np.uint8)
+    features = fvd.clip_features(clips, detector, batch_size=2, progress=False)  # three batches
+    assert features.shape == (5, 3 + 4 + 3) and features.dtype == np.float64
+    c = clips.astype(np.float64)
+    assert np.allclose(features[:, :3], c.mean((1, 2, 3)))  # channels stay channels: (N, F, H, W, C) -> (B, C, F, ...)
+    assert np.allclose(features[:, 3:7], c.mean((2, 3, 4)))  # frames stay frames
+    grey = fvd.clip_features(clips[..., :1], detector, progress=False)  # one channel: repeated to three
+    assert np.allclose(grey[:, 0], grey[:, 1]) and np.allclose(grey[:, 0], c[..., 0].mean((1, 2, 3)))
+    with pytest.raises(ValueError, match="uint8"):
+        fvd.clip_features(clips.astype(np.float32), detector)
+    with pytest.raises(ValueError, match="not a TorchScript archive"):
+        fvd.load_i3d(i3d_file.with_name("missing.pt"))
+
+
+def _frames(root, videos):
+    from PIL import Image
+    g = np.random.default_rng(1)
+    for name, count in videos.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(g.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)).save(root / name / f"{i:05d}.png")
+
+
+def test_real_clips_take_every_stride_th_frame_of_long_enough_videos_deterministically(tmp_path):
+    _frames(tmp_path, {"a": 10, "b": 3, "c": 7, "d": 12})
+    clips, names = fvd.real_clips(tmp_path, clips=2, frames=3, stride=3, resolution=8, seed=0)
+    assert clips.shape == (2, 3, 8, 8, 3) and clips.dtype == np.uint8
+    assert names == ["a", "c"]  # name order; b (3 frames) is too short for 3 frames every 3rd (a span of 7)
+    again, _ = fvd.real_clips(tmp_path, clips=2, frames=3, stride=3, resolution=8, seed=0)
+    assert np.array_equal(clips, again)
+    one = fvd._frame(tmp_path / "c" / "00000.png", 8)  # c has exactly 7 frames: its clip is frames 0, 3, 6
+    assert np.array_equal(clips[1, 0], one) and one.shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="3 of 4 videos have 7 frames.*4 clips are asked"):
+        fvd.real_clips(tmp_path, clips=4, frames=3, stride=3, resolution=8)
+    with pytest.raises(ValueError, match="no video folders"):
+        fvd.real_clips(tmp_path / "a", clips=2)
+
+
+def test_the_reference_command_writes_the_features_the_fvd_cell_reads(tmp_path, i3d_file, capsys):
+    from bench.cli import main
+    _frames(tmp_path / "frames", {f"v{i}": 5 for i in range(4)})
+    out = tmp_path / "ref" / "ucf.npz"
+    argv = ["fvd-reference", "--frames", str(tmp_path / "frames"), "--i3d", str(i3d_file), "--out", str(out),
+            "--clips", "4", "--clip-frames", "2", "--stride", "2", "--resolution", "8", "--device", "cpu"]
+    assert main(argv) == 0
+    reference = fvd.load_reference(out)
+    assert reference.shape == (4, 3 + 2 + 3)
+    # the FVD of clips against their own reference's features, through the cell's path, is the formula on both
+    clips, _ = fvd.real_clips(tmp_path / "frames", clips=4, frames=2, stride=2, resolution=8)
+    np.savez(tmp_path / "samples.npz", arr_0=clips[::-1])
+    result = fvd.evaluate_clips(tmp_path / "samples.npz", out, i3d_file)
+    assert result["clips"] == 4 and result["fvd"] == pytest.approx(0.0, abs=1e-6)  # the same clips, reordered
+    assert main(argv[:2] + [str(tmp_path / "nope")] + argv[3:]) == 2
+    assert "error: --frames" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", arr_0=clips)
+    with pytest.raises(ValueError, match="not an FVD reference"):
+        fvd.load_reference(tmp_path / "bad.npz")
+
+
+def test_a_latte_rows_fvd_cell_samples_clips_and_judges_their_i3d_features(tmp_path, i3d_file, monkeypatch):
+    """The full profile's FVD cell on stand-in assets: a random Latte-S/8 checkpoint, a tiny VAE, the fake I3D and a
+    reference of random features; sampled once, its FVD the formula on the sampled clips' features, then reused."""
+    import dataclasses
+
+    from bench import assets, sample
+    from bench.measure import quality
+    from bench.measure.base import Context
+    from dydit.models import randomize_
+    from dydit.registry import create_model
+    from dydit.sampling import SamplerSpec, random_vae
+    from tests.bench.runner_helpers import item
+    torch.save({"ema": randomize_(create_model("Latte-S/8"), std=0.01).state_dict()}, tmp_path / "latte.pt")
+    random_vae().save_pretrained(tmp_path / "vae")
+    reference = np.random.default_rng(2).normal(size=(8, 3 + 16 + 3))
+    np.savez(tmp_path / "ref.npz", features=reference)
+    (tmp_path / "assets.toml").write_text("\n".join(
+        f'[assets.{name}]\nfiles = [{{ path = "{path}" }}]\nsource = "test"' for name, path in (
+            ("latte", "latte.pt"), ("vae-ft-ema", "vae/diffusion_pytorch_model.safetensors"),
+            ("i3d-fvd", i3d_file.name), ("ucf-ref", "ref.npz"))))
+    manifest = assets.load_manifest(tmp_path / "assets.toml")
+    monkeypatch.setattr(assets, "load_manifest", lambda path=None: manifest)
+    runs, real_run = [], sample.run
+    monkeypatch.setattr(sample, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k, progress=False))
+    it = item("Latte-S/8", "fvd", "latte", name="Tiny Latte", column="fvd",
+              sampler=SamplerSpec(name="ddim", steps=2, cfg_scale=2.0, num_samples=3, batch_size=3))
+    it = dataclasses.replace(it, cell=dataclasses.replace(it.cell, fid_reference="ucf-ref"))
+    ctx = Context(profile="full", device="cpu", assets_root=tmp_path, work_dir=tmp_path / "work")
+    value = quality.MEASUREMENT(ctx).measure_group([it], ctx)[it.key]
+    assert len(runs) == 1 and np.isfinite(value)
+    with np.load(quality.samples_dir("Tiny Latte", runs[0][0], ctx) / "samples.npz") as f:
+        clips = f["arr_0"]
+    assert clips.shape[:2] == (3, 16) and clips.shape[-1] == 3  # Latte's 16 frames, decoded frame by frame
+    features = fvd.clip_features(clips, fvd.load_i3d(i3d_file), progress=False)
+    assert value == pytest.approx(fvd_from_features(features, reference), rel=1e-9)
+    assert quality.MEASUREMENT(ctx).measure_group([it], ctx)[it.key] == value and len(runs) == 1  # metrics.json

@@ -383,4 +383,9 @@ def test_the_latte_suite_counts_latte_xl_from_its_architecture_and_names_what_fv
     cells = {c["column"]: c for c in result["cells"] if c["row"] == "Latte-XL/2 (UCF-101)"}
     assert round(cells["params"]["measured"], 2) == 674.11  # 673.80 M trained + the frozen sin-cos tables
     assert round(cells["flops"]["measured"], 2) == 1894.04 and cells["flops"]["status"] == "measured"
-    assert cells["fvd"]["status"] == "skipped" and "i3d" in cells["fvd"]["reason"].lower()
+    assert cells["fvd"]["status"] == "skipped"  # the full profile's, on CUDA, with the assets it names
+    from bench.runner import blocked
+    fvd = load_suite("suites/latte.toml").rows[0].cells["fvd"]
+    reason = blocked(fvd, "full", machine(tmp_path))
+    for need in ("latte-xl-2-ucf101", "vae-ft-ema", "i3d-fvd", "ucf101-fvd-reference", "CUDA"):
+        assert need in reason, reason
