@@ -247,7 +247,9 @@ class Loop(Measurement):
             while True:
                 with precision(setup.precision, ctx.device):
                     got = time_loops(timed, setup, budget.calls, repeats, decode, decode_gmacs, ctx.device,
-                                     ctx.seed, decode_s=self._decode_s.get(setup.batch_size))
+                                     ctx.seed, decode_s=self._decode_s.get(setup.batch_size),
+                                     loop_s=timings[DIT].loop_s if timings else None,  # a further look: counted
+                                     call_macs={name: t.call_macs for name, t in timings.items()})
                 self._decode_s[setup.batch_size] = got[DIT].decode_s
                 for name, t in got.items():  # a path's rounds, and DiT's in the same rounds
                     with_dit.setdefault(name, []).extend(got[DIT].rounds_s_per_image)

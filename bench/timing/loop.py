@@ -69,6 +69,7 @@ class LoopTiming:
     # s/image of each interleaved round (the same loop and decode time, that round's calls): round r of every path
     # ran side by side, so a ratio of two paths per round cancels the host's drift; their range is its spread
     rounds_s_per_image: List[float] = field(default_factory=list)
+    call_macs: float = 0.0  # MACs of one full call, the mean over the timed calls (a further look reuses it)
 
     @property
     def gmacs_per_image(self) -> float:
@@ -144,10 +145,13 @@ def _call_macs(path: LoopPath, x, t, y) -> float:
 @torch.no_grad()
 def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats: int = 3,
                decode: Optional[Callable] = None, decode_gmacs_per_image: float = 0.0, device="cpu", seed=0,
-               log=print, decode_s: Optional[float] = None) -> Dict[str, LoopTiming]:
+               log=print, decode_s: Optional[float] = None, loop_s: Optional[float] = None,
+               call_macs: Optional[Dict[str, float]] = None) -> Dict[str, LoopTiming]:
     """Estimated whole-loop s/image of every path sampling as `spec` says (sampler, steps, batch_size, CFG;
     see the module docstring); decode(latents) times the VAE (decode_s: its time for this batch, measured
-    before: the same for every sampler)."""
+    before: the same for every sampler). A further look at the same paths passes what the first measured and
+    does not depend on the rounds: loop_s (the null loop's time) and call_macs ({path: LoopTiming.call_macs})."""
+    call_macs = call_macs or {}
     sampler, steps, batch = spec.name, spec.steps, spec.batch_size
     cfg_scale, guided_channels = spec.cfg_scale, spec.guided_channels
     timesteps = sampling.sampler_timesteps(sampler, steps)
@@ -166,7 +170,8 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
             timed[f"{path.name}/cached"] = [lambda i=i, c=cache: c.cached(inp.x, t_of(i), inp.y) for i in idx]
         else:
             timed[f"{path.name}/full"] = [lambda i=i, f=path.model_fn: f(inp.x, t_of(i), inp.y) for i in idx]
-        macs[path.name] = float(np.mean([_call_macs(path, inp.x, t_of(i), inp.y) for i in idx]))
+        macs[path.name] = call_macs[path.name] if path.name in call_macs else \
+            float(np.mean([_call_macs(path, inp.x, t_of(i), inp.y) for i in idx]))
     # the K calls per name must line up: pad the shorter lists (fewer full steps) by repeating their last call
     k = max(len(v) for v in timed.values())
     counts = {name: len(v) for name, v in timed.items()}
@@ -183,7 +188,8 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
     null_model = lambda x, t, y: template[: len(x)]  # noqa: E731
     run_null = lambda: sampling.sample_latents(null_model, sampler, inp.noise, inp.labels, steps,  # noqa: E731
                                                inp.generators(), cfg_scale, guided_channels, null_class)
-    loop_s, _ = median_seconds(run_null, repeats=repeats, warmup=1, device=device)
+    if loop_s is None:
+        loop_s, _ = median_seconds(run_null, repeats=repeats, warmup=1, device=device)
     if decode_s is None:
         decode_s = median_seconds(lambda: decode(inp.noise), repeats=repeats, warmup=1, device=device)[0] if decode else 0.0
 
@@ -203,7 +209,7 @@ def time_loops(paths: List[LoopPath], spec: SamplerSpec, calls: int = 3, repeats
         out[path.name] = LoopTiming(path.name, sampler, S, path.deepcache, batch, full, cached, full_s, cached_s,
                                     loop_s, decode_s, total / batch, model_macs / 1e9, decode_gmacs_per_image,
                                     counts[f"{path.name}/full"], sliced, peaks.get(path.name),
-                                    rounds_s_per_image=rounds)
+                                    rounds_s_per_image=rounds, call_macs=macs[path.name])
     return out
 
 

@@ -199,10 +199,17 @@ def test_a_path_whose_interval_crosses_its_band_edge_is_timed_more_rounds_beside
                   for name in calls}
         return {name: (statistics.median(ts), ts) for name, ts in totals.items()}
     monkeypatch.setattr("bench.timing.loop.interleaved_call_medians", scripted)
-    monkeypatch.setattr("bench.timing.loop.median_seconds", lambda fn, repeats, warmup, device: (0.0, [0.0]))
+    nulls, counted = [], []
+    monkeypatch.setattr("bench.timing.loop.median_seconds",
+                        lambda fn, repeats, warmup, device: nulls.append(fn) or (0.0, [0.0]))
+    from bench.timing import loop as loop_timing
+    real_macs = loop_timing._call_macs
+    monkeypatch.setattr(loop_timing, "_call_macs", lambda path, *a: counted.append(path.name) or real_macs(path, *a))
     monkeypatch.setattr("bench.timing.speed.timing_vae", lambda device: (None, 0.0, "none (test)"))
     result = run_suite(load_suite(write(tmp_path, SUITE, "loop.toml")), AUTO, machine(tmp_path),
                        Context(work_dir=tmp_path / "work"))
+    # a further look times the rounds only: each path's MACs are counted and the null loop timed in the first
+    assert len(nulls) == 1 and len(set(counted.count(name) for name in set(counted))) == 1, (len(nulls), counted)
     cells = {c["row"]: c for c in result["cells"]}
     assert len(batches) == 1 + (rounds - 5) // 5
     assert all(b == ["DiT/full", "DyDiT-S/8 λ=0.5/full"] for b in batches[1:])  # only the undecided path beside DiT
