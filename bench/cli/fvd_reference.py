@@ -47,16 +47,15 @@ def run(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         detector = fvd.load_i3d(i3d, device)
-        clips, videos = fvd.real_clips(args.frames, args.clips, args.clip_frames, args.stride, args.resolution,
-                                       args.seed)
+        features, videos = fvd.real_clip_features(args.frames, detector, args.clips, args.clip_frames, args.stride,
+                                                  args.resolution, args.seed, device)
     except ValueError as e:
         raise UserError(str(e)) from None
-    features = fvd.clip_features(clips, detector, device)
-    protocol = {"frames": str(args.frames), "clips": len(clips), "clip_frames": args.clip_frames,
+    protocol = {"frames": str(args.frames), "clips": len(videos), "clip_frames": args.clip_frames,
                 "stride": args.stride, "resolution": args.resolution, "seed": args.seed, "i3d": str(i3d),
                 "i3d_kwargs": fvd.I3D_KWARGS, "videos": videos}
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, **{fvd.REFERENCE_KEY: features, "protocol": np.array(json.dumps(protocol))})
     tmp.replace(out)
-    print(f"fvd-reference: {len(clips)} clips of {args.clip_frames} frames -> {out} (features {features.shape})")
+    print(f"fvd-reference: {len(videos)} clips of {args.clip_frames} frames -> {out} (features {features.shape})")
     return 0

@@ -14,9 +14,11 @@ without them the FVD cells are skipped, naming them.
 
 The detector is fed as StyleGAN-V feeds it: uint8 (B, C, F, H, W), grey repeated to 3 channels, and
 I3D_KWARGS (it rescales to [-1, 1] and resizes to 224 x 224 itself). Real clips (real_clips): one per video
-folder of frame images (sorted names; `ffmpeg -i v.avi DIR/v/%05d.jpg` makes one), the first `clips` folders in
-name order whose videos are long enough (StyleGAN-V discards short videos), FRAMES frames every STRIDE-th from an
-offset drawn per video from the seed, each frame's shorter side resized to the resolution, then centre-cropped.
+folder of frame images (sorted names; `ffmpeg -i v.avi DIR/v/%05d.jpg` makes one); `clips` of the videos long enough
+(StyleGAN-V discards short ones) drawn from the seed, FRAMES frames every STRIDE-th from an offset drawn per video,
+each frame's shorter side resized to the resolution, then centre-cropped. StyleGAN-V takes its dataset's first 2,048
+videos; a UCF-101 folder in name order is in class order, so a draw over all of them is ours (Latte's ordering is not
+known here).
 """
 from pathlib import Path
 
@@ -95,7 +97,9 @@ def _frame(path, resolution):
 
 
 def real_clips(folder, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RESOLUTION, seed=0):
-    """uint8 (N, frames, resolution, resolution, 3) real clips and their videos' names (module docstring)."""
+    """Yields (video name, uint8 clip (frames, resolution, resolution, 3)): `clips` videos drawn from the seed among
+    those long enough, each's clip from an offset drawn from the seed (module docstring); one clip in memory at a
+    time (2,048 clips of 16 frames at 256 x 256 are 6.4 GB)."""
     from bench.metrics.reference import IMAGE_SUFFIXES
     if clips < MIN_CLIPS or frames < 1 or stride < 1 or resolution < 1:
         raise ValueError(f"clips >= {MIN_CLIPS}, frames, stride and resolution >= 1; got {clips}, {frames}, {stride}, "
@@ -106,20 +110,33 @@ def real_clips(folder, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RES
         raise ValueError(f"{folder}: no video folders (one folder of frame images per video, e.g. "
                          f"`ffmpeg -i v.avi {folder}/v/%05d.jpg`)")
     span = (frames - 1) * stride + 1
-    rng, out, names = np.random.default_rng(seed), [], []
-    for video in videos:
-        files = sorted(p for p in video.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(files) < span:  # too short for one clip: discarded, as StyleGAN-V does
-            continue
-        offset = int(rng.integers(0, len(files) - span + 1))
-        out.append(np.stack([_frame(f, resolution) for f in files[offset:offset + span:stride]]))
-        names.append(video.name)
-        if len(out) == clips:
-            break
-    if len(out) < clips:
-        raise ValueError(f"{folder}: {len(out)} of {len(videos)} videos have {span} frames ({frames} every "
+    listed = [(v, sorted(p for p in v.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)) for v in videos]
+    long_enough = [(v, files) for v, files in listed if len(files) >= span]  # StyleGAN-V discards short videos
+    if len(long_enough) < clips:
+        raise ValueError(f"{folder}: {len(long_enough)} of {len(videos)} videos have {span} frames ({frames} every "
                          f"{stride}-th); {clips} clips are asked")
-    return np.stack(out), names
+    rng = np.random.default_rng(seed)
+    for i in sorted(rng.choice(len(long_enough), size=clips, replace=False)):
+        video, files = long_enough[i]
+        offset = int(rng.integers(0, len(files) - span + 1))
+        yield video.name, np.stack([_frame(f, resolution) for f in files[offset:offset + span:stride]])
+
+
+def real_clip_features(folder, detector, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RESOLUTION, seed=0,
+                       device="cpu", batch_size=16):
+    """((N, d) features of the real clips (real_clips), their videos' names), batch_size clips in memory at once."""
+    from itertools import islice
+
+    from tqdm import tqdm
+    drawn = real_clips(folder, clips, frames, stride, resolution, seed)
+    features, names = [], []
+    with tqdm(total=clips, desc="real clips", unit="clip") as bar:
+        while batch := list(islice(drawn, batch_size)):
+            names += [name for name, _ in batch]
+            features.append(clip_features(np.stack([clip for _, clip in batch]), detector, device, batch_size,
+                                          progress=False))
+            bar.update(len(batch))
+    return np.concatenate(features), names
 
 
 def load_reference(path) -> np.ndarray:
