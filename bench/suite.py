@@ -106,8 +106,8 @@ class Cell:
     device: Optional[str]
     reference: bool = False  # cited, not reproduced (a reference row, or a cell we cannot reproduce)
     erratum: str = ""
-    # a cited cell: why it is not reproduced; a measured one: the measured cause where it misses (added to the reason
-    # of a fail or an inconclusive, so the report explains it)
+    # a cited cell: why it is not reproduced; a measured one: its context, added to the reason of a fail or an
+    # inconclusive so the report explains the miss (the measured cause of a known failure, or how it is measured)
     note: str = ""
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     fid_reference: str = FID_REFERENCE  # the asset FID, sFID, IS, precision, recall are computed against
@@ -310,12 +310,16 @@ class _Checker:
             f"`python -m bench mini-spread --families {family}`"
         try:
             study = json.loads(SPREAD_FILE.read_text())
+        except (OSError, ValueError) as e:
+            self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} cannot be read ({type(e).__name__}): run "
+                                                 f"{command} (the mini's spread study) and commit it")
+        try:
             fam = study["families"][family]
             provenance = fam.get("provenance", study["provenance"])  # a family studied later: its own run
             source = (f"from {_short(SPREAD_FILE)} ({family}; {study['rules']['tolerance']}; {provenance['date']}, "
                       f"{str(provenance['commit'])[:10]})")
             derived = {k: float(v) for k, v in fam["tolerances"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
             self.fail(where, "tolerance.spread", f"{_short(SPREAD_FILE)} has no spread of {family} "
                                                  f"({type(e).__name__}): run {command} (the mini's spread study) and "
                                                  f"commit it")

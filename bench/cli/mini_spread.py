@@ -56,9 +56,14 @@ def run(args):
         build.device_of(config)
     except ValueError as e:
         raise UserError(str(e)) from None
-    existing = None
+    existing, previous = None, None
     if "DiT" not in args.families:  # a sweep added to the study in --out, which must be this recipe's
         existing = spread.existing_study(out, config)
+    elif out.is_file():  # a new DiT study: the families studied before for this recipe are kept beside it
+        try:
+            previous = spread.existing_study(out, config)
+        except UserError as e:
+            print(f"note: the families of {out} are not kept ({e})", file=sys.stderr)
     command = "python -m bench mini-spread" + (f" --device {args.device}" if args.device else "") + \
         (f" --families {','.join(args.families)}" if args.families != ("DiT", "SiT") else "")
     progress = work_dir / "mini-spread-progress.json"
@@ -71,6 +76,8 @@ def run(args):
         return 130
     if existing is not None:
         study = spread.merge(existing, study)
+    elif previous is not None:
+        study = spread.carry_over(previous, study)
     print(f"spread study: {spread.write(study, out)}")
     for family, fam in study["families"].items():
         print(f"  {family}: CFG {fam['cfg_scale']:g}" + (f", N {fam['num_samples']}, tolerances {fam['tolerances']}"

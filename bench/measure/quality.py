@@ -1,4 +1,4 @@
-"""Image quality of a suite row (FID, sFID, IS, precision, recall): sample once, evaluate once, reuse.
+"""Quality of a suite row (FID, sFID, IS, precision, recall; FVD of a video row): sample once, evaluate once, reuse.
 
 The row's `sampler` table says how to sample: name (ddpm, ddim, dpm-solver++), steps, cfg_scale,
 guided_channels (3 = DiT's guidance, the default; "all"), num_samples (50000), labels ("uniform", as
@@ -20,6 +20,7 @@ from bench.assets import I3D, INCEPTION, INCEPTION_CLEANFID, VAE
 from bench.definitions import METRIC_FID, METRIC_FVD, METRIC_IS, METRIC_PRECISION, METRIC_RECALL, METRIC_SFID
 from bench.measure.base import Item, Measurement, Skip
 from bench.metrics.evaluate import KEY_EVALUATION, evaluate_samples, evaluation_key
+from dydit import registry
 from dydit.fileio import write_json_atomic
 
 # suite metric -> key of bench.metrics.fidelity's results
@@ -61,7 +62,10 @@ def row_results(item: Item, ctx):
     if not item.row.checkpoint:
         raise Skip(f"row {item.row.name!r} names no checkpoint: quality needs trained weights")
     reference = item.cell.fid_reference
-    video = item.metric == METRIC_FVD  # clips, judged by I3D features (bench.metrics.fvd)
+    video = registry.entry(item.model).is_video  # clips, judged by I3D features (bench.metrics.fvd)
+    if video != (item.metric == METRIC_FVD):
+        raise ValueError(f"{item.metric!r} on {item.model}: a video row's quality is FVD, an image row's FID, sFID, "
+                         f"IS, precision and recall")
     ckpt, vae, network, ref = _require([item.row.checkpoint, VAE, I3D if video else INCEPTION, reference],
                                        ctx.assets_root)
     spec = sample_spec(item, ckpt, vae)
@@ -124,7 +128,8 @@ def reusable_metrics(metrics_file, spec, key):
 
 
 class Quality(Measurement):
-    """FID, sFID, IS, precision, recall: a row's cells with one sampler are one sampling run, evaluated once."""
+    """FID, sFID, IS, precision, recall (FVD on a video row): a row's cells with one sampler are one sampling run,
+    evaluated once."""
     METRICS = tuple(RESULT_KEYS)
 
     def group_key(self, item: Item):

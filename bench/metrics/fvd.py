@@ -12,14 +12,16 @@ without them the FVD cells are skipped, naming them.
     clip_features(clips, i3d)                               # uint8 clips (N, F, H, W, C) -> (N, 400)
     python -m bench fvd-reference --frames UCF101_FRAMES --i3d i3d_torchscript.pt --out ucf101-fvd2048_16f.npz
 
-The detector is fed as StyleGAN-V feeds it: uint8 (B, C, F, H, W), grey repeated to 3 channels, and
-I3D_KWARGS (it rescales to [-1, 1] and resizes to 224 x 224 itself). Real clips (real_clips): one per video
-folder of frame images (sorted names; `ffmpeg -i v.avi DIR/v/%05d.jpg` makes one); `clips` of the videos long enough
-(StyleGAN-V discards short ones) drawn from the seed, FRAMES frames every STRIDE-th from an offset drawn per video,
-each frame's shorter side resized to the resolution, then centre-cropped. StyleGAN-V takes its dataset's first 2,048
-videos; a UCF-101 folder in name order is in class order, so a draw over all of them is ours (Latte's ordering is not
-known here).
+The detector is fed as StyleGAN-V feeds it: uint8 (B, C, F, H, W), grey repeated to 3 channels, I3D_KWARGS (it
+rescales to [-1, 1] and resizes to 224 x 224 itself), TF32 off (Latte's tools/calc_metrics_for_dataset.py). Real clips
+follow Latte's tools (`eval_metrics.sh`: fvd2048_16f with --mirror 1; its dataset loader): one folder of frame images
+per video (sorted names; `ffmpeg -i v.avi DIR/v/%05d.jpg` makes one), each frame centre-cropped to its shorter side
+and resized to the resolution with LANCZOS (tools/convert_videos_to_frames.py), videos shorter than FRAMES x STRIDE
+frames discarded, the real set doubled by mirrored copies, `clips` of them drawn at random (here from a seed), each
+clip FRAMES frames every STRIDE-th from a random offset. Generated clips are taken as sampled (no mirror, no stride).
+A reference .npz records that protocol and the I3D's sha256; an FVD refuses clips or an I3D it does not fit.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ MIN_CLIPS = 2  # a covariance needs two clips; the protocol uses 2,048
 # StyleGAN-V's call: uint8 in, [-1, 1] and 224 x 224 inside the network, the 400 logits before the softmax
 I3D_KWARGS = dict(rescale=True, resize=True, return_features=True)
 REFERENCE_KEY = "features"  # the real clips' (N, d) features in a reference .npz (`bench fvd-reference`)
+PROTOCOL_KEY = "protocol"  # beside them: how they were made (JSON: clips, frames, stride, resolution, I3D sha256, ...)
 
 
 def fvd_from_features(features, reference_features) -> float:
@@ -60,8 +63,8 @@ def load_i3d(path, device="cpu"):
             warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
             return torch.jit.load(str(path), map_location=device).eval()
     except (RuntimeError, ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a TorchScript archive ({type(err).__name__}): StyleGAN-V's "
-                         f"i3d_torchscript.pt is one") from None
+        raise ValueError(f"{path}: torch.jit.load failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                         f"StyleGAN-V's i3d_torchscript.pt is a TorchScript archive") from None
 
 
 @torch.no_grad()
@@ -71,12 +74,14 @@ def clip_features(clips, detector, device="cpu", batch_size=16, progress=True) -
     clips = np.asarray(clips)
     if clips.ndim != 5 or clips.dtype != np.uint8 or clips.shape[-1] not in (1, 3):
         raise ValueError(f"clips: uint8 (N, frames, H, W, 1 or 3), got {clips.dtype} {clips.shape}")
+    from dydit.sampling import precision
     out = []
-    for start in tqdm(range(0, len(clips), batch_size), desc="I3D features", unit="batch", disable=not progress):
-        x = torch.from_numpy(clips[start:start + batch_size]).permute(0, 4, 1, 2, 3)  # (B, C, F, H, W)
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1, 1)
-        out.append(detector(x.contiguous().to(device), **I3D_KWARGS).double().cpu())
+    with precision("fp32", device):  # TF32 off, as Latte's metric tools
+        for start in tqdm(range(0, len(clips), batch_size), desc="I3D features", unit="batch", disable=not progress):
+            x = torch.from_numpy(clips[start:start + batch_size]).permute(0, 4, 1, 2, 3)  # (B, C, F, H, W)
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1, 1)
+            out.append(detector(x.contiguous().to(device), **I3D_KWARGS).double().cpu())
     return torch.cat(out).numpy()
 
 
@@ -85,21 +90,22 @@ def clip_features(clips, detector, device="cpu", batch_size=16, progress=True) -
 #################################################################################
 
 def _frame(path, resolution):
-    """uint8 (resolution, resolution, 3): the shorter side resized to `resolution`, centre-cropped."""
+    """uint8 (resolution, resolution, 3): centre-cropped to the shorter side, resized with LANCZOS (as Latte's tools)."""
     from PIL import Image
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = resolution / min(im.size)
-        im = im.resize((max(resolution, round(im.size[0] * scale)), max(resolution, round(im.size[1] * scale))),
-                       Image.BICUBIC)
-        left, top = (im.size[0] - resolution) // 2, (im.size[1] - resolution) // 2
-        return np.asarray(im.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            side = min(im.size)
+            left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
+            im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+            return np.asarray(im, dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from None
 
 
-def real_clips(folder, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RESOLUTION, seed=0):
-    """Yields (video name, uint8 clip (frames, resolution, resolution, 3)): `clips` videos drawn from the seed among
-    those long enough, each's clip from an offset drawn from the seed (module docstring); one clip in memory at a
-    time (2,048 clips of 16 frames at 256 x 256 are 6.4 GB)."""
+def real_clips(folder, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RESOLUTION, seed=0, mirror=True):
+    """Yields (video name, mirrored, uint8 clip (frames, resolution, resolution, 3)) drawn as the module docstring
+    says; one clip in memory at a time (2,048 clips of 16 frames at 256 x 256 are 6.4 GB)."""
     from bench.metrics.reference import IMAGE_SUFFIXES
     if clips < MIN_CLIPS or frames < 1 or stride < 1 or resolution < 1:
         raise ValueError(f"clips >= {MIN_CLIPS}, frames, stride and resolution >= 1; got {clips}, {frames}, {stride}, "
@@ -109,60 +115,82 @@ def real_clips(folder, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RES
     if not videos:
         raise ValueError(f"{folder}: no video folders (one folder of frame images per video, e.g. "
                          f"`ffmpeg -i v.avi {folder}/v/%05d.jpg`)")
-    span = (frames - 1) * stride + 1
     listed = [(v, sorted(p for p in v.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)) for v in videos]
-    long_enough = [(v, files) for v, files in listed if len(files) >= span]  # StyleGAN-V discards short videos
-    if len(long_enough) < clips:
-        raise ValueError(f"{folder}: {len(long_enough)} of {len(videos)} videos have {span} frames ({frames} every "
-                         f"{stride}-th); {clips} clips are asked")
+    long_enough = [(v, files) for v, files in listed if len(files) >= frames * stride]
+    items = [(v, files, flip) for flip in ((False, True) if mirror else (False,)) for v, files in long_enough]
+    if len(items) < clips:
+        raise ValueError(f"{folder}: {len(long_enough)} of {len(videos)} videos have {frames * stride} frames "
+                         f"({frames} every {stride}-th){', twice with mirrored copies' if mirror else ''}: "
+                         f"{len(items)} clips, {clips} asked")
     rng = np.random.default_rng(seed)
-    for i in sorted(rng.choice(len(long_enough), size=clips, replace=False)):
-        video, files = long_enough[i]
+    span = (frames - 1) * stride + 1
+    for i in sorted(rng.choice(len(items), size=clips, replace=False)):
+        video, files, flip = items[i]
         offset = int(rng.integers(0, len(files) - span + 1))
-        yield video.name, np.stack([_frame(f, resolution) for f in files[offset:offset + span:stride]])
+        clip = np.stack([_frame(f, resolution) for f in files[offset:offset + span:stride]])
+        yield video.name, flip, np.ascontiguousarray(clip[:, :, ::-1]) if flip else clip
 
 
 def real_clip_features(folder, detector, clips=CLIPS, frames=FRAMES, stride=STRIDE, resolution=RESOLUTION, seed=0,
-                       device="cpu", batch_size=16):
-    """((N, d) features of the real clips (real_clips), their videos' names), batch_size clips in memory at once."""
+                       mirror=True, device="cpu", batch_size=16):
+    """((N, d) features of the real clips (real_clips), [(video name, mirrored)]), batch_size clips in memory."""
     from itertools import islice
 
     from tqdm import tqdm
-    drawn = real_clips(folder, clips, frames, stride, resolution, seed)
+    drawn = real_clips(folder, clips, frames, stride, resolution, seed, mirror)
     features, names = [], []
     with tqdm(total=clips, desc="real clips", unit="clip") as bar:
         while batch := list(islice(drawn, batch_size)):
-            names += [name for name, _ in batch]
-            features.append(clip_features(np.stack([clip for _, clip in batch]), detector, device, batch_size,
+            names += [(name, flip) for name, flip, _ in batch]
+            features.append(clip_features(np.stack([clip for _, _, clip in batch]), detector, device, batch_size,
                                           progress=False))
             bar.update(len(batch))
     return np.concatenate(features), names
 
 
-def load_reference(path) -> np.ndarray:
-    """The (N, d) real-clip features of a reference .npz (`bench fvd-reference`), validated."""
+def load_reference(path):
+    """(the (N, d) real-clip features, the protocol dict) of a reference .npz (`bench fvd-reference`), validated."""
     try:
         with np.load(path) as f:
-            features = f[REFERENCE_KEY]
+            features, protocol = f[REFERENCE_KEY], json.loads(str(f[PROTOCOL_KEY]))
     except (OSError, ValueError, KeyError, EOFError) as err:
-        raise ValueError(f"{path}: not an FVD reference ({type(err).__name__}: an .npz with {REFERENCE_KEY!r}, "
-                         f"made by `python -m bench fvd-reference`)") from None
+        raise ValueError(f"{path}: not an FVD reference ({type(err).__name__}: an .npz with {REFERENCE_KEY!r} and "
+                         f"{PROTOCOL_KEY!r}, made by `python -m bench fvd-reference`)") from None
     if features.ndim != 2 or len(features) < MIN_CLIPS:
         raise ValueError(f"{path}: {REFERENCE_KEY!r} must be (N >= {MIN_CLIPS}, d), got {features.shape}")
-    return features
+    return features, protocol
+
+
+def check_fits(protocol, clips_shape, i3d_sha256, where):
+    """ValueError unless the reference's clips were made as these clips are: frames, resolution, the same I3D."""
+    frames, height, width = clips_shape[1:4]
+    if (protocol.get("clip_frames"), protocol.get("resolution")) != (frames, height) or height != width:
+        raise ValueError(f"{where}: its real clips are {protocol.get('clip_frames')} frames of "
+                         f"{protocol.get('resolution')}², these are {frames} of {height} x {width}: make a reference "
+                         f"for them (`bench fvd-reference --clip-frames {frames} --resolution {height}`)")
+    if protocol.get("i3d_sha256") != i3d_sha256:
+        raise ValueError(f"{where}: made with another I3D (sha256 {str(protocol.get('i3d_sha256'))[:12]}..., this one "
+                         f"{i3d_sha256[:12]}...): features of two networks are not comparable")
 
 
 def evaluation_key(reference_path, i3d_path, cache_dir) -> dict:
-    """What an FVD depends on besides the clips: the reference's and the I3D's bytes, and how I3D is called."""
+    """What an FVD depends on besides the clips: the reference's and the I3D's bytes, how I3D is called, the
+    Fréchet distance's library."""
+    import torch_fidelity
+
     from bench.assets import cached_sha256
     return {"reference": str(reference_path), "reference_sha256": cached_sha256(reference_path, cache_dir),
-            "i3d_sha256": cached_sha256(i3d_path, cache_dir), "i3d_kwargs": I3D_KWARGS}
+            "i3d_sha256": cached_sha256(i3d_path, cache_dir), "i3d_kwargs": I3D_KWARGS,
+            "torch_fidelity": torch_fidelity.__version__}
 
 
 def evaluate_clips(samples_path, reference_path, i3d_path, device="cpu") -> dict:
-    """{"fvd", "clips"} of a sampled batch (`bench sample`'s samples.npz: arr_0 uint8 (N, F, H, W, C))."""
-    reference = load_reference(reference_path)
+    """{"fvd", "clips"} of a sampled batch (`bench sample`'s samples.npz: arr_0 uint8 (N, F, H, W, C), loaded whole:
+    6.4 GB at fvd2048_16f) against a reference made for such clips with this I3D."""
+    from dydit.fileio import sha256_file
+    reference, protocol = load_reference(reference_path)
     with np.load(samples_path) as f:
         clips = f["arr_0"]
+    check_fits(protocol, clips.shape, sha256_file(i3d_path), reference_path)
     features = clip_features(clips, load_i3d(i3d_path, device), device)
     return {"fvd": fvd_from_features(features, reference), "clips": len(clips)}

@@ -124,11 +124,13 @@ def _spec(family, cfg_scale, num_samples, seed, steps=50):
 
 class Progress:
     """The study's finished evaluations, kept in a JSON file as they finish (so an interrupted study resumes);
-    the file is reused only when the measuring code is unchanged (evaluate.code_digest)."""
+    the file is reused only when the measuring code is unchanged (the digits', the clips' and the canvases' judges:
+    each module's code_digest)."""
 
     def __init__(self, path: Optional[Path], log=print):
-        from bench.mini import evaluate
-        self.path, self.code = path, evaluate.code_digest()
+        from bench.mini import evaluate, evaluate_text2img, evaluate_video
+        self.path = path
+        self.code = evaluate.code_digest() + evaluate_video.code_digest() + evaluate_text2img.code_digest()
         kept = json.loads(path.read_text()) if path is not None and path.is_file() else {}
         self.done = kept.get("done", {}) if kept.get("code") == self.code else {}
         if self.done:
@@ -347,6 +349,16 @@ def merge(existing: dict, added: dict) -> dict:
     for family, fam in added["families"].items():
         merged["families"][family] = {**fam, "provenance": added["provenance"]}
     return merged
+
+
+def carry_over(previous: dict, study: dict) -> dict:
+    """`study` (a new SPREAD_FAMILY study) with the families of `previous` (the same recipe) that it did not study,
+    each with the run that made it: a new DiT study does not drop FLUX's hours-long one."""
+    out = dict(study, families=dict(study["families"]))
+    for family, fam in previous["families"].items():
+        if family not in out["families"]:
+            out["families"][family] = {"provenance": previous["provenance"], **fam}
+    return out
 
 
 def write(study, path=SPREAD_FILE):

@@ -53,6 +53,9 @@ def spread_rows(s):
         if sampled is not None:
             rows.append(_check(f"{family}: sampled at the study's CFG scale", sampled["cfg_scale"], "",
                                sampled["cfg_scale"] == fam["cfg_scale"], f"{fam['cfg_scale']:g}"))
+            if "num_samples" in fam:  # its tolerances are the spread at that N: a smaller N spreads more
+                rows.append(_check(f"{family}: sampled as many as the study's N", sampled["num_samples"], "",
+                                   sampled["num_samples"] == fam["num_samples"], f"{fam['num_samples']}"))
     return rows
 
 

@@ -110,6 +110,13 @@ def test_a_family_sweep_is_added_to_the_study_of_the_same_recipe_only(tmp_path):
     merged = spread.merge(spread.existing_study(existing, TINY), added)
     assert merged["families"]["DiT"] == dit and merged["provenance"] == {"command": "dit"}  # the spread's own
     assert merged["families"]["SiT"] == {**sit, "provenance": {"command": "sit"}}
+    # a new DiT study keeps the families it did not study (FLUX's own spread: hours), each with its own run
+    flux = {"model": "FLUX-Mini", "tolerances": {"mini_fid": 9.5}, "provenance": {"command": "flux"}}
+    previous = spread.merge(merged, {"recipe": recipe, "families": {"FLUX": flux}, "provenance": {"command": "flux"}})
+    new = {"recipe": recipe, "families": {"DiT": dict(dit, cfg_scale=1.5)}, "provenance": {"command": "dit 2"}}
+    carried = spread.carry_over(previous, new)
+    assert carried["families"]["DiT"]["cfg_scale"] == 1.5 and carried["provenance"] == {"command": "dit 2"}
+    assert carried["families"]["FLUX"] == flux and carried["families"]["SiT"]["provenance"] == {"command": "sit"}
     with pytest.raises(UserError, match="another recipe"):  # a study of other static models is not extended
         spread.existing_study(existing, dataclasses.replace(TINY, dit_steps=5))
     with pytest.raises(UserError, match="no readable spread study"):
@@ -246,10 +253,12 @@ def test_the_mini_section_shows_the_study_and_each_family_s_own_spread(monkeypat
              "families": {"DiT": fam("DiT-Mini/2"), "FLUX": fam("FLUX-Mini", evaluations=[{}] * 9, num_samples=500,
                                                                  tolerances={"mini_fid": 9.5, "readback": 0.03})}}
     monkeypatch.setattr(spread, "load", lambda path=None: study)
-    run = SimpleNamespace(config=TINY, provenance={"sampling": {"FLUX-Mini": {"cfg_scale": 1.5}}})
+    run = SimpleNamespace(config=TINY, provenance={"sampling": {"FLUX-Mini": {"cfg_scale": 1.5, "num_samples": 250}}})
     rows = {r["name"]: r for r in section.spread_rows(run)}
     assert rows["spread study made for this baseline recipe (c at aaaaaaaaaa, d, 1 min)"]["ok"]
     own = [n for n in rows if "own spread" in n]
     assert own == ["FLUX: its own spread, 9 evaluations at N 500 (training x sampling seeds): tolerances mini_fid 9.5, "
                    "readback 0.03"]
     assert rows["FLUX: sampled at the study's CFG scale"]["ok"]
+    # its tolerances are the spread at the study's N (500): 250 canvases spread more, so the check fails
+    assert not rows["FLUX: sampled as many as the study's N"]["ok"]
