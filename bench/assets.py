@@ -172,6 +172,21 @@ def require(name, root, manifest=None):
     return status.path
 
 
+def given_or_asset(value, name, root, option, required=True):
+    """The file a user gave with `option` (it must exist), else the asset `name` under the root; None where it is
+    neither and not required. Raises AssetError naming the option or the asset."""
+    if value is not None:
+        if not Path(value).is_file():
+            raise AssetError(f"{option} {value}: no such file")
+        return value
+    status = check_asset(name, root)
+    if status.ok:
+        return status.path
+    if required:
+        raise AssetError(status.message)
+    return None
+
+
 def resolve(value, root, manifest=None) -> str:
     """An asset name -> its verified path under the root; anything else is a path that must exist (absolute).
     Raises AssetError (a FileNotFoundError) saying which."""

@@ -256,7 +256,8 @@ def judge(cell: Cell, measured: float, spread: Optional[Measured] = None):
 
 
 def explained(cell: Cell, status, reason):
-    """(status, reason) with the cell's note where it misses: the suite's measured cause of a known failure."""
+    """(status, reason) with the cell's note where it misses: its context (the measured cause of a known failure, or
+    how it is measured), so the report explains the miss."""
     return status, (f"{reason}. {cell.note}" if cell.note and status in (FAIL, INCONCLUSIVE) else reason)
 
 

@@ -31,26 +31,13 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _asset_or_path(value, name, root, required, option):
-    if value is not None:
-        if not Path(value).is_file():
-            raise UserError(f"{option} {value}: no such file")
-        return value
-    status = assets.check_asset(name, root)
-    if status.ok:
-        return status.path
-    if required:
-        raise UserError(status.message)
-    return None
-
-
 def run(args):
     import torch
     from bench.metrics.evaluate import evaluate_samples
     root = assets.assets_root(args.assets)
-    inception = _asset_or_path(args.inception, INCEPTION, root, required=True, option="--inception")
+    inception = assets.given_or_asset(args.inception, INCEPTION, root, "--inception")
     cleanfid = None if args.cleanfid_inception == "none" else \
-        _asset_or_path(args.cleanfid_inception, INCEPTION_CLEANFID, root, required=False, option="--cleanfid-inception")
+        assets.given_or_asset(args.cleanfid_inception, INCEPTION_CLEANFID, root, "--cleanfid-inception", required=False)
     if cleanfid is not None:  # checked before an hour of feature extraction, not after
         from bench.metrics.cleanfid import verify
         verify(cleanfid)

@@ -44,9 +44,7 @@ def run(args):
     from bench.metrics import fvd
     if not Path(args.frames).is_dir():
         raise UserError(f"--frames {args.frames}: no such folder (one folder of frame images per video)")
-    if args.i3d is not None and not Path(args.i3d).is_file():
-        raise UserError(f"--i3d {args.i3d}: no such file")
-    i3d = args.i3d or assets.require(I3D, assets.assets_root(args.assets))
+    i3d = assets.given_or_asset(args.i3d, I3D, assets.assets_root(args.assets), "--i3d")
     out = Path(args.out)
     if out.exists() and not out.is_file():
         raise UserError(f"--out {out} is not a file: name the .npz to write")
