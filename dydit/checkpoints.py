@@ -244,6 +244,34 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
     return LoadReport(source, notes, list(fresh), list(dropped), missing, unexpected)
 
 
+# fewer of the model's tensors than this from a checkpoint is not a start from it but a wrong file
+MIN_MATCHING_FRACTION = 0.5
+
+
+def load_matching(model: nn.Module, path) -> LoadReport:
+    """Loads the checkpoint's tensors whose name and shape match the model's; the others keep their init (Latte's
+    train.py `pretrained`: an image DiT into a Latte). Raises CheckpointError when under MIN_MATCHING_FRACTION of
+    the model's tensors match (another model's file)."""
+    where = f"checkpoint {os.fspath(path)}"
+    state, source, notes = unwrap_state_dict(weights.read(path), where)
+    expected = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    if len(matching) < MIN_MATCHING_FRACTION * len(expected):
+        raise CheckpointError(f"cannot start {type(model).__name__} from {where} (looks like {infer_config(state)}): "
+                              f"only {len(matching)} of the model's {len(expected)} tensors match it by name and "
+                              "shape; give the image model it is built on")
+    fresh = [k for k in expected if k not in matching]
+    ignored = [k for k in state if k not in matching]
+    if fresh:
+        notes.append(f"kept their init ({len(fresh)}): " + "; ".join(compact_keys(fresh)))
+    if ignored:
+        notes.append(f"not loaded ({len(ignored)}): " + "; ".join(compact_keys(ignored)))
+    model.load_state_dict(matching, strict=False)
+    for note in notes:
+        log.info("%s: %s", where, note)
+    return LoadReport(source, notes, fresh_keys=fresh, missing_keys=fresh, unexpected_keys=ignored)
+
+
 # ----------------------------------------------------------------------------- saving
 
 def save_checkpoint(model_or_state_dict: Union[nn.Module, dict], path) -> None:

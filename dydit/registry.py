@@ -321,6 +321,12 @@ class LatteEntry:
         return f"Latte-{self.size}"
 
     @property
+    def image_model(self) -> str:
+        """The image DiT whose blocks a Latte of this size and patch shares ("DiT-XL/2" for Latte-XL/2): Latte's
+        train.py starts from such a DiT's weights (`pretrained`)."""
+        return f"DiT-{self.size}/{self.patch}"
+
+    @property
     def hidden_size(self) -> int:
         """The width of its blocks (SIZES)."""
         return SIZES[self.size][1]

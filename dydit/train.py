@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dydit import weights
-from dydit.checkpoints import add_adapter, is_router_key, load_checkpoint
+from dydit.checkpoints import add_adapter, is_router_key, load_checkpoint, load_matching
 from dydit.diffusion import GaussianDiffusion
 from dydit.fileio import atomic_write, sha256_file
 from dydit.flow import FlowMatching
@@ -291,7 +291,9 @@ def _train(config: TrainConfig, dataset, run_dir: Path, *, resume: bool, stop_af
     if classes is not None and not text_to_image and classes > model.y_embedder.num_classes:
         raise TrainError(f"the data have {classes} classes, the model {model.y_embedder.num_classes}: "
                          "set num_classes")
-    if config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always
+    if config.init_checkpoint and config.init_matching and state is None:
+        load_matching(model, config.init_checkpoint)  # Latte from an image DiT: what matches, the rest as made
+    elif config.init_checkpoint and (state is None or config.adapter != "none"):  # an adapter's base, always
         load_checkpoint(model, config.init_checkpoint, router_seed=config.seed)  # fresh routers from the seed
     with torch.random.fork_rng(devices=[]):  # the adapters' initial A from the run's seed, as the model's
         torch.manual_seed(config.seed)

@@ -31,6 +31,10 @@ class TrainConfig:
     in_channels: Optional[int] = None  # None: from the data
     num_classes: Optional[int] = None  # None: the model's default (1000; 10 for the Mini)
     init_checkpoint: Optional[str] = None  # start from these weights (a DiT loads into DyDiT, routers fresh)
+    # init_checkpoint gives only the tensors whose name and shape match the model's; the others keep their init.
+    # Latte's train.py `pretrained`: a Latte starts from an image DiT (its blocks by index, even ones spatial, odd
+    # ones temporal; the temporal position table and a class table of another size start fresh)
+    init_matching: bool = False
     # objective
     flops_ratio: float = 0.7  # lambda: the target F_dyn / F_static (DyDiT only)
     flops_weight: float = 2.0
@@ -114,6 +118,9 @@ class TrainConfig:
                              f"'diffusion', got {self.min_snr_gamma!r} with {self.objective!r}")
         if self.adapter != "none" and not self.init_checkpoint:
             raise TrainError(f"adapter={self.adapter!r} fine-tunes a base: give init_checkpoint (its weights)")
+        if self.init_matching and (not self.init_checkpoint or self.adapter != "none"):
+            raise TrainError("init_matching starts a full training from init_checkpoint's matching tensors: give "
+                             "init_checkpoint, and no adapter (an adapter's base must load whole)")
 
 
 ROUTERS = ("all", "width", "token")  # TrainConfig.routers

@@ -147,14 +147,22 @@ def _load(folder, info):
 
 
 def dit_id(config: MiniConfig) -> ArtifactId:
-    """The static mini model's artifact (DiT-Mini, SiT-Mini, a narrow DiT: config.model)."""
-    return ArtifactId(family_size(config.model), config.key("dit", finetune=False))
+    """The static mini model's artifact (DiT-Mini, SiT-Mini, a narrow DiT, Latte-Mini: config.model); a model that
+    starts from an image DiT (config.image_recipe) is keyed by that DiT's key too."""
+    start = [dit_id(config.image_recipe).key] if config.image_recipe else []
+    return ArtifactId(family_size(config.model), config.key("dit", *start, finetune=False))
 
 
 def dit(config: MiniConfig, cache, retrain=False):
-    """(DiT-Mini in eval mode with its EMA weights, info), trained from scratch on the training digits."""
+    """(the static mini model in eval mode with its EMA weights, info): DiT-Mini trained from scratch on the
+    training digits; a video model (config.image_recipe) on the clips, starting from that image DiT (built first)."""
+    init = {}
+    if config.image_recipe:
+        _, image_info = dit(config.image_recipe, cache, retrain=False)
+        init = {"init_checkpoint": str(Path(image_info["folder"]) / image_info["checkpoint"]), "init_matching": True}
+
     def build(folder):
-        run = TrainConfig(model=config.model, max_steps=config.dit_steps, global_batch_size=config.batch_size,
+        run = TrainConfig(model=config.model, **init, max_steps=config.dit_steps, global_batch_size=config.batch_size,
                           lr=config.dit_lr, lr_warmup=config.dit_lr_warmup, lr_cosine=True, ema_decay=config.dit_ema,
                           stratified_timesteps=config.stratified_timesteps, complete_loss=False, seed=config.seed,
                           **config.objective_recipe(),
@@ -162,7 +170,8 @@ def dit(config: MiniConfig, cache, retrain=False):
                           device=config.device)
         result = _train(run, config, folder)
         return {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.step,
-                "device": str(run.device or config.device), "threads": torch.get_num_threads()}
+                "device": str(run.device or config.device), "threads": torch.get_num_threads(),
+                **({"image_model": image_info["folder"]} if init else {})}
     artifact = dit_id(config)
     folder, info = _artifact(cache, artifact.name, artifact.key, retrain, build)
     return _load(folder, info), {**info, "folder": str(folder)}
@@ -252,11 +261,16 @@ def config_for(config: MiniConfig, model: str) -> MiniConfig:
     """The recipe of a row's model: the run's, with its family's static and dynamic model of that size
     (DiT-Mini-32/2 and DyDiT-Mini-32/2, SiT-Mini/2 and DySiT-Mini/2; DiT-Mini/2 gives the run's config); a size
     narrower than the run's model trains more steps (MiniConfig.steps_for); a video model trains on
-    config.video_batch_size clips per step."""
+    config.video_batch_size clips per step, from its size's image DiT (image_recipe) when config.video_from_image."""
+    if config.image_recipe:
+        raise ValueError("config_for takes the run's recipe, not a video model's (its batch is the clips')")
     entry = registry.entry(model)
     recipe = dataclasses.replace(config, model=entry.static, dynamic_model=entry.dynamic,
                                  dit_steps=config.steps_for(model))
-    return dataclasses.replace(recipe, batch_size=config.video_batch_size) if entry.is_video else recipe
+    if not entry.is_video:
+        return recipe
+    image = config_for(config, entry.image_model) if config.video_from_image else None
+    return dataclasses.replace(recipe, batch_size=config.video_batch_size, image_recipe=image)
 
 
 def model_label(model: str, options) -> str:

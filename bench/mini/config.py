@@ -61,6 +61,14 @@ class MiniConfig:
     # as many frames as batch_size digits (64), so a step costs about a DiT-Mini step. Not validated by a measurement
     # yet (NOTES.md). Not keyed itself: config_for writes it into those models' batch_size, which is.
     video_batch_size: int = field(default=8, metadata={"key": False})
+    # The video mini's static model starts from the mini's image DiT of its size (trained here first), as Latte's
+    # train.py starts from a DiT (`pretrained`: every tensor whose name and shape match). From scratch, 6,000 steps x
+    # 8 clips saw 48,000 clips and read 0.13 of their frames as the digit; DiT-Mini itself at 8 digits a step reads
+    # 0.53 (NOTES.md): the budget's digits, not Latte, are short. False: from scratch.
+    video_from_image: bool = True
+    # Set by bench.mini.build.config_for on a video model's recipe: the recipe of the image DiT it starts from
+    # (not keyed itself: that DiT's key is part of the video model's)
+    image_recipe: Optional["MiniConfig"] = field(default=None, metadata={"key": False})
     # -- the fine-tunes (dynamic models, controls, adapters): fields marked FINETUNE do not key the static models --
     finetune_fraction: float = field(default=0.10, metadata=FINETUNE)
     # DySiT's fine-tune (flow matching): 0.10 missed lambda by +0.04 / +0.05

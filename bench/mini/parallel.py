@@ -5,7 +5,8 @@ DiT-Mini trainings run 3.92 step/s together against 3.0 for one at 2 threads; to
     python -m bench run suites/mini.toml                  # jobs: one per CPU core on a CPU, 1 on CUDA
     python -m bench run suites/mini.toml --train-jobs 1   # one at a time, each row's model when it is measured
 
-The static models go first (every fine-tune starts from one; a lone missing one trains in the calling process),
+The image DiTs a video model starts from go first, then the static models (every fine-tune starts from one; a lone
+missing one trains in the calling process),
 then every fine-tune whose static model is built. A worker trains with
 bench.mini.build exactly as the measuring process would, so the cache is the same whichever builds it; only the
 thread count differs, which changes float rounding, not the recipe (the spread study's 1 vs 2 threads bounds
@@ -115,8 +116,16 @@ def build_ahead(config: MiniConfig, cache, retrain, rows, jobs: int = 0, log=pri
     missing = lambda wave: [row for row in wave if not build.is_built(cache, build.row_artifact(config, *row),
                                                                       retrain)]  # noqa: E731
     static, rest = waves(config, rows)
-    todo_static, todo_rest = missing(static), missing(rest)
     trained = 0
+    # the image DiTs a video model starts from (bench.mini.build.config_for) first: none trains beside its video model
+    recipes = [build.config_for(config, model).image_recipe for model, _ in static]
+    todo_images = missing(dict.fromkeys((recipe.model, Options()) for recipe in recipes if recipe))
+    if len(todo_images) == 1:
+        build.build_row_model(config, cache, retrain, *todo_images[0])
+        trained += 1
+    elif len(todo_images) >= 2:
+        trained += _train_wave(config, cache, retrain, todo_images, jobs, log)
+    todo_static, todo_rest = missing(static), missing(rest)
     if len(todo_static) == 1 and todo_rest:
         build.build_row_model(config, cache, retrain, *todo_static[0])
         trained += 1
