@@ -68,3 +68,16 @@ def test_each_row_brings_what_it_is_compared_with():
     assert rest == [("DyDiT-Mini/2", Options(flops_target=0.5, adapter="lora")),
                     ("DiT-Mini/2", Options(finetuned=True, adapter="lora")),
                     ("DyDiT-Mini/2", Options(flops_target=0.5)), ("DiT-Mini/2", Options(finetuned=True))]
+
+
+def test_the_image_dit_a_video_model_starts_from_trains_before_it(tmp_path, monkeypatch):
+    """A suite with a DiT-Mini and a Latte-Mini row: the DiT first (the Latte starts from it), never beside it."""
+    import bench.mini.parallel as par
+    built = []
+    monkeypatch.setattr(par.build, "build_row_model", lambda config, cache, retrain, model, options: built.append(
+        model))
+    monkeypatch.setattr(par, "_train_wave", lambda config, cache, retrain, todo, jobs, log: built.append(
+        [row[0] for row in todo]) or 0)
+    rows = [("Latte-Mini/2", Options()), ("DiT-Mini/2", Options())]
+    parallel.build_ahead(TINY, tmp_path, False, rows, jobs=2, log=lambda *a: None)
+    assert built[0] == "DiT-Mini/2"  # alone, in this process, before any wave

@@ -262,3 +262,24 @@ def test_the_mini_section_shows_the_study_and_each_family_s_own_spread(monkeypat
     assert rows["FLUX: sampled at the study's CFG scale"]["ok"]
     # its tolerances are the spread at the study's N (500): 250 canvases spread more, so the check fails
     assert not rows["FLUX: sampled as many as the study's N"]["ok"]
+
+
+def test_the_video_model_starts_from_its_image_dit_whose_key_is_part_of_its_own(tmp_path):
+    """Latte-Mini's recipe: the clips' batch, the image DiT's recipe (the run's batch) to start from, keyed by it."""
+    latte = build.config_for(MiniConfig(), "DyLatte-Mini/2")
+    assert latte.model == "Latte-Mini/2" and latte.batch_size == MiniConfig().video_batch_size
+    assert latte.image_recipe == build.config_for(MiniConfig(), "DiT-Mini/2")
+    assert latte.image_recipe.batch_size == MiniConfig().batch_size
+    other_dit = dataclasses.replace(MiniConfig(), dit_lr=2e-3)  # another image DiT: another Latte
+    assert build.dit_id(build.config_for(other_dit, "Latte-Mini/2")) != build.dit_id(latte)
+    scratch = build.config_for(dataclasses.replace(MiniConfig(), video_from_image=False), "Latte-Mini/2")
+    assert scratch.image_recipe is None and build.dit_id(scratch) != build.dit_id(latte)
+    with pytest.raises(ValueError, match="the run's recipe"):
+        build.config_for(latte, "DiT-Mini/2")
+    tiny = build.config_for(TINY, "Latte-Mini/2")
+    model, info = build.dit(tiny, tmp_path)
+    assert build.is_built(tmp_path, build.dit_id(tiny.image_recipe))  # the image DiT was trained first
+    image, _ = build.dit(tiny.image_recipe, tmp_path)
+    assert info["image_model"] == str(build.dit_id(tiny.image_recipe).folder(tmp_path))
+    assert type(model).__name__ == "Latte" and model.blocks[0].attn.qkv.weight.shape == \
+        image.blocks[0].attn.qkv.weight.shape

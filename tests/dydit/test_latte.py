@@ -173,3 +173,37 @@ def test_a_training_step_with_the_flops_loss_moves_dylattes_ratio_toward_lambda(
     with_loss, without = train(5.0), train(0.0)
     assert with_loss[0] > 0.9 and abs(with_loss[-1] - 0.5) < 0.1, with_loss
     assert without[-1] > with_loss[-1] + 0.15, (without, with_loss)
+
+
+def test_latte_starts_from_its_image_dit_as_lattes_train_py_does(tmp_path):
+    """load_matching: every tensor of the image DiT whose name and shape match (the blocks by index, embedders,
+    final layer); the temporal table and a class table of another size keep their init; another model is refused."""
+    from dydit.checkpoints import CheckpointError, load_matching, save_checkpoint
+    from dydit.registry import entry
+    assert entry("Latte-Mini/2").image_model == "DiT-Mini/2" and entry("DyLatte-XL/2").image_model == "DiT-XL/2"
+    torch.manual_seed(0)
+    dit = create_model("DiT-Mini/2")
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn_like(p))
+    save_checkpoint(dit, tmp_path / "dit.safetensors")
+    latte = create_model("Latte-Mini/2")  # 40 classes, 8 frames
+    fresh_table = latte.y_embedder.embedding_table.weight.clone()
+    report = load_matching(latte, tmp_path / "dit.safetensors")
+    assert set(report.fresh_keys) == {"temp_embed", "y_embedder.embedding_table.weight"}
+    assert report.unexpected_keys == ["y_embedder.embedding_table.weight"]  # 11 rows there, 41 here
+    for name, tensor in dit.state_dict().items():
+        if name not in report.fresh_keys:
+            assert torch.equal(latte.state_dict()[name], tensor), name
+    assert torch.equal(latte.y_embedder.embedding_table.weight, fresh_table)
+    save_checkpoint(create_model("FLUX-Mini"), tmp_path / "flux.safetensors")
+    with pytest.raises(CheckpointError, match=r"only \d+ of the model.s \d+ tensors match it by name and shape"):
+        load_matching(latte, tmp_path / "flux.safetensors")
+
+
+def test_init_matching_needs_a_checkpoint_and_no_adapter():
+    from dydit.train_config import TrainConfig, TrainError
+    with pytest.raises(TrainError, match="give init_checkpoint"):
+        TrainConfig(model="Latte-Mini/2", init_matching=True).validate()
+    with pytest.raises(TrainError, match="no adapter"):
+        TrainConfig(model="DyLatte-Mini/2", init_checkpoint="x.pt", init_matching=True, adapter="lora").validate()
