@@ -20,6 +20,8 @@ HELP = {
     "model": "model name, e.g. DyDiT-XL/2, DiT-XL/2, DyDiT-Mini/2, FLUX-Mini",
     "init_checkpoint": "weights to start from: a path or an asset name (dit-xl-2); a DiT loads into a DyDiT "
                        "with fresh routers",
+    "init_matching": "load only --init-checkpoint's tensors whose name and shape match; the rest keep their init "
+                     "(Latte's `pretrained`: a Latte starts from the image DiT of its size)",
     "flops_ratio": "lambda: target F_dyn / F_static in (0, 1] (DyDiT)",
     "flops_hold": "lambda_t = 1 for these steps ...",
     "flops_warmup": "... then linear from 1 to lambda over these steps",

@@ -144,7 +144,9 @@ def run(suite_run):
             + (f"; SiT-Mini the same with flow matching, each DySiT fine-tuned {flow.finetune_steps} steps"
                if any(registry.entry(m).family == "SiT" for m in s.model_names.values()) else "")
             + "".join(sorted({f"; {registry.entry(registry.entry(m).static).label} {c.steps_for(m)} steps at batch "
-                              f"{c.video_batch_size} clips of moving digits, its DyLattes and control fine-tuned alike"
+                              f"{c.video_batch_size} clips of moving digits"
+                              + (f" from {registry.entry(registry.entry(m).image_model).label}" if c.video_from_image else "")
+                              + ", its DyLattes and control fine-tuned alike"
                               for m in s.model_names.values() if registry.entry(m).is_video}))
             + "".join(sorted({f"; {registry.entry(registry.entry(m).static).label} {c.steps_for(m)} steps (narrower, "
                               f"so more: MiniConfig.steps_for), its fine-tunes alike"
