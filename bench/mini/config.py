@@ -64,8 +64,10 @@ class MiniConfig:
     # The video mini's static model starts from the mini's image DiT of its size (trained here first), as Latte's
     # train.py starts from a DiT (`pretrained`: every tensor whose name and shape match). From scratch, 6,000 steps x
     # 8 clips saw 48,000 clips and read 0.13 of their frames as the digit; DiT-Mini itself at 8 digits a step reads
-    # 0.53 (NOTES.md): the budget's digits, not Latte, are short. False: from scratch.
-    video_from_image: bool = True
+    # 0.53 (NOTES.md): the budget's digits, not Latte, are short. False: from scratch. Not keyed itself (nor a baseline
+    # field the spread study checks: the image models do not read it): config_for writes it into the video recipe's
+    # image_recipe, whose DiT's key is part of the video model's.
+    video_from_image: bool = field(default=True, metadata={"key": False})
     # Set by bench.mini.build.config_for on a video model's recipe: the recipe of the image DiT it starts from
     # (not keyed itself: that DiT's key is part of the video model's)
     image_recipe: Optional["MiniConfig"] = field(default=None, metadata={"key": False})

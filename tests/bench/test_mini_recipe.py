@@ -274,6 +274,7 @@ def test_the_video_model_starts_from_its_image_dit_whose_key_is_part_of_its_own(
     assert build.dit_id(build.config_for(other_dit, "Latte-Mini/2")) != build.dit_id(latte)
     scratch = build.config_for(dataclasses.replace(MiniConfig(), video_from_image=False), "Latte-Mini/2")
     assert scratch.image_recipe is None and build.dit_id(scratch) != build.dit_id(latte)
+    assert "video_from_image" not in MiniConfig().baseline_fields()  # the DiT family's spread study stays valid
     with pytest.raises(ValueError, match="the run's recipe"):
         build.config_for(latte, "DiT-Mini/2")
     tiny = build.config_for(TINY, "Latte-Mini/2")
@@ -283,3 +284,10 @@ def test_the_video_model_starts_from_its_image_dit_whose_key_is_part_of_its_own(
     assert info["image_model"] == str(build.dit_id(tiny.image_recipe).folder(tmp_path))
     assert type(model).__name__ == "Latte" and model.blocks[0].attn.qkv.weight.shape == \
         image.blocks[0].attn.qkv.weight.shape
+
+
+def test_the_committed_spread_study_was_made_for_the_default_recipes_static_models():
+    """A new MiniConfig field that keys the static models invalidates the committed study (every mini section
+    fails): a field only video or fine-tuned models read must not be a baseline field."""
+    study = spread.existing_study(spread.SPREAD_FILE, MiniConfig())
+    assert study["recipe"]["dit_steps"] == MiniConfig().dit_steps
