@@ -249,8 +249,9 @@ MIN_MATCHING_FRACTION = 0.5
 
 
 def load_matching(model: nn.Module, path) -> LoadReport:
-    """Loads the checkpoint's tensors whose name and shape match the model's; the others keep their init (Latte's
-    train.py `pretrained`: an image DiT into a Latte). Raises CheckpointError when under MIN_MATCHING_FRACTION of
+    """Loads the checkpoint's tensors whose name and shape match the model's; the others keep their init. Latte's
+    train.py `pretrained` starts a Latte from an image DiT by name alone (a class table of another size would fail
+    there); the shape check lets it keep its init here. Raises CheckpointError when under MIN_MATCHING_FRACTION of
     the model's tensors match (another model's file)."""
     where = f"checkpoint {os.fspath(path)}"
     state, source, notes = unwrap_state_dict(weights.read(path), where)

@@ -32,8 +32,8 @@ class TrainConfig:
     num_classes: Optional[int] = None  # None: the model's default (1000; 10 for the Mini)
     init_checkpoint: Optional[str] = None  # start from these weights (a DiT loads into DyDiT, routers fresh)
     # init_checkpoint gives only the tensors whose name and shape match the model's; the others keep their init.
-    # Latte's train.py `pretrained`: a Latte starts from an image DiT (its blocks by index, even ones spatial, odd
-    # ones temporal; the temporal position table and a class table of another size start fresh)
+    # As Latte's train.py `pretrained` (by name there): a Latte starts from an image DiT (its blocks by index, even
+    # ones spatial, odd ones temporal; the temporal position table and a class table of another size start fresh)
     init_matching: bool = False
     # objective
     flops_ratio: float = 0.7  # lambda: the target F_dyn / F_static (DyDiT only)

@@ -62,7 +62,7 @@ class MiniConfig:
     # yet (NOTES.md). Not keyed itself: config_for writes it into those models' batch_size, which is.
     video_batch_size: int = field(default=8, metadata={"key": False})
     # The video mini's static model starts from the mini's image DiT of its size (trained here first), as Latte's
-    # train.py starts from a DiT (`pretrained`: every tensor whose name and shape match). From scratch, 6,000 steps x
+    # train.py starts from a DiT (`pretrained`: every tensor of that name; here of that name and shape). From scratch, 6,000 steps x
     # 8 clips saw 48,000 clips and read 0.13 of their frames as the digit; DiT-Mini itself at 8 digits a step reads
     # 0.53 (NOTES.md): the budget's digits, not Latte, are short. False: from scratch. Not keyed itself (nor a baseline
     # field the spread study checks: the image models do not read it): config_for writes it into the video recipe's

@@ -181,6 +181,8 @@ def test_latte_starts_from_its_image_dit_as_lattes_train_py_does(tmp_path):
     from dydit.checkpoints import CheckpointError, load_matching, save_checkpoint
     from dydit.registry import entry
     assert entry("Latte-Mini/2").image_model == "DiT-Mini/2" and entry("DyLatte-XL/2").image_model == "DiT-XL/2"
+    from dydit.registry import LATTE_MODELS, is_known
+    assert all(is_known(e.image_model) for e in LATTE_MODELS.values())
     torch.manual_seed(0)
     dit = create_model("DiT-Mini/2")
     with torch.no_grad():
